@@ -1,0 +1,10 @@
+package main
+import (
+ _ "github.com/ebitengine/purego"
+ _ "github.com/pkoukk/tiktoken-go"
+ _ "github.com/pkoukk/tiktoken-go-loader"
+ _ "sigs.k8s.io/yaml"
+ _ "golang.org/x/sys/cpu"
+ _ "github.com/spf13/cobra"
+)
+func main(){}
