@@ -1,0 +1,49 @@
+package train
+
+// StepReport is what the loop tells its observer after every optimizer step.
+// The JSON names are the --metrics-out format and are kept stable.
+type StepReport struct {
+	Step       int      `json:"step"` // 1-based index of the step just finished
+	Steps      int      `json:"-"`    // total steps of the job
+	Loss       float64  `json:"loss"` // mean training loss of this step
+	LR         float64  `json:"lr"`
+	TokensPerS float64  `json:"tokens_per_s"` // this step's tokens / this step's wall time
+	StepMS     float64  `json:"step_ms"`
+	GradNorm   float64  `json:"grad_norm"` // global L2 norm before clipping
+	EvalLoss   *float64 `json:"eval_loss,omitempty"`
+	ETASeconds float64  `json:"-"`
+}
+
+// Summary is the result of a finished run; `ternctl train -o json` prints it.
+type Summary struct {
+	Job           string  `json:"job"`
+	Steps         int     `json:"steps"`
+	FinalLoss     float64 `json:"final_loss"`
+	FinalEvalLoss float64 `json:"final_eval_loss"`
+	TokensPerS    float64 `json:"tokens_per_s"`
+	StepMSMedian  float64 `json:"step_ms_median"`
+	PeakRSSBytes  int64   `json:"peak_rss_bytes"`
+	Params        int64   `json:"params"`
+	WallS         float64 `json:"wall_s"`
+	Checkpoint    string  `json:"checkpoint,omitempty"` // last checkpoint written, if any
+	Stopped       bool    `json:"stopped"`              // true if interrupted before the last step
+}
+
+// Observer receives progress from a running loop. Calls come from the loop's
+// goroutine, in step order.
+type Observer interface {
+	Started(info RunInfo)
+	Step(r StepReport)
+	Log(msg string)
+}
+
+// RunInfo describes the run once everything is loaded, before the first step.
+type RunInfo struct {
+	Job           string
+	Params        int64
+	StartStep     int // steps already done (non-zero when resuming)
+	Steps         int
+	TokensPerStep int
+	TrainTokens   int64
+	ValTokens     int64
+}
