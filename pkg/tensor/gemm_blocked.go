@@ -1,0 +1,275 @@
+package tensor
+
+import (
+	"runtime"
+	"sync"
+)
+
+// Cache blocking for the BLIS-style five-loop GEMM (Goto & van de Geijn,
+// "Anatomy of High-Performance Matrix Multiplication", ACM TOMS 34(3), 2008;
+// BLIS's loop order). Sizes are for Zen 3 (32 KiB L1d, 512 KiB L2 per core,
+// 32 MiB shared L3):
+//   - kcMax: a 16×kc B micro-panel (16 KiB) stays in L1 while the kernel walks
+//     the A micro-panels of one block;
+//   - mcMax: the mc×kc packed A block (144 KiB) stays in L2;
+//   - ncMax: the kc×nc packed B panel (4 MiB) stays in L3.
+//
+// The actual block sizes are derived from the shape alone (blocks of equal
+// size no larger than the maximum), never from GOMAXPROCS: the K blocking
+// fixes the order in which each C element is accumulated, so results do not
+// depend on the core count.
+const (
+	kcMax = 256
+	mcMax = 144
+	ncMax = 4080
+	// ncTask is the width of one parallel work item: a task computes an
+	// mc×ncTask block of C from the shared packed panels.
+	ncTask = 192
+	// parallelMinMACs is the smallest m*n*k worth spreading over goroutines;
+	// below it (for example a 64×64×64 attention block) starting them costs
+	// more than the work.
+	parallelMinMACs = 1 << 20
+	// packGrain is how many micro-panels one packing work item covers.
+	packGrain = 8
+)
+
+// gemmWorkspace holds the packed panels of one Gemm call. Workspaces are
+// pooled so steady-state calls do not allocate them.
+// The job lives inside the pooled workspace so that a serial call allocates
+// nothing at all.
+type gemmWorkspace struct {
+	job gemmJob
+}
+
+var workspacePool = sync.Pool{New: func() any { return new(gemmWorkspace) }}
+
+func grow(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n)
+	}
+	return buf[:n]
+}
+
+// gemmJob carries one call's arguments and the current (jc, pc) block through
+// the packing and compute phases.
+type gemmJob struct {
+	asm            bool
+	transA, transB bool
+	m, n, k        int
+	alpha          float32
+	a              []float32
+	lda            int
+	b              []float32
+	ldb            int
+	c              []float32
+	ldc            int
+
+	mc, kc, nc int // block sizes for this shape
+	// current block: columns [jc, jc+ncCur), depth [pc, pc+kcCur), and the
+	// beta that applies to it (the caller's beta on the first depth block,
+	// 1 afterwards so later blocks accumulate).
+	jc, ncCur, pc, kcCur int
+	betaCur              float32
+
+	pa, pb []float32
+}
+
+// blockSize splits total into the fewest blocks of at most maxSize, makes them
+// as equal as possible, and rounds the size up to a multiple of unit.
+func blockSize(total, maxSize, unit int) int {
+	nb := (total + maxSize - 1) / maxSize
+	s := (total + nb - 1) / nb
+	return (s + unit - 1) / unit * unit
+}
+
+func gemmBlocked(asm, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	ws := workspacePool.Get().(*gemmWorkspace)
+	j := &ws.job
+	*j = gemmJob{
+		asm: asm, transA: transA, transB: transB,
+		m: m, n: n, k: k, alpha: alpha,
+		a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc,
+		mc: blockSize(m, mcMax, mr),
+		kc: blockSize(k, kcMax, 1),
+		nc: blockSize(n, ncMax, nr),
+		pa: j.pa, pb: j.pb,
+	}
+	mPad := (m + mr - 1) / mr * mr
+	j.pa = grow(j.pa, mPad*j.kc)
+	j.pb = grow(j.pb, j.nc*j.kc)
+
+	parallel := runtime.GOMAXPROCS(0) > 1 && float64(m)*float64(n)*float64(k) >= parallelMinMACs
+	aPanels := mPad / mr
+	mBlocks := (m + j.mc - 1) / j.mc
+	for j.jc = 0; j.jc < n; j.jc += j.nc {
+		j.ncCur = min(j.nc, n-j.jc)
+		bPanels := (j.ncCur + nr - 1) / nr
+		tasksN := (j.ncCur + ncTask - 1) / ncTask
+		for j.pc = 0; j.pc < k; j.pc += j.kc {
+			j.kcCur = min(j.kc, k-j.pc)
+			j.betaCur = 1
+			if j.pc == 0 {
+				j.betaCur = beta
+			}
+			// A is repacked for every (jc, pc) block; that costs 1/nc of the
+			// block's multiply-adds and keeps the packed A at m×kc floats.
+			if parallel {
+				units := aPanels + bPanels
+				ParallelFor((units+packGrain-1)/packGrain, 1, func(lo, hi int) {
+					j.packRange(lo*packGrain, min(hi*packGrain, units), aPanels)
+				})
+				ParallelFor(mBlocks*tasksN, 1, func(lo, hi int) {
+					for t := lo; t < hi; t++ {
+						j.compute(t/tasksN, t%tasksN)
+					}
+				})
+			} else {
+				j.packRange(0, aPanels+bPanels, aPanels)
+				for t := 0; t < mBlocks*tasksN; t++ {
+					j.compute(t/tasksN, t%tasksN)
+				}
+			}
+		}
+	}
+	// Drop the caller's matrices so the pool does not keep them alive.
+	j.a, j.b, j.c = nil, nil, nil
+	workspacePool.Put(ws)
+}
+
+// packRange packs micro-panels [lo, hi), numbering A's panels first and then
+// the current B block's.
+func (j *gemmJob) packRange(lo, hi, aPanels int) {
+	for u := lo; u < hi; u++ {
+		if u < aPanels {
+			j.packA(u)
+		} else {
+			j.packB(u - aPanels)
+		}
+	}
+}
+
+// packA copies rows [6p, 6p+6) of op(A), depth block [pc, pc+kcCur), into
+// panel p of pa as kcCur columns of 6 (zero rows past m), whatever A's
+// storage order.
+func (j *gemmJob) packA(p int) {
+	i0 := p * mr
+	rows := min(mr, j.m-i0)
+	kc := j.kcCur
+	dst := j.pa[p*mr*kc : (p+1)*mr*kc]
+	if j.transA {
+		// A stored K×M: the 6 values of one column are contiguous.
+		for q := 0; q < kc; q++ {
+			src := j.a[(j.pc+q)*j.lda+i0:]
+			d := dst[q*mr : q*mr+mr : q*mr+mr]
+			if rows == mr {
+				d[0], d[1], d[2], d[3], d[4], d[5] = src[0], src[1], src[2], src[3], src[4], src[5]
+				continue
+			}
+			for r := 0; r < mr; r++ {
+				if r < rows {
+					d[r] = src[r]
+				} else {
+					d[r] = 0
+				}
+			}
+		}
+		return
+	}
+	// A stored M×K: walk each row contiguously, scatter with stride 6.
+	for r := 0; r < mr; r++ {
+		if r >= rows {
+			for q := 0; q < kc; q++ {
+				dst[q*mr+r] = 0
+			}
+			continue
+		}
+		src := j.a[(i0+r)*j.lda+j.pc : (i0+r)*j.lda+j.pc+kc]
+		for q, v := range src {
+			dst[q*mr+r] = v
+		}
+	}
+}
+
+// packB copies columns [jc+16p, jc+16p+16) of op(B), depth block
+// [pc, pc+kcCur), into panel p of pb as kcCur rows of 16 (zero columns past
+// the block's width).
+func (j *gemmJob) packB(p int) {
+	j0 := j.jc + p*nr
+	cols := min(nr, j.jc+j.ncCur-j0)
+	kc := j.kcCur
+	dst := j.pb[p*nr*kc : (p+1)*nr*kc]
+	if !j.transB {
+		// B stored K×N: each row of the panel is a contiguous run.
+		for q := 0; q < kc; q++ {
+			src := j.b[(j.pc+q)*j.ldb+j0:]
+			d := dst[q*nr : q*nr+nr : q*nr+nr]
+			n := copy(d[:cols], src[:cols])
+			clear(d[n:])
+		}
+		return
+	}
+	// B stored N×K (the weight layout of x·Wᵀ): read each weight row
+	// contiguously and scatter with stride 16.
+	for col := 0; col < nr; col++ {
+		if col >= cols {
+			for q := 0; q < kc; q++ {
+				dst[q*nr+col] = 0
+			}
+			continue
+		}
+		src := j.b[(j0+col)*j.ldb+j.pc : (j0+col)*j.ldb+j.pc+kc]
+		for q, v := range src {
+			dst[q*nr+col] = v
+		}
+	}
+}
+
+// compute runs the micro-kernel over the C block of M-block mb and column
+// task tn of the current (jc, pc) block: for each 16-wide B micro-panel (kept
+// in L1), every 6-high A micro-panel of the block (streamed from L2).
+func (j *gemmJob) compute(mb, tn int) {
+	kc := j.kcCur
+	i0 := mb * j.mc
+	i1 := min(i0+j.mc, j.m)
+	c0 := tn * ncTask
+	c1 := min(c0+ncTask, j.ncCur)
+	for jr := c0; jr < c1; jr += nr {
+		bp := &j.pb[(jr/nr)*nr*kc]
+		cols := min(nr, c1-jr)
+		col := j.jc + jr
+		for ir := i0; ir < i1; ir += mr {
+			ap := &j.pa[(ir/mr)*mr*kc]
+			rows := min(mr, i1-ir)
+			if rows == mr && cols == nr {
+				j.kernel(kc, ap, bp, &j.c[ir*j.ldc+col], j.ldc, j.alpha, j.betaCur)
+				continue
+			}
+			j.edge(kc, ap, bp, ir, col, rows, cols)
+		}
+	}
+}
+
+// edge handles a partial tile at the bottom or right border: the kernel runs
+// on a full 6×16 scratch tile holding the valid part of C, and only that part
+// is copied back, so the arithmetic is the same as for an interior tile.
+func (j *gemmJob) edge(kc int, ap, bp *float32, ir, col, rows, cols int) {
+	var tile [mr * nr]float32
+	beta := j.betaCur
+	if beta != 0 {
+		for r := 0; r < rows; r++ {
+			copy(tile[r*nr:r*nr+cols], j.c[(ir+r)*j.ldc+col:])
+		}
+	}
+	j.kernel(kc, ap, bp, &tile[0], nr, j.alpha, beta)
+	for r := 0; r < rows; r++ {
+		copy(j.c[(ir+r)*j.ldc+col:(ir+r)*j.ldc+col+cols], tile[r*nr:r*nr+cols])
+	}
+}
+
+func (j *gemmJob) kernel(kc int, a, b, c *float32, ldc int, alpha, beta float32) {
+	if j.asm {
+		kernel6x16AVX2(kc, a, b, c, ldc, alpha, beta)
+	} else {
+		kernel6x16Go(kc, a, b, c, ldc, alpha, beta)
+	}
+}

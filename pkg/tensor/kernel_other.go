@@ -1,0 +1,13 @@
+//go:build !amd64 || purego
+
+package tensor
+
+// hasAsmKernel is false where no assembly micro-kernel exists (or the purego
+// build tag asks for none), so the "asm" backend is not offered.
+const hasAsmKernel = false
+
+// kernel6x16AVX2 exists so the driver compiles on every platform; with
+// hasAsmKernel false it is never selected, and it would still be correct.
+func kernel6x16AVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32) {
+	kernel6x16Go(kc, a, b, c, ldc, alpha, beta)
+}
