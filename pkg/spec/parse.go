@@ -1,0 +1,295 @@
+package spec
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Load reads a TrainingJob from a YAML (or JSON) file, applies the --set
+// overrides, fills defaults and validates it. Problems in the document come
+// back as Errors (all of them) wrapped with the file name.
+func Load(path string, sets []string) (*TrainingJob, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read job spec: %w", err)
+	}
+	j, err := Parse(b, sets)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return j, nil
+}
+
+// Parse is Load for a document already in memory.
+//
+// The document is decoded into a generic tree first so that every problem
+// (unknown fields at any depth, wrong types) can be reported with its full
+// path; only a tree that matches the schema is decoded into the struct.
+// Defaults are then filled for fields the document leaves out, and the
+// result is validated.
+func Parse(b []byte, sets []string) (*TrainingJob, error) {
+	js, err := yaml.YAMLToJSONStrict(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse YAML: %w", err)
+	}
+	var tree any
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	if err := dec.Decode(&tree); err != nil {
+		return nil, fmt.Errorf("parse YAML: %w", err)
+	}
+	root, ok := tree.(map[string]any)
+	if !ok {
+		if tree == nil {
+			return nil, errors.New("empty document: expected a TrainingJob with apiVersion, kind, metadata and spec")
+		}
+		return nil, fmt.Errorf("document must be a mapping with apiVersion, kind, metadata and spec, got %s", describe(tree))
+	}
+
+	var errs Errors
+	origin := map[string]string{} // canonical path -> the --set that wrote it
+	for _, s := range sets {
+		p, err := applySet(root, s)
+		if err != nil {
+			errs = append(errs, &FieldError{Msg: err.Error()})
+			continue
+		}
+		origin[p] = s
+	}
+	checkValue("", reflect.TypeOf(TrainingJob{}), root, &errs)
+	for _, e := range errs {
+		if s, ok := origin[e.Path]; ok {
+			e.Msg += fmt.Sprintf(" (from --set %s)", s)
+		}
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+
+	norm, err := json.Marshal(root)
+	if err != nil {
+		return nil, fmt.Errorf("re-encode document: %w", err)
+	}
+	var j TrainingJob
+	if err := json.Unmarshal(norm, &j); err != nil {
+		// checkValue accepted the tree, so this is a bug in the schema check,
+		// not in the user's document; say so rather than blame the user.
+		return nil, fmt.Errorf("decode checked document (schema check missed this): %w", err)
+	}
+	present := map[string]bool{}
+	collectPaths("", root, present)
+	j.applyDefaults(func(p string) bool { return present[p] })
+	if err := j.Validate(); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// collectPaths records the path of every field the document sets.
+func collectPaths(prefix string, v any, out map[string]bool) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return
+	}
+	for k, c := range m {
+		p := joinPath(prefix, k)
+		out[p] = true
+		collectPaths(p, c, out)
+	}
+}
+
+// describe names a decoded JSON value's type for error messages, with the
+// value when it is short.
+func describe(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		if len(x) > 40 {
+			x = x[:40] + "..."
+		}
+		return fmt.Sprintf("string %q", x)
+	case json.Number:
+		return "number " + x.String()
+	case bool:
+		return fmt.Sprintf("boolean %t", x)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// checkValue checks a decoded value against the schema type t, reporting
+// problems under path. It normalises in place what JSON decoding would
+// otherwise reject or misread: nulls are removed (a field written as
+// "eval:" with nothing after it is absent) and integral numbers written
+// as 1e3 become 1000. It returns the normalised value.
+func checkValue(path string, t reflect.Type, v any, errs *Errors) any {
+	if t == reservedType {
+		if _, ok := v.(map[string]any); !ok {
+			errs.add(path, "must be an object, got %s", describe(v))
+		}
+		return v
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			errs.add(path, "must be an object with fields (%s), got %s", strings.Join(fieldNames(t), ", "), describe(v))
+			return v
+		}
+		for _, k := range sortedKeys(m) {
+			f, ok := fieldByName(t, k)
+			if !ok {
+				errs.add(joinPath(path, k), "%s", unknownField(t, k))
+				continue
+			}
+			if m[k] == nil {
+				delete(m, k)
+				continue
+			}
+			m[k] = checkValue(joinPath(path, k), f.typ, m[k], errs)
+		}
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			hint := ""
+			if _, num := v.(json.Number); num {
+				hint = " (quote it to make it a string)"
+			}
+			if _, b := v.(bool); b {
+				hint = " (quote it to make it a string)"
+			}
+			errs.add(path, "must be a string, got %s%s", describe(v), hint)
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			errs.add(path, "must be a boolean (true or false), got %s", describe(v))
+		}
+	case reflect.Int, reflect.Int64:
+		n, ok := v.(json.Number)
+		if !ok {
+			errs.add(path, "must be an integer, got %s", describe(v))
+			return v
+		}
+		if _, err := strconv.ParseInt(n.String(), 10, 64); err == nil {
+			return v
+		}
+		f, err := strconv.ParseFloat(n.String(), 64)
+		if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+			errs.add(path, "must be an integer, got %s", n)
+			return v
+		}
+		return json.Number(strconv.FormatInt(int64(f), 10))
+	case reflect.Float64:
+		n, ok := v.(json.Number)
+		if !ok {
+			errs.add(path, "must be a number, got %s", describe(v))
+			return v
+		}
+		if f, err := strconv.ParseFloat(n.String(), 64); err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			errs.add(path, "must be a finite number, got %s", n)
+		}
+	case reflect.Slice:
+		l, ok := v.([]any)
+		if !ok {
+			errs.add(path, "must be a list (write [a, b] or one item per line with '- '), got %s", describe(v))
+			return v
+		}
+		for i := range l {
+			l[i] = checkValue(fmt.Sprintf("%s[%d]", path, i), t.Elem(), l[i], errs)
+		}
+	default:
+		errs.add(path, "field of unsupported type %s in the schema", t)
+	}
+	return v
+}
+
+// applySet applies one --set key=value to the document tree and returns the
+// canonical path it wrote.
+//
+// Values are YAML scalars (1e-3, true, 12), except that a string field takes
+// the text as written (so data.include=*.go works although '*' starts a
+// YAML alias) and a list field takes [a,b] split at commas.
+func applySet(root map[string]any, s string) (string, error) {
+	key, val, ok := strings.Cut(s, "=")
+	key = strings.TrimSpace(key)
+	if !ok || key == "" {
+		return "", fmt.Errorf("--set %s: expected FIELD=VALUE, e.g. optimizer.lr=1e-3", s)
+	}
+	path, t, _, err := resolvePath(key)
+	if err != nil {
+		return "", fmt.Errorf("--set %s: %w", s, err)
+	}
+	if path == "" {
+		return "", fmt.Errorf("--set %s: cannot replace the whole document", s)
+	}
+	v, err := setValue(t, val)
+	if err != nil {
+		return "", fmt.Errorf("--set %s: %w", s, err)
+	}
+	segs := strings.Split(path, ".")
+	m := root
+	for i, seg := range segs[:len(segs)-1] {
+		next, ok := m[seg].(map[string]any)
+		if !ok {
+			if m[seg] != nil {
+				return "", fmt.Errorf("--set %s: %s is %s in the document, not an object", s, strings.Join(segs[:i+1], "."), describe(m[seg]))
+			}
+			next = map[string]any{}
+			m[seg] = next
+		}
+		m = next
+	}
+	m[segs[len(segs)-1]] = v
+	return path, nil
+}
+
+func setValue(t reflect.Type, val string) (any, error) {
+	switch {
+	case t.Kind() == reflect.String:
+		return unquote(strings.TrimSpace(val)), nil
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
+		v := strings.TrimSpace(val)
+		if !strings.HasPrefix(v, "[") || !strings.HasSuffix(v, "]") {
+			return nil, fmt.Errorf("a list must be written [a,b] (or [] for empty), got %q", val)
+		}
+		inner := strings.TrimSpace(v[1 : len(v)-1])
+		out := []any{}
+		if inner == "" {
+			return out, nil
+		}
+		for _, item := range strings.Split(inner, ",") {
+			out = append(out, unquote(strings.TrimSpace(item)))
+		}
+		return out, nil
+	}
+	js, err := yaml.YAMLToJSON([]byte(val))
+	if err != nil {
+		return nil, fmt.Errorf("value %q is not a YAML value: %w", val, err)
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("value %q: %w", val, err)
+	}
+	return v, nil
+}
+
+func unquote(s string) string {
+	if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"' || s[0] == '\'' && s[len(s)-1] == '\'') {
+		return s[1 : len(s)-1]
+	}
+	return s
+}

@@ -1,0 +1,152 @@
+package spec
+
+import (
+	"github.com/ternml/tern/pkg/model"
+)
+
+// APIVersion and Kind are the only values a TrainingJob document may carry in
+// its apiVersion and kind fields.
+const (
+	APIVersion = "tern/v1"
+	Kind       = "TrainingJob"
+)
+
+// The struct tags below are the field reference: `json` is the field name,
+// `default` the value filled when the document leaves the field out (a JSON
+// literal; "derived" means computed from other fields, explained in desc),
+// and `desc` the one-line description `ternctl explain` prints. Closed value
+// sets live in the enums table.
+
+// TrainingJob is one training run.
+type TrainingJob struct {
+	APIVersion string   `json:"apiVersion" desc:"Schema version of this document; must be tern/v1."`
+	Kind       string   `json:"kind" desc:"Type of this document; must be TrainingJob."`
+	Metadata   Metadata `json:"metadata" desc:"Identity of the job."`
+	Spec       JobSpec  `json:"spec" desc:"What to train, on what data, and how."`
+}
+
+// Metadata identifies a job.
+type Metadata struct {
+	Name string `json:"name" desc:"Job name: lowercase letters, digits, '-' and '.', at most 63 characters, starting and ending with a letter or digit."`
+}
+
+// JobSpec is the desired run.
+type JobSpec struct {
+	Seed          int64          `json:"seed" default:"1" desc:"Seed for parameter initialisation and data sampling; same seed and spec give bitwise-identical runs."`
+	Steps         int            `json:"steps" default:"600" desc:"Number of optimizer steps to run."`
+	Model         ModelSpec      `json:"model" desc:"Model architecture: a preset and/or explicit sizes (explicit fields override the preset)."`
+	Data          DataSpec       `json:"data" desc:"Training corpus, tokenizer and validation split."`
+	Batch         BatchSpec      `json:"batch" desc:"Sequences per optimizer step."`
+	Optimizer     OptimizerSpec  `json:"optimizer" desc:"Optimizer, learning-rate schedule, weight decay and gradient clipping."`
+	Eval          EvalSpec       `json:"eval" desc:"Periodic evaluation on the validation split."`
+	Checkpoint    CheckpointSpec `json:"checkpoint" desc:"Durable checkpoints on disk."`
+	Parallel      Reserved       `json:"parallel,omitempty" desc:"Reserved for data and pipeline parallelism; must be empty in tern/v1."`
+	Communication Reserved       `json:"communication,omitempty" desc:"Reserved for gradient exchange settings; must be empty in tern/v1."`
+	Snapshot      Reserved       `json:"snapshot,omitempty" desc:"Reserved for in-memory snapshot settings; must be empty in tern/v1."`
+}
+
+// Reserved is a section that later versions of the schema will define. It
+// parses as any mapping so that the error can say "reserved" rather than
+// "unknown field", and Validate accepts it only empty.
+type Reserved map[string]any
+
+// ModelSpec chooses the architecture. Resolve turns it into a model.Config.
+type ModelSpec struct {
+	Preset    string  `json:"preset,omitempty" desc:"Named architecture to start from; explicit fields below override it."`
+	Vocab     int     `json:"vocab,omitempty" default:"derived" desc:"Vocabulary size; must equal the tokenizer's (byte 256, gpt2 50257, cl100k_base 100277). Default: from the preset, else from the tokenizer."`
+	Dim       int     `json:"dim,omitempty" desc:"Model width (embedding size). Required without a preset."`
+	Layers    int     `json:"layers,omitempty" desc:"Number of transformer blocks. Required without a preset."`
+	Heads     int     `json:"heads,omitempty" desc:"Attention (query) heads; dim/heads must be even (RoPE). Required without a preset."`
+	KVHeads   int     `json:"kvHeads,omitempty" default:"derived" desc:"Key/value heads for grouped-query attention; heads must be a multiple. Default: from the preset, else heads."`
+	FFN       int     `json:"ffn,omitempty" desc:"SwiGLU hidden width. Required without a preset."`
+	SeqLen    int     `json:"seqLen,omitempty" desc:"Training context length in tokens. Required without a preset."`
+	RopeTheta float64 `json:"ropeTheta,omitempty" default:"10000" desc:"RoPE base frequency."`
+	NormEps   float64 `json:"normEps,omitempty" default:"1e-5" desc:"RMSNorm epsilon."`
+	Tokenizer string  `json:"tokenizer,omitempty" default:"derived" desc:"Tokenizer the vocabulary belongs to. Default: from the preset, else spec.data.tokenizer, else byte."`
+	Recompute bool    `json:"recompute,omitempty" default:"false" desc:"Recompute each block's activations in backward instead of storing them (less memory, about a third more compute)."`
+}
+
+// DataSpec chooses the corpus.
+type DataSpec struct {
+	Kind        string   `json:"kind" default:"\"dir\"" desc:"Corpus format: dir (text files under path), tokens (pre-tokenized file), jsonl (one {\"text\": ...} per line), text (the inline text field)."`
+	Path        string   `json:"path" default:"\"\"" desc:"File or directory to read. For kind dir, empty means the Go standard library sources ($GOROOT/src), present on every machine with Go."`
+	Include     []string `json:"include" default:"[\"*.go\"]" desc:"For kind dir: file-name glob patterns to read (path/filepath.Match syntax)."`
+	Exclude     []string `json:"exclude" default:"[]" desc:"For kind dir: file-name glob patterns to skip, applied after include."`
+	Text        string   `json:"text,omitempty" desc:"For kind text: the corpus itself."`
+	Tokenizer   string   `json:"tokenizer" default:"derived" desc:"Tokenizer for the corpus. Default: the model's tokenizer (spec.model.tokenizer or the preset's), else byte."`
+	ValFraction float64  `json:"valFraction" default:"0.01" desc:"Fraction of the corpus held out for evaluation, in [0, 0.5]; 0 means no validation split."`
+	CacheDir    string   `json:"cacheDir" default:"\"\"" desc:"Directory for the tokenized corpus cache; empty means the user cache directory."`
+}
+
+// BatchSpec sizes one optimizer step: MicroBatchSize*MicroBatches sequences
+// of model.seqLen tokens.
+type BatchSpec struct {
+	MicroBatchSize int `json:"microBatchSize" default:"8" desc:"Sequences per forward/backward pass."`
+	MicroBatches   int `json:"microBatches" default:"1" desc:"Forward/backward passes accumulated per optimizer step."`
+}
+
+// OptimizerSpec chooses the update rule and its schedule.
+type OptimizerSpec struct {
+	Name        string  `json:"name" default:"\"adamw\"" desc:"Update rule (AdamW: Loshchilov & Hutter 2019, decoupled weight decay)."`
+	LR          float64 `json:"lr" default:"3e-3" desc:"Peak learning rate, reached at the end of warmup."`
+	MinLR       float64 `json:"minLR" default:"derived" desc:"Learning rate at the last step for the cosine and linear schedules. Default: lr/10."`
+	WarmupSteps int     `json:"warmupSteps" default:"50" desc:"Steps of linear warmup from 0 to lr."`
+	Schedule    string  `json:"schedule" default:"\"cosine\"" desc:"Learning-rate decay after warmup, from lr to minLR."`
+	WeightDecay float64 `json:"weightDecay" default:"0.1" desc:"Decoupled weight decay coefficient (not applied to norms)."`
+	ClipNorm    float64 `json:"clipNorm" default:"1.0" desc:"Clip the global gradient L2 norm to this value; 0 turns clipping off."`
+	Beta1       float64 `json:"beta1" default:"0.9" desc:"First-moment decay, in [0, 1)."`
+	Beta2       float64 `json:"beta2" default:"0.95" desc:"Second-moment decay, in [0, 1)."`
+	Eps         float64 `json:"eps" default:"1e-8" desc:"Term added to the second-moment root for numerical stability."`
+}
+
+// EvalSpec sets periodic evaluation.
+type EvalSpec struct {
+	EverySteps int `json:"everySteps" default:"100" desc:"Evaluate every this many steps and after the last; 0 turns evaluation off."`
+	Batches    int `json:"batches" default:"8" desc:"Validation batches (of batch.microBatchSize sequences) per evaluation."`
+}
+
+// CheckpointSpec sets durable checkpoints.
+type CheckpointSpec struct {
+	Dir        string `json:"dir" default:"\"\"" desc:"Directory for checkpoints (DIR/step-N/); empty means none unless --checkpoint-dir is given."`
+	EverySteps int    `json:"everySteps" default:"0" desc:"Write a checkpoint every this many steps; 0 means only at the end and on interrupt."`
+	Keep       int    `json:"keep" default:"2" desc:"Number of most recent checkpoints kept; 0 keeps all."`
+}
+
+// Closed value sets. Validate and Explain both read this table, so adding an
+// optimizer means adding its name here and nowhere else in this package.
+var (
+	// OptimizerNames are the supported spec.optimizer.name values.
+	OptimizerNames = []string{"adamw"}
+	// ScheduleNames are the supported spec.optimizer.schedule values.
+	ScheduleNames = []string{"cosine", "linear", "constant"}
+	// DataKinds are the supported spec.data.kind values.
+	DataKinds = []string{"dir", "tokens", "jsonl", "text"}
+	// TokenizerNames are the supported tokenizers, in the order of
+	// tokenizerVocab.
+	TokenizerNames = []string{"byte", "gpt2", "cl100k_base"}
+)
+
+// tokenizerVocab is each tokenizer's vocabulary size: bytes, the GPT-2 BPE
+// (50,000 merges + 256 bytes + <|endoftext|>) and OpenAI's cl100k_base
+// (100,256 ranks + special tokens, highest id 100276).
+var tokenizerVocab = map[string]int{"byte": 256, "gpt2": 50257, "cl100k_base": 100277}
+
+// TokenizerVocab returns the vocabulary size of a tokenizer named in a spec.
+func TokenizerVocab(name string) (int, bool) {
+	v, ok := tokenizerVocab[name]
+	return v, ok
+}
+
+// enums maps a field path to its allowed values.
+func enums() map[string][]string {
+	return map[string][]string{
+		"apiVersion":              {APIVersion},
+		"kind":                    {Kind},
+		"spec.model.preset":       model.PresetNames(),
+		"spec.model.tokenizer":    TokenizerNames,
+		"spec.data.kind":          DataKinds,
+		"spec.data.tokenizer":     TokenizerNames,
+		"spec.optimizer.name":     OptimizerNames,
+		"spec.optimizer.schedule": ScheduleNames,
+	}
+}
