@@ -1,0 +1,105 @@
+package model
+
+// A pre-norm LLaMA block:
+//
+//	x1 = x  + o_proj(attn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1))),  n1 = rmsnorm₁(x)
+//	x2 = x1 + down_proj(silu(gate_proj(n2)) ∘ up_proj(n2)),                  n2 = rmsnorm₂(x1)
+//
+// The backward pass walks the same steps in reverse; the residual adds make
+// the incoming gradient flow unchanged to both branches.
+
+type block struct {
+	layer                        int
+	norm1, wq, wk, wv, wo, norm2 *Param
+	wg, wu, wd                   *Param
+}
+
+// blockActs are the tensors one block saves for its backward pass. The block
+// input is not among them: it is the residual stream kept by Acts.
+type blockActs struct {
+	xn1, rstd1 []float32 // [N,D], [N]
+	q, k, v    []float32 // [N,H·hd], [N,KV·hd] ×2; q and k after RoPE
+	o, lse     []float32 // [N,H·hd], [B·H·T]
+	x1         []float32 // [N,D] residual after attention
+	xn2, rstd2 []float32 // [N,D], [N]
+	g, u, hm   []float32 // [N,F] ×3: gate, up, silu(gate)∘up
+}
+
+func newBlockActs(al *allocator, c Config, b, t int) blockActs {
+	n, d, f, hd := b*t, c.Dim, c.FFN, c.HeadDim()
+	return blockActs{
+		xn1: al.f32(n * d), rstd1: al.f32(n),
+		q: al.f32(n * c.Heads * hd), k: al.f32(n * c.KVHeads * hd), v: al.f32(n * c.KVHeads * hd),
+		o: al.f32(n * c.Heads * hd), lse: al.f32(b * c.Heads * t),
+		x1:  al.f32(n * d),
+		xn2: al.f32(n * d), rstd2: al.f32(n),
+		g: al.f32(n * f), u: al.f32(n * f), hm: al.f32(n * f),
+	}
+}
+
+// blockGrads is the backward scratch shared by all blocks of a stage.
+type blockGrads struct {
+	dxn     []float32 // [N,D]
+	dq, do  []float32 // [N,H·hd]
+	dk, dv  []float32 // [N,KV·hd]
+	dhm, du []float32 // [N,F]; dhm is reused for d(gate)
+}
+
+func newBlockGrads(al *allocator, c Config, n int) blockGrads {
+	d, f, hd := c.Dim, c.FFN, c.HeadDim()
+	return blockGrads{
+		dxn: al.f32(n * d),
+		dq:  al.f32(n * c.Heads * hd), do: al.f32(n * c.Heads * hd),
+		dk: al.f32(n * c.KVHeads * hd), dv: al.f32(n * c.KVHeads * hd),
+		dhm: al.f32(n * f), du: al.f32(n * f),
+	}
+}
+
+// forward runs the block on x, saving into s, and writes the block output to
+// out unless out is nil (recomputation needs only the saved tensors).
+func (bl *block) forward(c Config, s *blockActs, rope *ropeCache, b, t int, x, out []float32) {
+	n, d, f, hd := b*t, c.Dim, c.FFN, c.HeadDim()
+	qd, kd := c.Heads*hd, c.KVHeads*hd
+	eps := c.NormEps
+	rmsnormForward(s.xn1, s.rstd1, x, bl.norm1.W, n, d, eps)
+	linearForward(s.q, s.xn1, bl.wq.W, n, d, qd, 0)
+	linearForward(s.k, s.xn1, bl.wk.W, n, d, kd, 0)
+	linearForward(s.v, s.xn1, bl.wv.W, n, d, kd, 0)
+	ropeApply(s.q, n, t, c.Heads, hd, rope.cos, rope.sin, false)
+	ropeApply(s.k, n, t, c.KVHeads, hd, rope.cos, rope.sin, false)
+	attentionForward(s.o, s.lse, s.q, s.k, s.v, attnShape{b, t, c.Heads, c.KVHeads, hd})
+	copy(s.x1, x)
+	linearForward(s.x1, s.o, bl.wo.W, n, qd, d, 1)
+	rmsnormForward(s.xn2, s.rstd2, s.x1, bl.norm2.W, n, d, eps)
+	linearForward(s.g, s.xn2, bl.wg.W, n, d, f, 0)
+	linearForward(s.u, s.xn2, bl.wu.W, n, d, f, 0)
+	swigluForward(s.hm, s.g, s.u)
+	if out != nil {
+		copy(out, s.x1)
+		linearForward(out, s.hm, bl.wd.W, n, f, d, 1)
+	}
+}
+
+// backward turns dres, the gradient w.r.t. the block output, into the
+// gradient w.r.t. the block input x, in place, and accumulates parameter
+// gradients.
+func (bl *block) backward(c Config, s *blockActs, gr *blockGrads, rope *ropeCache, b, t int, x, dres []float32) {
+	n, d, f, hd := b*t, c.Dim, c.FFN, c.HeadDim()
+	qd, kd := c.Heads*hd, c.KVHeads*hd
+	// MLP branch: x2 = x1 + down(hm).
+	linearBackward(gr.dhm, bl.wd.G, dres, s.hm, bl.wd.W, n, f, d, 0)
+	swigluBackward(gr.dhm, gr.du, gr.dhm, s.g, s.u)
+	dg := gr.dhm
+	linearBackward(gr.dxn, bl.wg.G, dg, s.xn2, bl.wg.W, n, d, f, 0)
+	linearBackward(gr.dxn, bl.wu.G, gr.du, s.xn2, bl.wu.W, n, d, f, 1)
+	rmsnormBackward(dres, bl.norm2.G, gr.dxn, s.x1, bl.norm2.W, s.rstd2, n, d)
+	// Attention branch: x1 = x + o_proj(o).
+	linearBackward(gr.do, bl.wo.G, dres, s.o, bl.wo.W, n, qd, d, 0)
+	attentionBackward(gr.dq, gr.dk, gr.dv, gr.do, s.q, s.k, s.v, s.o, s.lse, attnShape{b, t, c.Heads, c.KVHeads, hd})
+	ropeApply(gr.dq, n, t, c.Heads, hd, rope.cos, rope.sin, true)
+	ropeApply(gr.dk, n, t, c.KVHeads, hd, rope.cos, rope.sin, true)
+	linearBackward(gr.dxn, bl.wq.G, gr.dq, s.xn1, bl.wq.W, n, d, qd, 0)
+	linearBackward(gr.dxn, bl.wk.G, gr.dk, s.xn1, bl.wk.W, n, d, kd, 1)
+	linearBackward(gr.dxn, bl.wv.G, gr.dv, s.xn1, bl.wv.W, n, d, kd, 1)
+	rmsnormBackward(dres, bl.norm1.G, gr.dxn, x, bl.norm1.W, s.rstd1, n, d)
+}

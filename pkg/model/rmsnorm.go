@@ -1,0 +1,66 @@
+package model
+
+import (
+	"math"
+
+	"github.com/ternml/tern/pkg/tensor"
+)
+
+// RMSNorm (Zhang & Sennrich 2019, eq. 4), per row x of width d:
+//
+//	r = 1/sqrt(mean(x²) + eps),  x̂ = x·r,  y = x̂ ∘ w
+//
+// Backward, with g = dy ∘ w:
+//
+//	dx = r·(g − x̂·mean(g ∘ x̂)),   dw += Σ_rows dy ∘ x̂
+//
+// The mean of squares is accumulated in float64; r is kept per row for the
+// backward pass.
+
+func rmsnormForward(y, rstd, x, w []float32, n, d int, eps float64) {
+	tensor.ParallelFor(n, rowGrain(d), func(a, b int) {
+		for i := a; i < b; i++ {
+			xr := x[i*d : (i+1)*d]
+			var ss float64
+			for _, v := range xr {
+				ss += float64(v) * float64(v)
+			}
+			r := float32(1 / math.Sqrt(ss/float64(d)+eps))
+			rstd[i] = r
+			yr := y[i*d : (i+1)*d]
+			for j, v := range xr {
+				yr[j] = v * r * w[j]
+			}
+		}
+	})
+}
+
+// rmsnormBackward accumulates dx += ∂/∂x and dw += ∂/∂w of <dy, y>.
+func rmsnormBackward(dx, dw, dy, x, w, rstd []float32, n, d int) {
+	tensor.ParallelFor(n, rowGrain(d), func(a, b int) {
+		for i := a; i < b; i++ {
+			xr, dyr, dxr := x[i*d:(i+1)*d], dy[i*d:(i+1)*d], dx[i*d:(i+1)*d]
+			r := rstd[i]
+			var dot float64 // Σ_j g_j·x̂_j
+			for j := range xr {
+				dot += float64(dyr[j] * w[j] * xr[j] * r)
+			}
+			m := float32(dot / float64(d))
+			for j := range xr {
+				xh := xr[j] * r
+				dxr[j] += r * (dyr[j]*w[j] - xh*m)
+			}
+		}
+	})
+	// dw sums over rows; each chunk owns a column range and walks rows in
+	// order, so the result does not depend on the number of goroutines.
+	tensor.ParallelFor(d, 64, func(c0, c1 int) {
+		for i := 0; i < n; i++ {
+			r := rstd[i]
+			xr, dyr := x[i*d:(i+1)*d], dy[i*d:(i+1)*d]
+			for j := c0; j < c1; j++ {
+				dw[j] += dyr[j] * xr[j] * r
+			}
+		}
+	})
+}

@@ -1,0 +1,347 @@
+package model
+
+import (
+	"fmt"
+)
+
+// RowRange is a half-open range [Lo, Hi) of vocabulary rows.
+type RowRange struct{ Lo, Hi int }
+
+// Len is the number of rows.
+func (r RowRange) Len() int { return r.Hi - r.Lo }
+
+// StageSpec says which part of the model a Stage holds: a contiguous range of
+// blocks, optionally the final norm, and row shards of the input embedding and
+// the LM head (an empty range means none).
+type StageSpec struct {
+	FirstLayer, EndLayer int      // blocks [FirstLayer, EndLayer)
+	Embed                RowRange // embedding rows held
+	Head                 RowRange // LM head rows held
+	FinalNorm            bool     // apply the final RMSNorm after the last block
+	Recompute            bool     // keep only block inputs; recompute the rest in backward
+}
+
+// FullStage is the whole model in one stage with the full vocabulary.
+func FullStage(c Config) StageSpec {
+	return StageSpec{FirstLayer: 0, EndLayer: c.Layers, Embed: RowRange{0, c.Vocab}, Head: RowRange{0, c.Vocab}, FinalNorm: true}
+}
+
+// Stage holds part of the model's parameters and runs its forward and
+// backward pieces. Methods are not safe for concurrent use: a stage runs one
+// operation at a time, though many microbatches (Acts) may be in flight.
+type Stage struct {
+	cfg       Config
+	spec      StageSpec
+	embed     *Param
+	blocks    []*block
+	finalNorm *Param
+	head      *Param
+	params    []*Param
+
+	// Backward (and recomputation) scratch shared by all microbatches,
+	// sized for the largest B·T seen by NewActs.
+	wsN   int
+	grads blockGrads
+	rc    blockActs // recomputed block activations when spec.Recompute
+	rcBT  [2]int
+}
+
+// NewStage builds the parameters of spec, initialised from seed. Every
+// parameter row draws from its own stream keyed by (seed, name, global row),
+// so the values do not depend on how the model is cut into stages.
+func NewStage(c Config, spec StageSpec, seed uint64) (*Stage, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if spec.FirstLayer < 0 || spec.EndLayer < spec.FirstLayer || spec.EndLayer > c.Layers {
+		return nil, fmt.Errorf("stage layers [%d,%d) must satisfy 0 <= first <= end <= %d", spec.FirstLayer, spec.EndLayer, c.Layers)
+	}
+	for _, r := range []struct {
+		name string
+		r    RowRange
+	}{{"embedding", spec.Embed}, {"head", spec.Head}} {
+		if r.r.Lo < 0 || r.r.Hi < r.r.Lo || r.r.Hi > c.Vocab {
+			return nil, fmt.Errorf("stage %s rows [%d,%d) must satisfy 0 <= lo <= hi <= vocab %d", r.name, r.r.Lo, r.r.Hi, c.Vocab)
+		}
+	}
+	s := &Stage{cfg: c, spec: spec}
+	d, hd, f := c.Dim, c.HeadDim(), c.FFN
+	resid := residualStd(c.Layers)
+	if spec.Embed.Len() > 0 {
+		s.embed = newParam("model.embed_tokens.weight", RoleEmbedding, []int{c.Vocab, d}, spec.Embed.Lo, spec.Embed.Hi, initStd, seed)
+		s.params = append(s.params, s.embed)
+	}
+	for l := spec.FirstLayer; l < spec.EndLayer; l++ {
+		pre := fmt.Sprintf("model.layers.%d.", l)
+		mk := func(name string, role Role, shape []int, std float64) *Param {
+			p := newParam(pre+name, role, shape, 0, shape[0], std, seed)
+			s.params = append(s.params, p)
+			return p
+		}
+		bl := &block{layer: l}
+		bl.norm1 = mk("input_layernorm.weight", RoleNorm, []int{d}, 0)
+		bl.wq = mk("self_attn.q_proj.weight", RoleAttnQK, []int{c.Heads * hd, d}, initStd)
+		bl.wk = mk("self_attn.k_proj.weight", RoleAttnQK, []int{c.KVHeads * hd, d}, initStd)
+		bl.wv = mk("self_attn.v_proj.weight", RoleAttnV, []int{c.KVHeads * hd, d}, initStd)
+		bl.wo = mk("self_attn.o_proj.weight", RoleAttnO, []int{d, c.Heads * hd}, resid)
+		bl.norm2 = mk("post_attention_layernorm.weight", RoleNorm, []int{d}, 0)
+		bl.wg = mk("mlp.gate_proj.weight", RoleMLP, []int{f, d}, initStd)
+		bl.wu = mk("mlp.up_proj.weight", RoleMLP, []int{f, d}, initStd)
+		bl.wd = mk("mlp.down_proj.weight", RoleMLP, []int{d, f}, resid)
+		s.blocks = append(s.blocks, bl)
+	}
+	if spec.FinalNorm {
+		s.finalNorm = newParam("model.norm.weight", RoleNorm, []int{d}, 0, d, 0, seed)
+		s.params = append(s.params, s.finalNorm)
+	}
+	if spec.Head.Len() > 0 {
+		s.head = newParam("lm_head.weight", RoleHead, []int{c.Vocab, d}, spec.Head.Lo, spec.Head.Hi, initStd, seed)
+		s.params = append(s.params, s.head)
+	}
+	return s, nil
+}
+
+// Config returns the model configuration.
+func (s *Stage) Config() Config { return s.cfg }
+
+// Spec returns what the stage holds.
+func (s *Stage) Spec() StageSpec { return s.spec }
+
+// Params lists the stage's parameters: embedding, blocks in order (each in
+// Hugging Face order), final norm, head.
+func (s *Stage) Params() []*Param { return s.params }
+
+// ZeroGrad clears all gradients.
+func (s *Stage) ZeroGrad() {
+	for _, p := range s.params {
+		clear32(p.G)
+	}
+}
+
+// allocator hands out float32 buffers and counts their bytes; with dry set it
+// only counts, so memory estimates match what is allocated exactly.
+type allocator struct {
+	dry   bool
+	bytes int64
+}
+
+func (al *allocator) f32(n int) []float32 {
+	al.bytes += 4 * int64(n)
+	if al.dry {
+		return nil
+	}
+	return make([]float32, n)
+}
+
+func (al *allocator) bools(n int) []bool {
+	al.bytes += int64(n)
+	if al.dry {
+		return nil
+	}
+	return make([]bool, n)
+}
+
+type ropeCache struct{ cos, sin []float32 }
+
+// Acts holds one microbatch's activations on a stage, from its forward pass
+// to its backward pass. Reuse it across steps for the same B and T.
+type Acts struct {
+	B, T  int
+	resid [][]float32 // [layers+1][N·D]: block inputs, then the last block's output
+	saved []blockActs // per block, unless the stage recomputes
+	out   []float32   // [N·D] final-norm output
+	rstdF []float32   // [N]
+	dx    []float32   // [N·D] gradient w.r.t. the stage input
+	rope  ropeCache
+
+	logits   []float32 // [N·headRows]
+	logitsOK bool      // logits hold h·Wᵀ of the last HeadForward
+	stats    HeadStats
+	bytes    int64
+}
+
+func (s *Stage) newActs(al *allocator, b, t int) *Acts {
+	c, n := s.cfg, b*t
+	a := &Acts{B: b, T: t}
+	nb := len(s.blocks)
+	a.resid = make([][]float32, nb+1)
+	for i := range a.resid {
+		a.resid[i] = al.f32(n * c.Dim)
+	}
+	if !s.spec.Recompute {
+		a.saved = make([]blockActs, nb)
+		for i := range a.saved {
+			a.saved[i] = newBlockActs(al, c, b, t)
+		}
+	}
+	if s.spec.FinalNorm {
+		a.out, a.rstdF = al.f32(n*c.Dim), al.f32(n)
+	}
+	a.dx = al.f32(n * c.Dim)
+	if nb > 0 {
+		half := c.HeadDim() / 2
+		al.bytes += 2 * 4 * int64(t*half)
+		if !al.dry {
+			a.rope.cos, a.rope.sin = ropeTables(t, c.HeadDim(), c.RopeTheta)
+		}
+	}
+	if s.head != nil {
+		a.logits = al.f32(n * s.spec.Head.Len())
+		a.stats = HeadStats{Max: al.f32(n), SumExp: al.f32(n), TargetLogit: al.f32(n), HasTarget: al.bools(n)}
+	}
+	a.bytes = al.bytes
+	return a
+}
+
+// ensureWorkspace grows the stage-wide scratch to microbatches of B·T tokens
+// (with a dry allocator it only counts what that scratch takes).
+func (s *Stage) ensureWorkspace(al *allocator, b, t int) {
+	n := b * t
+	if len(s.blocks) == 0 {
+		return
+	}
+	if n > s.wsN || al.dry {
+		g := newBlockGrads(al, s.cfg, n)
+		if !al.dry {
+			s.grads, s.wsN = g, n
+		}
+	}
+	if s.spec.Recompute && (s.rcBT != [2]int{b, t} || al.dry) {
+		r := newBlockActs(al, s.cfg, b, t)
+		if !al.dry {
+			s.rc, s.rcBT = r, [2]int{b, t}
+		}
+	}
+}
+
+// NewActs allocates the activations of one microbatch of B sequences of T
+// tokens, and grows the stage's shared backward scratch if needed.
+func (s *Stage) NewActs(b, t int) *Acts {
+	s.ensureWorkspace(&allocator{}, b, t)
+	return s.newActs(&allocator{}, b, t)
+}
+
+// ActsBytes is the size of one microbatch's Acts (allocated by NewActs).
+func (s *Stage) ActsBytes(b, t int) int64 {
+	return s.newActs(&allocator{dry: true}, b, t).bytes
+}
+
+// WorkspaceBytes is the stage-wide backward scratch for microbatches of B·T
+// tokens (shared by all Acts of the stage).
+func (s *Stage) WorkspaceBytes(b, t int) int64 {
+	al := &allocator{dry: true}
+	s.ensureWorkspace(al, b, t)
+	return al.bytes
+}
+
+func (s *Stage) checkActs(a *Acts, what string, n, got int) {
+	if got != n {
+		panic(fmt.Sprintf("model: %s has %d elements, want %d for B=%d T=%d", what, got, n, a.B, a.T))
+	}
+}
+
+// EmbedForward writes the embedding rows of tokens into out [len(tokens)·D];
+// tokens outside the stage's embedding rows give zero rows.
+func (s *Stage) EmbedForward(tokens []int32, out []float32) {
+	d := s.cfg.Dim
+	if len(out) < len(tokens)*d {
+		panic(fmt.Sprintf("model: embedding output has %d elements, want %d", len(out), len(tokens)*d))
+	}
+	if s.embed == nil {
+		clear32(out[:len(tokens)*d])
+		return
+	}
+	embeddingForward(out, s.embed.W, s.spec.Embed.Lo, s.spec.Embed.Hi, d, tokens)
+}
+
+// EmbedBackward accumulates the embedding gradient of the rows this stage
+// holds from dOut [len(tokens)·D].
+func (s *Stage) EmbedBackward(tokens []int32, dOut []float32) {
+	if s.embed == nil {
+		return
+	}
+	embeddingBackward(s.embed.G, s.spec.Embed.Lo, s.spec.Embed.Hi, s.cfg.Dim, tokens, dOut)
+}
+
+// BlocksForward runs the stage's blocks (and the final norm if held) on x
+// [B·T·D] and returns the output, owned by a.
+func (s *Stage) BlocksForward(a *Acts, x []float32) []float32 {
+	c, b, t := s.cfg, a.B, a.T
+	n := b * t
+	s.checkActs(a, "block input", n*c.Dim, len(x))
+	copy(a.resid[0], x)
+	for i, bl := range s.blocks {
+		sv := &s.rc
+		if !s.spec.Recompute {
+			sv = &a.saved[i]
+		}
+		bl.forward(c, sv, &a.rope, b, t, a.resid[i], a.resid[i+1])
+	}
+	last := a.resid[len(a.resid)-1]
+	if !s.spec.FinalNorm {
+		return last
+	}
+	rmsnormForward(a.out, a.rstdF, last, s.finalNorm.W, n, c.Dim, c.NormEps)
+	return a.out
+}
+
+// BlocksBackward takes dy, the gradient w.r.t. the output of BlocksForward,
+// accumulates parameter gradients and returns the gradient w.r.t. its input,
+// owned by a.
+func (s *Stage) BlocksBackward(a *Acts, dy []float32) []float32 {
+	c, b, t := s.cfg, a.B, a.T
+	n := b * t
+	s.checkActs(a, "output gradient", n*c.Dim, len(dy))
+	if s.spec.FinalNorm {
+		clear32(a.dx)
+		rmsnormBackward(a.dx, s.finalNorm.G, dy, a.resid[len(a.resid)-1], s.finalNorm.W, a.rstdF, n, c.Dim)
+	} else {
+		copy(a.dx, dy)
+	}
+	for i := len(s.blocks) - 1; i >= 0; i-- {
+		bl := s.blocks[i]
+		sv := &s.rc
+		if s.spec.Recompute {
+			bl.forward(c, sv, &a.rope, b, t, a.resid[i], nil)
+		} else {
+			sv = &a.saved[i]
+		}
+		bl.backward(c, sv, &s.grads, &a.rope, b, t, a.resid[i], a.dx)
+	}
+	return a.dx
+}
+
+// HeadForward computes the LM head logits of h [B·T·D] for the stage's
+// vocabulary rows and returns per-token statistics (owned by a). targets
+// below zero are ignored.
+func (s *Stage) HeadForward(a *Acts, h []float32, targets []int32) HeadStats {
+	n := a.B * a.T
+	s.checkActs(a, "head input", n*s.cfg.Dim, len(h))
+	s.checkActs(a, "targets", n, len(targets))
+	if s.head == nil {
+		panic("model: HeadForward on a stage without LM head rows")
+	}
+	headForward(a.logits, a.stats, h, s.head.W, s.spec.Head.Lo, s.spec.Head.Len(), s.cfg.Dim, targets)
+	a.logitsOK = true
+	return a.stats
+}
+
+// HeadBackward takes the global per-token max and sum of exponentials
+// (CombineHeadStats), accumulates the head gradient of scale·Σ loss and adds
+// the gradient w.r.t. h into dh (the caller zeroes dh). It consumes the logits
+// of the last HeadForward on a, recomputing them if they were consumed.
+func (s *Stage) HeadBackward(a *Acts, h []float32, targets []int32, gMax, gSumExp []float32, scale float32, dh []float32) {
+	n := a.B * a.T
+	s.checkActs(a, "head input", n*s.cfg.Dim, len(h))
+	s.checkActs(a, "head input gradient", n*s.cfg.Dim, len(dh))
+	s.checkActs(a, "targets", n, len(targets))
+	if s.head == nil {
+		panic("model: HeadBackward on a stage without LM head rows")
+	}
+	rows := s.spec.Head.Len()
+	if !a.logitsOK {
+		linearForward(a.logits, h, s.head.W, n, s.cfg.Dim, rows, 0)
+	}
+	a.logitsOK = false
+	headBackward(s.head.G, dh, a.logits, h, s.head.W, s.spec.Head.Lo, rows, s.cfg.Dim, targets, gMax, gSumExp, scale)
+}
