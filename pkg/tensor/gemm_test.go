@@ -80,7 +80,7 @@ func (g gemmCase) run(t *testing.T, seed uint64) []float32 {
 	if g.transB {
 		br, bc = g.n, g.k
 	}
-	lda, ldb, ldc := ac+g.pad, bc+g.pad, g.n+g.pad
+	lda, ldb, ldc := max(ac+g.pad, 1), max(bc+g.pad, 1), max(g.n+g.pad, 1)
 	a := randSlice(r, max(ar*lda, 1))
 	b := randSlice(r, max(br*ldb, 1))
 	c := randSlice(r, max(g.m*ldc, 1))

@@ -3,13 +3,15 @@ package tensor
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // ParallelFor splits [0,n) into fixed chunks of grain items (the last may be
 // shorter) and runs fn(lo, hi) on each, spread over up to GOMAXPROCS
 // goroutines. The chunk boundaries depend only on n and grain, so any kernel
 // whose chunks write disjoint outputs is bitwise deterministic on any core
-// count. fn must not depend on which goroutine runs it.
+// count. fn must not depend on which goroutine runs it. With one worker (or
+// one chunk) everything runs on the calling goroutine.
 func ParallelFor(n, grain int, fn func(lo, hi int)) {
 	if n <= 0 {
 		return
@@ -28,25 +30,23 @@ func ParallelFor(n, grain int, fn func(lo, hi int)) {
 		}
 		return
 	}
-	var next int64
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				ci := next
-				next++
-				mu.Unlock()
-				if int(ci) >= chunks {
-					return
-				}
-				lo := int(ci) * grain
-				fn(lo, min(lo+grain, n))
+	// Chunks are claimed dynamically (an atomic counter) for load balance;
+	// which goroutine runs a chunk never affects what the chunk computes.
+	var next atomic.Int64
+	work := func() {
+		for {
+			ci := int(next.Add(1) - 1)
+			if ci >= chunks {
+				return
 			}
-		}()
+			lo := ci * grain
+			fn(lo, min(lo+grain, n))
+		}
 	}
+	var wg sync.WaitGroup
+	for w := 1; w < workers; w++ {
+		wg.Go(work)
+	}
+	work() // the caller is the last worker
 	wg.Wait()
 }
