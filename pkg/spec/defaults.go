@@ -3,6 +3,7 @@ package spec
 import (
 	"encoding/json"
 	"reflect"
+	"strconv"
 
 	"github.com/ternml/tern/pkg/model"
 )
@@ -12,17 +13,18 @@ import (
 // jobs built in code; Parse fills defaults only for fields the document
 // leaves out, so an explicit zero in a file is kept.
 func (j *TrainingJob) Default() {
+	// A document must say what it is, so Parse never fills these.
+	if j.APIVersion == "" {
+		j.APIVersion = APIVersion
+	}
+	if j.Kind == "" {
+		j.Kind = Kind
+	}
 	j.applyDefaults(func(string) bool { return false })
 }
 
 // applyDefaults fills fields that are zero and not present in the document.
 func (j *TrainingJob) applyDefaults(present func(path string) bool) {
-	if j.APIVersion == "" && !present("apiVersion") {
-		j.APIVersion = APIVersion
-	}
-	if j.Kind == "" && !present("kind") {
-		j.Kind = Kind
-	}
 	s := &j.Spec
 	m := &s.Model
 	unset := func(field string, zero bool) bool { return zero && !present("spec.model."+field) }
@@ -77,7 +79,9 @@ func (j *TrainingJob) applyDefaults(present func(path string) bool) {
 	fillTagDefaults("", reflect.ValueOf(j).Elem(), present)
 
 	if s.Optimizer.MinLR == 0 && !present("spec.optimizer.minLR") {
-		s.Optimizer.MinLR = s.Optimizer.LR / 10
+		// Rounded to 15 significant digits so lr 3e-3 gives 3e-4, not
+		// 3.0000000000000003e-4: the value shows up in explain and JSON.
+		s.Optimizer.MinLR, _ = strconv.ParseFloat(strconv.FormatFloat(s.Optimizer.LR/10, 'g', 15, 64), 64)
 	}
 }
 

@@ -71,9 +71,6 @@ func Parse(b []byte, sets []string) (*TrainingJob, error) {
 			e.Msg += fmt.Sprintf(" (from --set %s)", s)
 		}
 	}
-	if err := errs.err(); err != nil {
-		return nil, err
-	}
 
 	norm, err := json.Marshal(root)
 	if err != nil {
@@ -89,9 +86,36 @@ func Parse(b []byte, sets []string) (*TrainingJob, error) {
 	collectPaths("", root, present)
 	j.applyDefaults(func(p string) bool { return present[p] })
 	if err := j.Validate(); err != nil {
+		var ves Errors
+		if !errors.As(err, &ves) {
+			return nil, err
+		}
+		// A field dropped for a schema problem was replaced by its default
+		// or left empty; what Validate says about it would only repeat or
+		// confuse the schema error.
+		for _, ve := range ves {
+			if !coveredBy(ve.Path, errs) {
+				errs = append(errs, ve)
+			}
+		}
+	}
+	if err := errs.err(); err != nil {
 		return nil, err
 	}
 	return &j, nil
+}
+
+// coveredBy reports whether a path is at or under one already reported.
+func coveredBy(path string, errs Errors) bool {
+	for _, e := range errs {
+		if e.Path == "" {
+			continue
+		}
+		if path == e.Path || strings.HasPrefix(path, e.Path+".") || strings.HasPrefix(path, e.Path+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 // collectPaths records the path of every field the document sets.
@@ -134,85 +158,100 @@ func describe(v any) string {
 // problems under path. It normalises in place what JSON decoding would
 // otherwise reject or misread: nulls are removed (a field written as
 // "eval:" with nothing after it is absent) and integral numbers written
-// as 1e3 become 1000. It returns the normalised value.
-func checkValue(path string, t reflect.Type, v any, errs *Errors) any {
+// as 1e3 become 1000. It returns the normalised value and whether it fits
+// the schema; a parent drops a value that does not, so the rest of the
+// document can still be decoded and validated.
+func checkValue(path string, t reflect.Type, v any, errs *Errors) (any, bool) {
 	if t == reservedType {
 		if _, ok := v.(map[string]any); !ok {
 			errs.add(path, "must be an object, got %s", describe(v))
+			return v, false
 		}
-		return v
+		return v, true
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		m, ok := v.(map[string]any)
 		if !ok {
 			errs.add(path, "must be an object with fields (%s), got %s", strings.Join(fieldNames(t), ", "), describe(v))
-			return v
+			return v, false
 		}
 		for _, k := range sortedKeys(m) {
 			f, ok := fieldByName(t, k)
 			if !ok {
 				errs.add(joinPath(path, k), "%s", unknownField(t, k))
+				delete(m, k)
 				continue
 			}
 			if m[k] == nil {
 				delete(m, k)
 				continue
 			}
-			m[k] = checkValue(joinPath(path, k), f.typ, m[k], errs)
+			nv, ok := checkValue(joinPath(path, k), f.typ, m[k], errs)
+			if !ok {
+				delete(m, k)
+				continue
+			}
+			m[k] = nv
 		}
 	case reflect.String:
 		if _, ok := v.(string); !ok {
 			hint := ""
-			if _, num := v.(json.Number); num {
-				hint = " (quote it to make it a string)"
-			}
-			if _, b := v.(bool); b {
+			switch v.(type) {
+			case json.Number, bool:
 				hint = " (quote it to make it a string)"
 			}
 			errs.add(path, "must be a string, got %s%s", describe(v), hint)
+			return v, false
 		}
 	case reflect.Bool:
 		if _, ok := v.(bool); !ok {
 			errs.add(path, "must be a boolean (true or false), got %s", describe(v))
+			return v, false
 		}
 	case reflect.Int, reflect.Int64:
 		n, ok := v.(json.Number)
 		if !ok {
 			errs.add(path, "must be an integer, got %s", describe(v))
-			return v
+			return v, false
 		}
 		if _, err := strconv.ParseInt(n.String(), 10, 64); err == nil {
-			return v
+			return v, true
 		}
 		f, err := strconv.ParseFloat(n.String(), 64)
 		if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
 			errs.add(path, "must be an integer, got %s", n)
-			return v
+			return v, false
 		}
-		return json.Number(strconv.FormatInt(int64(f), 10))
+		return json.Number(strconv.FormatInt(int64(f), 10)), true
 	case reflect.Float64:
 		n, ok := v.(json.Number)
 		if !ok {
 			errs.add(path, "must be a number, got %s", describe(v))
-			return v
+			return v, false
 		}
 		if f, err := strconv.ParseFloat(n.String(), 64); err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
 			errs.add(path, "must be a finite number, got %s", n)
+			return v, false
 		}
 	case reflect.Slice:
 		l, ok := v.([]any)
 		if !ok {
 			errs.add(path, "must be a list (write [a, b] or one item per line with '- '), got %s", describe(v))
-			return v
+			return v, false
 		}
+		all := true
 		for i := range l {
-			l[i] = checkValue(fmt.Sprintf("%s[%d]", path, i), t.Elem(), l[i], errs)
+			nv, ok := checkValue(fmt.Sprintf("%s[%d]", path, i), t.Elem(), l[i], errs)
+			l[i] = nv
+			all = all && ok
 		}
+		return l, all
 	default:
 		errs.add(path, "field of unsupported type %s in the schema", t)
+		return v, false
 	}
-	return v
+	return v, true
 }
 
 // applySet applies one --set key=value to the document tree and returns the

@@ -69,7 +69,7 @@ type ModelSpec struct {
 // DataSpec chooses the corpus.
 type DataSpec struct {
 	Kind        string   `json:"kind" default:"\"dir\"" desc:"Corpus format: dir (text files under path), tokens (pre-tokenized file), jsonl (one {\"text\": ...} per line), text (the inline text field)."`
-	Path        string   `json:"path" default:"\"\"" desc:"File or directory to read. For kind dir, empty means the Go standard library sources ($GOROOT/src), present on every machine with Go."`
+	Path        string   `json:"path" default:"\"\"" desc:"File or directory to read. For kind dir, a directory (files matching include, recursively) or a single file; empty means the Go standard library sources ($GOROOT/src), present on every machine with Go."`
 	Include     []string `json:"include" default:"[\"*.go\"]" desc:"For kind dir: file-name glob patterns to read (path/filepath.Match syntax)."`
 	Exclude     []string `json:"exclude" default:"[]" desc:"For kind dir: file-name glob patterns to skip, applied after include."`
 	Text        string   `json:"text,omitempty" desc:"For kind text: the corpus itself."`
