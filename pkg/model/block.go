@@ -37,12 +37,37 @@ func newBlockActs(al *allocator, c Config, b, t int) blockActs {
 	}
 }
 
+// sized returns views of s for a microbatch of b·t tokens, so one set of
+// buffers allocated for the largest microbatch serves smaller ones.
+func (s blockActs) sized(c Config, b, t int) blockActs {
+	n, d, f, hd := b*t, c.Dim, c.FFN, c.HeadDim()
+	return blockActs{
+		xn1: s.xn1[:n*d], rstd1: s.rstd1[:n],
+		q: s.q[:n*c.Heads*hd], k: s.k[:n*c.KVHeads*hd], v: s.v[:n*c.KVHeads*hd],
+		o: s.o[:n*c.Heads*hd], lse: s.lse[:b*c.Heads*t],
+		x1:  s.x1[:n*d],
+		xn2: s.xn2[:n*d], rstd2: s.rstd2[:n],
+		g: s.g[:n*f], u: s.u[:n*f], hm: s.hm[:n*f],
+	}
+}
+
 // blockGrads is the backward scratch shared by all blocks of a stage.
 type blockGrads struct {
 	dxn     []float32 // [N,D]
 	dq, do  []float32 // [N,H·hd]
 	dk, dv  []float32 // [N,KV·hd]
 	dhm, du []float32 // [N,F]; dhm is reused for d(gate)
+}
+
+// sized returns views of g for n tokens.
+func (g blockGrads) sized(c Config, n int) blockGrads {
+	d, f, hd := c.Dim, c.FFN, c.HeadDim()
+	return blockGrads{
+		dxn: g.dxn[:n*d],
+		dq:  g.dq[:n*c.Heads*hd], do: g.do[:n*c.Heads*hd],
+		dk: g.dk[:n*c.KVHeads*hd], dv: g.dv[:n*c.KVHeads*hd],
+		dhm: g.dhm[:n*f], du: g.du[:n*f],
+	}
 }
 
 func newBlockGrads(al *allocator, c Config, n int) blockGrads {

@@ -3,6 +3,8 @@ package model
 import (
 	"fmt"
 	"math"
+
+	"github.com/ternml/tern/pkg/tensor"
 )
 
 // Role says what a parameter is for, so optimizers (Muon-style, Adam-mini,
@@ -75,13 +77,17 @@ func newParam(name string, role Role, global []int, lo, hi int, std float64, see
 		}
 		return p
 	}
-	for r := lo; r < hi; r++ {
-		rng := newRowRNG(seed, name, r)
-		row := p.W[(r-lo)*cols : (r-lo+1)*cols]
-		for i := range row {
-			row[i] = float32(std * rng.normal())
+	// Rows are independent streams, so filling them in parallel gives the
+	// same values on any number of cores.
+	tensor.ParallelFor(hi-lo, rowGrain(cols), func(a, b int) {
+		for r := lo + a; r < lo+b; r++ {
+			rng := newRowRNG(seed, name, r)
+			row := p.W[(r-lo)*cols : (r-lo+1)*cols]
+			for i := range row {
+				row[i] = float32(std * rng.normal())
+			}
 		}
-	}
+	})
 	return p
 }
 

@@ -43,7 +43,6 @@ type Stage struct {
 	wsN   int
 	grads blockGrads
 	rc    blockActs // recomputed block activations when spec.Recompute
-	rcBT  [2]int
 }
 
 // NewStage builds the parameters of spec, initialised from seed. Every
@@ -200,17 +199,18 @@ func (s *Stage) ensureWorkspace(al *allocator, b, t int) {
 	if len(s.blocks) == 0 {
 		return
 	}
-	if n > s.wsN || al.dry {
-		g := newBlockGrads(al, s.cfg, n)
-		if !al.dry {
-			s.grads, s.wsN = g, n
-		}
+	if n <= s.wsN && !al.dry {
+		return
 	}
-	if s.spec.Recompute && (s.rcBT != [2]int{b, t} || al.dry) {
-		r := newBlockActs(al, s.cfg, b, t)
-		if !al.dry {
-			s.rc, s.rcBT = r, [2]int{b, t}
-		}
+	// Every buffer is linear in B·T, so buffers sized for (1, n) serve any
+	// microbatch of at most n tokens through sized views.
+	g := newBlockGrads(al, s.cfg, n)
+	var r blockActs
+	if s.spec.Recompute {
+		r = newBlockActs(al, s.cfg, 1, n)
+	}
+	if !al.dry {
+		s.grads, s.rc, s.wsN = g, r, n
 	}
 }
 
@@ -270,8 +270,12 @@ func (s *Stage) BlocksForward(a *Acts, x []float32) []float32 {
 	n := b * t
 	s.checkActs(a, "block input", n*c.Dim, len(x))
 	copy(a.resid[0], x)
+	var rc blockActs
+	if s.spec.Recompute && len(s.blocks) > 0 {
+		rc = s.rc.sized(c, b, t)
+	}
 	for i, bl := range s.blocks {
-		sv := &s.rc
+		sv := &rc
 		if !s.spec.Recompute {
 			sv = &a.saved[i]
 		}
@@ -298,15 +302,23 @@ func (s *Stage) BlocksBackward(a *Acts, dy []float32) []float32 {
 	} else {
 		copy(a.dx, dy)
 	}
+	var rc blockActs
+	var gr blockGrads
+	if len(s.blocks) > 0 {
+		gr = s.grads.sized(c, n)
+		if s.spec.Recompute {
+			rc = s.rc.sized(c, b, t)
+		}
+	}
 	for i := len(s.blocks) - 1; i >= 0; i-- {
 		bl := s.blocks[i]
-		sv := &s.rc
+		sv := &rc
 		if s.spec.Recompute {
 			bl.forward(c, sv, &a.rope, b, t, a.resid[i], nil)
 		} else {
 			sv = &a.saved[i]
 		}
-		bl.backward(c, sv, &s.grads, &a.rope, b, t, a.resid[i], a.dx)
+		bl.backward(c, sv, &gr, &a.rope, b, t, a.resid[i], a.dx)
 	}
 	return a.dx
 }
