@@ -247,6 +247,11 @@ func TestLoadDamaged(t *testing.T) {
 		{"manifest bad JSON", func(t *testing.T, d string) {
 			os.WriteFile(filepath.Join(d, ManifestName), []byte(`{"format": "tern-checkpoint", "step": `), 0o644)
 		}, "manifest.json: checkpoint corrupt: not a valid manifest"},
+		{"manifest trailing data", func(t *testing.T, d string) {
+			p := filepath.Join(d, ManifestName)
+			b, _ := os.ReadFile(p)
+			os.WriteFile(p, append(b, '}'), 0o644)
+		}, "data after the JSON object"},
 		{"manifest unknown version", func(t *testing.T, d string) {
 			editManifest(t, d, func(m *Manifest) { m.Version = FormatVersion + 1 })
 		}, "format version 2 is not supported"},
@@ -410,6 +415,49 @@ func BenchmarkSaveLoad(b *testing.B) {
 		for range b.N {
 			if _, err := Load(dir); err != nil {
 				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// FuzzParseManifest feeds damaged manifests to the parser: it must reject or
+// accept without panicking, and whatever it accepts must be self-consistent.
+func FuzzParseManifest(f *testing.F) {
+	dir := f.TempDir()
+	p, err := Save(dir, testState(7), 0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _ := os.ReadFile(filepath.Join(p, ManifestName))
+	f.Add(good)
+	f.Add(good[:len(good)/2])
+	f.Add([]byte(`{"format":"tern-checkpoint","version":1,"step":7,"files":[],"tensors":[]}`))
+	f.Add([]byte(`{"format":"tern-checkpoint","version":1,"step":7,"files":[{"name":"a","size":4}],` +
+		`"tensors":[{"name":"x","file":"a","dtype":"F32","shape":[1],"global_shape":[4],"rows":[3,4]}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseManifest(b, "step-00000007")
+		if err != nil {
+			if m != nil {
+				t.Fatal("manifest returned with an error")
+			}
+			return
+		}
+		if m.Step != 7 {
+			t.Fatalf("accepted a manifest for step %d in the directory of step 7", m.Step)
+		}
+		files := map[string]bool{}
+		for _, fe := range m.Files {
+			if !validName(fe.Name) {
+				t.Fatalf("accepted file name %q", fe.Name)
+			}
+			files[fe.Name] = true
+		}
+		for _, te := range m.Tensors {
+			if !files[te.File] {
+				t.Fatalf("tensor %q in unlisted file %q", te.Name, te.File)
+			}
+			if err := checkRows(te.Shape, te.GlobalShape, te.Rows[0], te.Rows[1]); err != nil {
+				t.Fatalf("accepted inconsistent rows: %v", err)
 			}
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -159,6 +160,12 @@ func readManifest(stepDir string) (*Manifest, error) {
 		}
 		return nil, err
 	}
+	return parseManifest(b, filepath.Base(stepDir))
+}
+
+// parseManifest decodes and validates manifest bytes; dirName, when it is a
+// step directory name, must agree with the manifest's step.
+func parseManifest(b []byte, dirName string) (*Manifest, error) {
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -168,7 +175,10 @@ func readManifest(stepDir string) (*Manifest, error) {
 	if err := m.validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", ManifestName, err)
 	}
-	if step, ok := parseStepName(filepath.Base(stepDir)); ok && step != m.Step {
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%s: %w", ManifestName, corruptf("not a valid manifest: data after the JSON object"))
+	}
+	if step, ok := parseStepName(dirName); ok && step != m.Step {
 		return nil, fmt.Errorf("%s: %w", ManifestName, corruptf("manifest is for step %d but the directory is for step %d", m.Step, step))
 	}
 	for _, raw := range []*json.RawMessage{&m.Spec, &m.Cursor, &m.RNG, &m.Extra} {
