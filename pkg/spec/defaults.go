@@ -78,6 +78,17 @@ func (j *TrainingJob) applyDefaults(present func(path string) bool) {
 
 	fillTagDefaults("", reflect.ValueOf(j).Elem(), present)
 
+	if s.Data.Include == nil && !present("spec.data.include") {
+		switch s.Data.Kind {
+		case "dir":
+			s.Data.Include = []string{"*.go"}
+		case "jsonl":
+			s.Data.Include = []string{"*.jsonl"}
+		default:
+			s.Data.Include = []string{}
+		}
+	}
+
 	if s.Optimizer.MinLR == 0 && !present("spec.optimizer.minLR") {
 		// Rounded to 15 significant digits so lr 3e-3 gives 3e-4, not
 		// 3.0000000000000003e-4: the value shows up in explain and JSON.

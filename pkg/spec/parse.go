@@ -224,6 +224,21 @@ func checkValue(path string, t reflect.Type, v any, errs *Errors) (any, bool) {
 			return v, false
 		}
 		return json.Number(strconv.FormatInt(int64(f), 10)), true
+	case reflect.Uint64:
+		n, ok := v.(json.Number)
+		if !ok {
+			errs.add(path, "must be a non-negative integer, got %s", describe(v))
+			return v, false
+		}
+		if _, err := strconv.ParseUint(n.String(), 10, 64); err == nil {
+			return v, true
+		}
+		f, err := strconv.ParseFloat(n.String(), 64)
+		if err != nil || f != math.Trunc(f) || f < 0 || f > 1<<53 {
+			errs.add(path, "must be a non-negative integer, got %s", n)
+			return v, false
+		}
+		return json.Number(strconv.FormatUint(uint64(f), 10)), true
 	case reflect.Float64:
 		n, ok := v.(json.Number)
 		if !ok {

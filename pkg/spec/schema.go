@@ -66,7 +66,7 @@ func typeName(t reflect.Type) string {
 	switch t.Kind() {
 	case reflect.String:
 		return "string"
-	case reflect.Int, reflect.Int64, reflect.Int32:
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint64:
 		return "integer"
 	case reflect.Float64, reflect.Float32:
 		return "number"

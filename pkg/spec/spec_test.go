@@ -77,6 +77,8 @@ func TestParseErrors(t *testing.T) {
 		{"unknown metadata field", strings.Replace(minimal, "{name: t}", "{name: t, labels: {}}", 1), []string{`metadata.labels: unknown field`}},
 		{"all problems at once", minimal + "  optimizer: {lrr: 1, name: adam}\n  batch: {microBatchSize: 0}\n", []string{"spec.optimizer.lrr", "spec.batch"}},
 		{"wrong type int", minimal + "  steps: many\n", []string{`spec.steps: must be an integer, got string "many"`}},
+		{"negative seed", minimal + "  seed: -1\n", []string{`spec.seed: must be a non-negative integer, got -1`}},
+		{"include for tokens", minimal + "  data: {kind: tokens, path: x.tok, include: ['*.tok']}\n", []string{`spec.data.include: include and exclude only apply to kinds dir and jsonl`}},
 		{"fractional int", minimal + "  steps: 1.5\n", []string{`spec.steps: must be an integer, got 1.5`}},
 		{"wrong type number", minimal + "  optimizer: {lr: fast}\n", []string{`spec.optimizer.lr: must be a number`}},
 		{"wrong type object", minimal + "  eval: 5\n", []string{`spec.eval: must be an object with fields (everySteps, batches), got number 5`}},
@@ -159,7 +161,7 @@ func TestDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"seed", s.Seed, int64(1)},
+		{"seed", s.Seed, uint64(1)},
 		{"steps", s.Steps, 600},
 		{"data.kind", s.Data.Kind, "dir"},
 		{"data.include", s.Data.Include, []string{"*.go"}},
@@ -468,4 +470,30 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("accepted job has no canonical encoding")
 		}
 	})
+}
+
+func TestSource(t *testing.T) {
+	j, err := Parse([]byte(minimal+"  data: {path: /src, exclude: ['*_test.go'], valFraction: 0.02, cacheDir: /c}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := j.Spec.Data.Source()
+	if src.Kind != "dir" || src.Path != "/src" || !reflect.DeepEqual(src.Include, []string{"*.go"}) ||
+		!reflect.DeepEqual(src.Exclude, []string{"*_test.go"}) || src.Tokenizer != "byte" || src.ValFraction != 0.02 || src.CacheDir != "/c" {
+		t.Fatalf("Source = %+v", src)
+	}
+	if err := src.Validate(); err != nil {
+		t.Fatalf("pkg/data rejects the source of a valid spec: %v", err)
+	}
+	j, err = Parse([]byte(minimal+"  data: {kind: jsonl, path: d, valFraction: 0}\n  eval: {everySteps: 0}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src = j.Spec.Data.Source()
+	if src.ValFraction >= 0 || !reflect.DeepEqual(src.Include, []string{"*.jsonl"}) {
+		t.Fatalf("jsonl source without validation = %+v; want a negative fraction (pkg/data's 'none') and *.jsonl", src)
+	}
+	if err := src.Validate(); err != nil {
+		t.Fatalf("pkg/data rejects the source of a valid spec: %v", err)
+	}
 }

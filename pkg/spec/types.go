@@ -32,7 +32,7 @@ type Metadata struct {
 
 // JobSpec is the desired run.
 type JobSpec struct {
-	Seed          int64          `json:"seed" default:"1" desc:"Seed for parameter initialisation and data sampling; same seed and spec give bitwise-identical runs."`
+	Seed          uint64         `json:"seed" default:"1" desc:"Seed for parameter initialisation and data sampling; same seed and spec give bitwise-identical runs."`
 	Steps         int            `json:"steps" default:"600" desc:"Number of optimizer steps to run."`
 	Model         ModelSpec      `json:"model" desc:"Model architecture: a preset and/or explicit sizes (explicit fields override the preset)."`
 	Data          DataSpec       `json:"data" desc:"Training corpus, tokenizer and validation split."`
@@ -70,8 +70,8 @@ type ModelSpec struct {
 type DataSpec struct {
 	Kind        string   `json:"kind" default:"\"dir\"" desc:"Corpus format: dir (text files under path), tokens (pre-tokenized file), jsonl (one {\"text\": ...} per line), text (the inline text field)."`
 	Path        string   `json:"path" default:"\"\"" desc:"File or directory to read. For kind dir, a directory (files matching include, recursively) or a single file; empty means the Go standard library sources ($GOROOT/src), present on every machine with Go."`
-	Include     []string `json:"include" default:"[\"*.go\"]" desc:"For kind dir: file-name glob patterns to read (path/filepath.Match syntax)."`
-	Exclude     []string `json:"exclude" default:"[]" desc:"For kind dir: file-name glob patterns to skip, applied after include."`
+	Include     []string `json:"include" default:"derived" desc:"For kinds dir and jsonl: glob patterns a file must match; without '/' a pattern matches the base name, with '/' the path relative to path, ** spanning directories. Default: [\"*.go\"] for dir, [\"*.jsonl\"] for jsonl."`
+	Exclude     []string `json:"exclude" default:"[]" desc:"For kinds dir and jsonl: glob patterns (same syntax as include) that drop a file even if it is included."`
 	Text        string   `json:"text,omitempty" desc:"For kind text: the corpus itself."`
 	Tokenizer   string   `json:"tokenizer" default:"derived" desc:"Tokenizer for the corpus. Default: the model's tokenizer (spec.model.tokenizer or the preset's), else byte."`
 	ValFraction float64  `json:"valFraction" default:"0.01" desc:"Fraction of the corpus held out for evaluation, in [0, 0.5]; 0 means no validation split."`

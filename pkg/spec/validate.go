@@ -34,7 +34,6 @@ func (j *TrainingJob) Validate() error {
 	}
 
 	s := &j.Spec
-	v.minInt("spec.seed", int(s.Seed), 0)
 	v.minInt("spec.steps", s.Steps, 1)
 	v.model(s)
 	v.data(s)
@@ -168,6 +167,9 @@ func (v validator) data(s *JobSpec) {
 		if len(d.Include) == 0 {
 			v.es.add("spec.data.include", "must list at least one pattern for kind dir, e.g. [\"*.go\"]")
 		}
+	}
+	if (d.Kind == "tokens" || d.Kind == "text") && len(d.Include)+len(d.Exclude) > 0 {
+		v.es.add("spec.data.include", "include and exclude only apply to kinds dir and jsonl, got kind %s; remove them", d.Kind)
 	}
 	if d.Kind != "text" && d.Text != "" {
 		v.es.add("spec.data.text", "only used with kind text, got kind %s", d.Kind)
