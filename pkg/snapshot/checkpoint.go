@@ -135,6 +135,7 @@ func Save(dir string, st *State, keep int) (string, error) {
 	meta := map[string]string{"format": "pt", "tern.step": fmt.Sprint(st.Step)}
 	fe, err := writeTensorFile(filepath.Join(stepDir, rankFile), plain, meta)
 	if err != nil {
+		os.RemoveAll(stepDir) // no manifest yet, so nothing can be using it
 		return "", fmt.Errorf("save checkpoint %s: %w", stepDir, err)
 	}
 	m.Files = []FileEntry{fe}
@@ -146,6 +147,9 @@ func Save(dir string, st *State, keep int) (string, error) {
 		_, err := w.Write(append(mb, '\n'))
 		return err
 	}); err != nil {
+		if _, serr := os.Stat(filepath.Join(stepDir, ManifestName)); serr != nil {
+			os.RemoveAll(stepDir)
+		}
 		return "", fmt.Errorf("save checkpoint %s: %w", stepDir, err)
 	}
 	if err := prune(dir, keep, st.Step); err != nil {
