@@ -94,10 +94,10 @@ func attentionForward(o, lse, q, k, v []float32, sh attnShape) {
 						for c := 0; c <= last; c++ {
 							mx = max(mx, row[c])
 						}
-						alpha := float32(math.Exp(float64(m[r] - mx)))
+						alpha := exp32(m[r] - mx)
 						var sum float32
 						for c := 0; c <= last; c++ {
-							p := float32(math.Exp(float64(row[c] - mx)))
+							p := exp32(row[c] - mx)
 							row[c] = p
 							sum += p
 						}
@@ -173,7 +173,7 @@ func attentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, sh attnShape
 							last := min(i0+r-j0, bc-1)
 							li := L[i0+r]
 							for c := 0; c <= last; c++ {
-								row[c] = float32(math.Exp(float64(row[c] - li)))
+								row[c] = exp32(row[c] - li)
 							}
 							clear(row[max(last+1, 0):])
 						}

@@ -47,7 +47,7 @@ func headForward(logits []float32, st HeadStats, h, w []float32, lo, rows, d int
 			}
 			var s float64
 			for _, v := range z {
-				s += math.Exp(float64(v - mx))
+				s += float64(exp32(v - mx))
 			}
 			st.Max[i], st.SumExp[i] = mx, float32(s)
 			t := int(targets[i]) - lo
@@ -71,9 +71,9 @@ func headBackward(dw, dh, logits, h, w []float32, lo, rows, d int, targets []int
 				continue
 			}
 			m := gMax[i]
-			inv := 1 / float64(gSum[i])
+			k := float32(1/float64(gSum[i])) * scale
 			for j, v := range z {
-				z[j] = float32(math.Exp(float64(v-m))*inv) * scale
+				z[j] = exp32(v-m) * k
 			}
 			if t := int(targets[i]) - lo; t >= 0 && t < rows {
 				z[t] -= scale

@@ -1,10 +1,6 @@
 package model
 
-import (
-	"math"
-
-	"github.com/ternml/tern/pkg/tensor"
-)
+import "github.com/ternml/tern/pkg/tensor"
 
 // SwiGLU gating (Shazeer 2020, "GLU Variants Improve Transformer", eq. 6):
 // the MLP is down(silu(gate(x)) ∘ up(x)); this file holds the elementwise
@@ -14,7 +10,7 @@ import (
 //	du = dh ∘ silu(g)
 //	dg = dh ∘ u ∘ σ(g)·(1 + g·(1 − σ(g)))
 
-func sigmoid32(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }
+func sigmoid32(x float32) float32 { return 1 / (1 + exp32(-x)) }
 
 func swigluForward(h, g, u []float32) {
 	tensor.ParallelFor(len(h), 8192, func(a, b int) {
