@@ -15,7 +15,7 @@ func exp32(x float32) float32 {
 		ln2Hi  = 0.693145751953125 // 12 significant bits: k·ln2Hi is exact
 		ln2Lo  = 1.4286067653302226e-06
 		log2e  = 1.4426950408889634
-		maxArg = 88.72283 // ln(MaxFloat32)
+		maxArg = 88.72283  // ln(MaxFloat32)
 		minArg = -87.33654 // ln(smallest normal float32)
 	)
 	if x > maxArg {
