@@ -12,7 +12,7 @@ import "math"
 // same on every machine, as it uses only float32 adds and multiplies.
 func exp32(x float32) float32 {
 	const (
-		ln2Hi  = 0.693145751953125 // 12 significant bits: k·ln2Hi is exact
+		ln2Hi  = 0.693145751953125 // 15 significant bits: k·ln2Hi is exact for |k| < 2⁹
 		ln2Lo  = 1.4286067653302226e-06
 		log2e  = 1.4426950408889634
 		maxArg = 88.72283  // ln(MaxFloat32)

@@ -60,7 +60,20 @@ func grads(ps []*Param) map[string][]float32 {
 }
 
 func TestModelMatchesFloat64Reference(t *testing.T) {
-	c := testConfig()
+	tiny, err := Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tiny.SeqLen = 16
+	for _, tc := range []struct {
+		name string
+		c    Config
+	}{{"gqa", testConfig()}, {"tiny", tiny}} {
+		t.Run(tc.name, func(t *testing.T) { checkModelAgainstReference(t, tc.c) })
+	}
+}
+
+func checkModelAgainstReference(t *testing.T, c Config) {
 	const b, tt = 2, 16
 	m, err := New(c, 1, false)
 	if err != nil {
