@@ -1,0 +1,150 @@
+package optim
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/ternml/tern/pkg/model"
+	"github.com/ternml/tern/pkg/tensor"
+)
+
+// AdamWConfig holds AdamW's hyperparameters.
+type AdamWConfig struct {
+	Beta1, Beta2 float64
+	Eps          float64
+	WeightDecay  float64
+}
+
+// AdamW is Adam with decoupled weight decay (Loshchilov & Hutter 2019,
+// "Decoupled Weight Decay Regularization", Algorithm 2) with the exact
+// semantics of PyTorch's torch.optim.AdamW (foreach=False, amsgrad=False):
+//
+//	p ← p·(1 − lr·λ)
+//	m ← β1·m + (1−β1)·g
+//	v ← β2·v + (1−β2)·g²
+//	p ← p − (lr/(1−β1ᵗ)) · m / (√v/√(1−β2ᵗ) + ε)
+//
+// Weight decay is applied to matrices only (len(Shape) ≥ 2); norm weights are
+// not decayed, as in the GPT-2/LLaMA reference training scripts.
+type AdamW struct {
+	cfg    AdamWConfig
+	params []*model.Param
+	m, v   [][]float32
+	t      int64 // steps taken
+}
+
+// NewAdamW allocates zeroed moments for params.
+func NewAdamW(params []*model.Param, cfg AdamWConfig) (*AdamW, error) {
+	if cfg.Beta1 < 0 || cfg.Beta1 >= 1 || cfg.Beta2 < 0 || cfg.Beta2 >= 1 {
+		return nil, fmt.Errorf("adamw: betas must be in [0,1), got %g, %g", cfg.Beta1, cfg.Beta2)
+	}
+	if cfg.Eps <= 0 {
+		return nil, fmt.Errorf("adamw: eps must be > 0, got %g", cfg.Eps)
+	}
+	if cfg.WeightDecay < 0 {
+		return nil, fmt.Errorf("adamw: weightDecay must be >= 0, got %g", cfg.WeightDecay)
+	}
+	o := &AdamW{cfg: cfg, params: params}
+	for _, p := range params {
+		o.m = append(o.m, make([]float32, len(p.W)))
+		o.v = append(o.v, make([]float32, len(p.W)))
+	}
+	return o, nil
+}
+
+// Name implements Optimizer.
+func (o *AdamW) Name() string { return "adamw" }
+
+// Steps returns how many updates have been applied.
+func (o *AdamW) Steps() int64 { return o.t }
+
+// StateBytes implements Optimizer: two float32 moments per parameter plus the
+// step counter.
+func (o *AdamW) StateBytes() int64 {
+	var n int64
+	for _, m := range o.m {
+		n += int64(len(m))
+	}
+	return 8*n + 8
+}
+
+// adamGrain is the chunk size of the parallel update: large enough to amortise
+// scheduling, small enough to balance two cores on small tensors.
+const adamGrain = 1 << 15
+
+// Step implements Optimizer.
+func (o *AdamW) Step(lr float64) {
+	o.t++
+	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
+	bc1 := 1 - math.Pow(b1, float64(o.t))
+	bc2 := 1 - math.Pow(b2, float64(o.t))
+	stepSize := float32(lr / bc1)
+	bc2Sqrt := float32(math.Sqrt(bc2))
+	eps := float32(o.cfg.Eps)
+	fb1, fb2 := float32(b1), float32(b2)
+	for i, p := range o.params {
+		decay := float32(1)
+		if len(p.Shape) >= 2 {
+			decay = float32(1 - lr*o.cfg.WeightDecay)
+		}
+		w, g, m, v := p.W, p.G, o.m[i], o.v[i]
+		tensor.ParallelFor(len(w), adamGrain, func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				gj := g[j]
+				mj := fb1*m[j] + (1-fb1)*gj
+				vj := fb2*v[j] + (1-fb2)*gj*gj
+				m[j], v[j] = mj, vj
+				denom := float32(math.Sqrt(float64(vj)))/bc2Sqrt + eps
+				w[j] = w[j]*decay - stepSize*mj/denom
+			}
+		})
+	}
+}
+
+// State implements Optimizer.
+func (o *AdamW) State() []NamedTensor {
+	ts := make([]NamedTensor, 0, 2*len(o.params)+1)
+	for i, p := range o.params {
+		ts = append(ts,
+			NamedTensor{Name: stateName(p, "exp_avg"), Shape: p.Shape, Data: o.m[i]},
+			NamedTensor{Name: stateName(p, "exp_avg_sq"), Shape: p.Shape, Data: o.v[i]})
+	}
+	// The step count is exact in float32 up to 2^24 steps; stored as two
+	// 24-bit halves so no realistic run loses it.
+	ts = append(ts, NamedTensor{Name: "optim.step", Shape: []int{2}, Data: splitCount(o.t)})
+	return ts
+}
+
+// SetState implements Optimizer.
+func (o *AdamW) SetState(ts []NamedTensor) error {
+	dst := make(map[string][]float32, 2*len(o.params)+1)
+	for i, p := range o.params {
+		dst[stateName(p, "exp_avg")] = o.m[i]
+		dst[stateName(p, "exp_avg_sq")] = o.v[i]
+	}
+	step := make([]float32, 2)
+	dst["optim.step"] = step
+	if err := restore(ts, dst); err != nil {
+		return fmt.Errorf("adamw: %w", err)
+	}
+	t, err := joinCount(step)
+	if err != nil {
+		return fmt.Errorf("adamw: optim.step: %w", err)
+	}
+	o.t = t
+	return nil
+}
+
+const countHalf = 1 << 24
+
+func splitCount(n int64) []float32 {
+	return []float32{float32(n / countHalf), float32(n % countHalf)}
+}
+
+func joinCount(v []float32) (int64, error) {
+	hi, lo := v[0], v[1]
+	if hi < 0 || lo < 0 || lo >= countHalf || hi != float32(int64(hi)) || lo != float32(int64(lo)) {
+		return 0, fmt.Errorf("not a step count: %v", v)
+	}
+	return int64(hi)*countHalf + int64(lo), nil
+}

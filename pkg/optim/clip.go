@@ -1,0 +1,36 @@
+package optim
+
+import (
+	"math"
+
+	"github.com/ternml/tern/pkg/model"
+	"github.com/ternml/tern/pkg/tensor"
+)
+
+// GradNorm returns the global L2 norm of all gradients, accumulated in float64
+// in parameter order (deterministic for any core count).
+func GradNorm(params []*model.Param) float64 {
+	var s float64
+	for _, p := range params {
+		s += tensor.SumSquares(p.G)
+	}
+	return math.Sqrt(s)
+}
+
+// ClipGradNorm scales all gradients so their global norm is at most maxNorm,
+// with PyTorch's clip_grad_norm_ rule coef = maxNorm/(norm+1e-6), applied only
+// when coef < 1. It returns the norm before clipping. maxNorm <= 0 disables
+// clipping.
+func ClipGradNorm(params []*model.Param, maxNorm float64) float64 {
+	norm := GradNorm(params)
+	if maxNorm <= 0 {
+		return norm
+	}
+	coef := maxNorm / (norm + 1e-6)
+	if coef < 1 {
+		for _, p := range params {
+			tensor.Scale(float32(coef), p.G)
+		}
+	}
+	return norm
+}

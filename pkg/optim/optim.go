@@ -1,0 +1,59 @@
+package optim
+
+import (
+	"fmt"
+
+	"github.com/ternml/tern/pkg/model"
+)
+
+// Optimizer updates parameters in place from their accumulated gradients.
+type Optimizer interface {
+	// Name is the spec name of the optimizer ("adamw").
+	Name() string
+	// Step applies one update with learning rate lr to every parameter.
+	Step(lr float64)
+	// StateBytes is the exact number of bytes of optimizer state held.
+	StateBytes() int64
+	// State exports the optimizer state as named tensors. The slices alias the
+	// live state: copy them if the optimizer keeps stepping.
+	State() []NamedTensor
+	// SetState restores state exported by State; every tensor must be present
+	// with the right length.
+	SetState(ts []NamedTensor) error
+}
+
+// NamedTensor is one piece of optimizer state. Names are
+// "optim.<parameter name>.<slot>"; scalar counters use a one-element tensor.
+type NamedTensor struct {
+	Name  string
+	Shape []int
+	Data  []float32
+}
+
+func stateName(p *model.Param, slot string) string { return "optim." + p.Name + "." + slot }
+
+// restore copies ts into the named destinations, checking that every
+// destination is covered exactly once with the right length.
+func restore(ts []NamedTensor, dst map[string][]float32) error {
+	seen := make(map[string]bool, len(ts))
+	for _, t := range ts {
+		d, ok := dst[t.Name]
+		if !ok {
+			return fmt.Errorf("optimizer state %q: not a tensor of this optimizer", t.Name)
+		}
+		if seen[t.Name] {
+			return fmt.Errorf("optimizer state %q: given twice", t.Name)
+		}
+		if len(t.Data) != len(d) {
+			return fmt.Errorf("optimizer state %q: %d values, want %d", t.Name, len(t.Data), len(d))
+		}
+		seen[t.Name] = true
+		copy(d, t.Data)
+	}
+	for name := range dst {
+		if !seen[name] {
+			return fmt.Errorf("optimizer state %q: missing", name)
+		}
+	}
+	return nil
+}
