@@ -159,6 +159,19 @@ func loadText(ctx context.Context, s Source, tok Tokenizer, progress io.Writer) 
 	if ds, err := readCache(trainPath, valPath, tok); err == nil {
 		ds.Files = len(files)
 		return ds, nil
+	}
+	if err := os.MkdirAll(s.CacheDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data.cacheDir: %w", err)
+	}
+	unlock, err := lockFile(ctx, filepath.Join(s.CacheDir, key+".lock"), progress)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	// Another process may have built the cache while this one waited.
+	if ds, err := readCache(trainPath, valPath, tok); err == nil {
+		ds.Files = len(files)
+		return ds, nil
 	} else if !errors.Is(err, fs.ErrNotExist) && progress != nil {
 		fmt.Fprintf(progress, "token cache unusable, rebuilding: %v\n", err)
 	}

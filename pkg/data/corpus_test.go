@@ -344,3 +344,40 @@ func TestLoadGoSourceTree(t *testing.T) {
 	}
 	t.Logf("%d files, %d train + %d val tokens; tokenise %v, cached load %v", ds.Files, ds.Train.Len(), ds.Val.Len(), first, time.Since(start))
 }
+
+func TestConcurrentLoadsTokeniseOnce(t *testing.T) {
+	root := writeTree(t, tree)
+	src := Source{Path: root, CacheDir: t.TempDir()}
+	const n = 4
+	results := make(chan *Dataset, n)
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			ds, err := Load(context.Background(), src, ByteTokenizer{}, nil)
+			results <- ds
+			errs <- err
+		}()
+	}
+	built := 0
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		if (<-results).Tokenized {
+			built++
+		}
+	}
+	if built != 1 {
+		t.Fatalf("%d of %d concurrent loads tokenised, want 1", built, n)
+	}
+}
+
+func TestLoadCancelled(t *testing.T) {
+	root := writeTree(t, tree)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Load(ctx, Source{Path: root, CacheDir: t.TempDir()}, ByteTokenizer{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "context canceled") {
+		t.Fatalf("cancelled load: %v", err)
+	}
+}
