@@ -113,6 +113,12 @@ func (m *Model) Loss(tokens, targets []int32, b, t int) (lossSum float64, count 
 // NewActs allocates for the microbatch plus the stage's shared backward
 // scratch, plus the model's embedding-output and head-gradient buffers.
 func (m *Model) ActivationBytes(b, t int) int64 {
+	acts, ws := StageActivationBytes(m.cfg, m.stage.spec, b, t)
+	return acts + ws + modelBufferBytes(m.cfg, b, t)
+}
+
+// modelBufferBytes are the Model's own per-batch buffers: in, dh, gMax, gSum.
+func modelBufferBytes(c Config, b, t int) int64 {
 	n := int64(b * t)
-	return m.stage.ActsBytes(b, t) + m.stage.WorkspaceBytes(b, t) + 4*(2*n*int64(m.cfg.Dim)+2*n)
+	return 4 * (2*n*int64(c.Dim) + 2*n)
 }

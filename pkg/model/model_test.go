@@ -293,11 +293,22 @@ func TestActivationMemoryIsLinearInT(t *testing.T) {
 		if a.bytes != s.ActsBytes(2, 40) {
 			t.Fatalf("NewActs allocated %d bytes, ActsBytes says %d", a.bytes, s.ActsBytes(2, 40))
 		}
+		acts, ws := StageActivationBytes(c, s.Spec(), 2, 40)
+		if acts != a.bytes || ws != s.WorkspaceBytes(2, 40) {
+			t.Fatalf("StageActivationBytes = %d, %d; the built stage says %d, %d", acts, ws, a.bytes, s.WorkspaceBytes(2, 40))
+		}
 		for _, tt := range []int{16, 64, 256} {
 			if got, want := m.ActivationBytes(2, 2*tt), 2*m.ActivationBytes(2, tt); got != want {
 				t.Errorf("recompute=%v: ActivationBytes(T=%d) = %d, want 2×(T=%d) = %d", recompute, 2*tt, got, tt, want)
 			}
 		}
+	}
+	g, _ := Preset("gpt2-shape")
+	for _, recompute := range []bool{false, true} {
+		spec := FullStage(g)
+		spec.Recompute = recompute
+		acts, ws := StageActivationBytes(g, spec, 4, 64)
+		t.Logf("gpt2-shape B=4 T=64 recompute=%v: acts %.1f MiB, shared scratch %.1f MiB", recompute, float64(acts)/(1<<20), float64(ws)/(1<<20))
 	}
 	on, _ := New(c, 1, true)
 	off, _ := New(c, 1, false)

@@ -162,7 +162,7 @@ type Acts struct {
 func (s *Stage) newActs(al *allocator, b, t int) *Acts {
 	c, n := s.cfg, b*t
 	a := &Acts{B: b, T: t}
-	nb := len(s.blocks)
+	nb := s.spec.EndLayer - s.spec.FirstLayer
 	a.resid = make([][]float32, nb+1)
 	for i := range a.resid {
 		a.resid[i] = al.f32(n * c.Dim)
@@ -184,7 +184,7 @@ func (s *Stage) newActs(al *allocator, b, t int) *Acts {
 			a.rope.cos, a.rope.sin = ropeTables(t, c.HeadDim(), c.RopeTheta)
 		}
 	}
-	if s.head != nil {
+	if s.spec.Head.Len() > 0 {
 		a.logits = al.f32(n * s.spec.Head.Len())
 		a.stats = HeadStats{Max: al.f32(n), SumExp: al.f32(n), TargetLogit: al.f32(n), HasTarget: al.bools(n)}
 	}
@@ -196,7 +196,7 @@ func (s *Stage) newActs(al *allocator, b, t int) *Acts {
 // (with a dry allocator it only counts what that scratch takes).
 func (s *Stage) ensureWorkspace(al *allocator, b, t int) {
 	n := b * t
-	if len(s.blocks) == 0 {
+	if s.spec.EndLayer == s.spec.FirstLayer {
 		return
 	}
 	if n <= s.wsN && !al.dry {
@@ -232,6 +232,15 @@ func (s *Stage) WorkspaceBytes(b, t int) int64 {
 	al := &allocator{dry: true}
 	s.ensureWorkspace(al, b, t)
 	return al.bytes
+}
+
+// StageActivationBytes returns, without building the stage, the bytes one
+// B×T microbatch's Acts take on a stage of spec and the stage-wide scratch
+// shared by its microbatches: what NewActs would allocate. A stage running k
+// microbatches in flight needs k·acts + workspace.
+func StageActivationBytes(c Config, spec StageSpec, b, t int) (acts, workspace int64) {
+	shell := &Stage{cfg: c, spec: spec}
+	return shell.ActsBytes(b, t), shell.WorkspaceBytes(b, t)
 }
 
 func (s *Stage) checkActs(a *Acts, what string, n, got int) {
