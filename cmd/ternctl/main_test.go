@@ -30,8 +30,8 @@ spec:
 // fakeTraining stands in for the training loop: it reports steps with a
 // falling loss, an eval every spec.eval.everySteps, and stops early (as the
 // loop does) when ctx is cancelled, cancelling it itself after cancelAt steps.
-func fakeTraining(cancelAt int, cancel func()) func(context.Context, *spec.TrainingJob, trainOptions) (*train.Summary, error) {
-	return func(ctx context.Context, job *spec.TrainingJob, o trainOptions) (*train.Summary, error) {
+func fakeTraining(cancelAt int, cancel func()) func(context.Context, *spec.TrainingJob, train.Options) (*train.Summary, error) {
+	return func(ctx context.Context, job *spec.TrainingJob, o train.Options) (*train.Summary, error) {
 		n := job.Spec.Steps
 		o.Observer.Started(train.RunInfo{Job: job.Metadata.Name, Params: 1234, Steps: n, TokensPerStep: job.TokensPerStep(), TrainTokens: 1_500_000, ValTokens: 15_000})
 		o.Observer.Log("loaded corpus")
@@ -60,7 +60,7 @@ func fakeTraining(cancelAt int, cancel func()) func(context.Context, *spec.Train
 
 func nan() float64 { return math.NaN() }
 
-func withFake(t *testing.T, f func(context.Context, *spec.TrainingJob, trainOptions) (*train.Summary, error)) {
+func withFake(t *testing.T, f func(context.Context, *spec.TrainingJob, train.Options) (*train.Summary, error)) {
 	old := runTraining
 	runTraining = f
 	t.Cleanup(func() { runTraining = old })
@@ -215,7 +215,7 @@ func TestMetricsOut(t *testing.T) {
 
 func TestMetricsOutBadPathFailsBeforeTraining(t *testing.T) {
 	called := false
-	withFake(t, func(context.Context, *spec.TrainingJob, trainOptions) (*train.Summary, error) {
+	withFake(t, func(context.Context, *spec.TrainingJob, train.Options) (*train.Summary, error) {
 		called = true
 		return &train.Summary{}, nil
 	})
@@ -251,7 +251,7 @@ func TestBadSpecListsFields(t *testing.T) {
 }
 
 func TestTrainingFailure(t *testing.T) {
-	withFake(t, func(context.Context, *spec.TrainingJob, trainOptions) (*train.Summary, error) {
+	withFake(t, func(context.Context, *spec.TrainingJob, train.Options) (*train.Summary, error) {
 		return nil, errors.New("corpus /nope: no such directory")
 	})
 	r := runCLI(t, false, "train", "-f", writeJob(t, testJob))

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ternml/tern/pkg/spec"
+	"github.com/ternml/tern/pkg/train"
 )
 
 type trainFlags struct {
@@ -50,7 +51,6 @@ func newTrainCmd(e *env) *cobra.Command {
 	fl.StringVarP(&f.output, "output", "o", "text", "summary format: text or json")
 	fl.StringVar(&f.metricsOut, "metrics-out", "", "write one JSON object per step to FILE")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress line (eval lines, header and summary still print)")
-	_ = c.MarkFlagRequired("filename")
 	_ = c.MarkFlagFilename("filename", "yaml", "yml", "json")
 	_ = c.RegisterFlagCompletionFunc("output", fixedCompletion("text", "json"))
 	_ = c.RegisterFlagCompletionFunc("set", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
@@ -72,6 +72,9 @@ func fixedCompletion(vals ...string) func(*cobra.Command, []string, string) ([]s
 func trainRun(ctx context.Context, e *env, f *trainFlags) error {
 	if err := outputFlag(f.output); err != nil {
 		return err
+	}
+	if f.file == "" {
+		return usagef("no job spec: pass -f JOB.yaml (see examples/ for some)")
 	}
 	job, err := spec.Load(f.file, f.sets)
 	if err != nil {
@@ -112,7 +115,7 @@ func trainRun(ctx context.Context, e *env, f *trainFlags) error {
 	if ckptDir == "" {
 		ckptDir = job.Spec.Checkpoint.Dir
 	}
-	sum, err := runTraining(ctx, job, trainOptions{CheckpointDir: ckptDir, Resume: f.resume, Observer: p, Progress: dataProgress})
+	sum, err := runTraining(ctx, job, train.Options{CheckpointDir: ckptDir, Resume: f.resume, Observer: p, Progress: dataProgress})
 	p.finish()
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {

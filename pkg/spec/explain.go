@@ -18,9 +18,9 @@ func Explain(path string) (string, error) {
 	} else if strings.HasPrefix(low, "trainingjob.") {
 		p = p[len("trainingjob."):]
 	}
-	canon, t, f, err := resolvePath(p)
-	if err != nil {
-		return "", fmt.Errorf("explain: %w", err)
+	canon, t, f, ferr := resolvePath(p)
+	if ferr != nil {
+		return "", fmt.Errorf("explain: %w", ferr)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "KIND:     %s\nVERSION:  %s\n\n", Kind, APIVersion)
@@ -47,9 +47,9 @@ func Explain(path string) (string, error) {
 // ExplainRecursive lists every field under path as an indented tree with
 // types, like kubectl explain --recursive.
 func ExplainRecursive(path string) (string, error) {
-	canon, t, _, err := resolvePath(strings.TrimSpace(path))
-	if err != nil {
-		return "", fmt.Errorf("explain: %w", err)
+	canon, t, _, ferr := resolvePath(strings.TrimSpace(path))
+	if ferr != nil {
+		return "", fmt.Errorf("explain: %w", ferr)
 	}
 	var b strings.Builder
 	if canon != "" {

@@ -58,19 +58,28 @@ func Parse(b []byte, sets []string) (*TrainingJob, error) {
 	var errs Errors
 	origin := map[string]string{} // canonical path -> the --set that wrote it
 	for _, s := range sets {
-		p, err := applySet(root, s)
-		if err != nil {
-			errs = append(errs, &FieldError{Msg: err.Error()})
+		p, ferr := applySet(root, s)
+		if ferr != nil {
+			if ferr.Path != "" {
+				ferr.Msg += fmt.Sprintf(" (from --set %s)", s)
+			}
+			errs = append(errs, ferr)
 			continue
 		}
 		origin[p] = s
 	}
-	checkValue("", reflect.TypeOf(TrainingJob{}), root, &errs)
-	for _, e := range errs {
-		if s, ok := origin[e.Path]; ok {
-			e.Msg += fmt.Sprintf(" (from --set %s)", s)
+	// Problems found from here on are about the document as overridden;
+	// say which ones come from a --set rather than the file.
+	fromSet := func(es Errors) {
+		for _, e := range es {
+			if s, ok := origin[e.Path]; ok {
+				e.Msg += fmt.Sprintf(" (from --set %s)", s)
+			}
 		}
 	}
+	n := len(errs)
+	checkValue("", reflect.TypeOf(TrainingJob{}), root, &errs)
+	fromSet(errs[n:])
 
 	norm, err := json.Marshal(root)
 	if err != nil {
@@ -93,11 +102,14 @@ func Parse(b []byte, sets []string) (*TrainingJob, error) {
 		// A field dropped for a schema problem was replaced by its default
 		// or left empty; what Validate says about it would only repeat or
 		// confuse the schema error.
+		var fresh Errors
 		for _, ve := range ves {
 			if !coveredBy(ve.Path, errs) {
-				errs = append(errs, ve)
+				fresh = append(fresh, ve)
 			}
 		}
+		fromSet(fresh)
+		errs = append(errs, fresh...)
 	}
 	if err := errs.err(); err != nil {
 		return nil, err
@@ -270,27 +282,27 @@ func checkValue(path string, t reflect.Type, v any, errs *Errors) (any, bool) {
 }
 
 // applySet applies one --set key=value to the document tree and returns the
-// canonical path it wrote.
+// canonical path it wrote, or the problem with the field path it is about.
 //
 // Values are YAML scalars (1e-3, true, 12), except that a string field takes
 // the text as written (so data.include=*.go works although '*' starts a
 // YAML alias) and a list field takes [a,b] split at commas.
-func applySet(root map[string]any, s string) (string, error) {
+func applySet(root map[string]any, s string) (string, *FieldError) {
 	key, val, ok := strings.Cut(s, "=")
 	key = strings.TrimSpace(key)
 	if !ok || key == "" {
-		return "", fmt.Errorf("--set %s: expected FIELD=VALUE, e.g. optimizer.lr=1e-3", s)
+		return "", &FieldError{Msg: fmt.Sprintf("--set %s: expected FIELD=VALUE, e.g. optimizer.lr=1e-3", s)}
 	}
-	path, t, _, err := resolvePath(key)
-	if err != nil {
-		return "", fmt.Errorf("--set %s: %w", s, err)
+	path, t, _, ferr := resolvePath(key)
+	if ferr != nil {
+		return "", ferr
 	}
 	if path == "" {
-		return "", fmt.Errorf("--set %s: cannot replace the whole document", s)
+		return "", &FieldError{Msg: fmt.Sprintf("--set %s: cannot replace the whole document", s)}
 	}
 	v, err := setValue(t, val)
 	if err != nil {
-		return "", fmt.Errorf("--set %s: %w", s, err)
+		return "", &FieldError{Path: path, Msg: err.Error()}
 	}
 	segs := strings.Split(path, ".")
 	m := root
@@ -298,7 +310,8 @@ func applySet(root map[string]any, s string) (string, error) {
 		next, ok := m[seg].(map[string]any)
 		if !ok {
 			if m[seg] != nil {
-				return "", fmt.Errorf("--set %s: %s is %s in the document, not an object", s, strings.Join(segs[:i+1], "."), describe(m[seg]))
+				p := strings.Join(segs[:i+1], ".")
+				return "", &FieldError{Path: p, Msg: fmt.Sprintf("is %s in the document, not an object, so %s cannot be set", describe(m[seg]), path)}
 			}
 			next = map[string]any{}
 			m[seg] = next

@@ -134,7 +134,7 @@ func editDistance(a, b string) int {
 // start with a top-level field is taken relative to spec, so "optimizer.lr"
 // and "spec.optimizer.lr" name the same field. The returned canonical path
 // always starts at the root. An empty path is the root.
-func resolvePath(path string) (canonical string, t reflect.Type, f *fieldInfo, err error) {
+func resolvePath(path string) (canonical string, t reflect.Type, f *fieldInfo, err *FieldError) {
 	t = reflect.TypeOf(TrainingJob{})
 	if path == "" {
 		return "", t, nil, nil
@@ -148,14 +148,14 @@ func resolvePath(path string) (canonical string, t reflect.Type, f *fieldInfo, e
 	var cur string
 	for _, s := range segs {
 		if s == "" {
-			return "", nil, nil, fmt.Errorf("field path %q has an empty segment", path)
+			return "", nil, nil, &FieldError{Path: path, Msg: "field path has an empty segment"}
 		}
 		if t.Kind() != reflect.Struct {
-			return "", nil, nil, fmt.Errorf("%s: field %q does not exist: %s is a %s, not an object with fields", joinPath(cur, s), s, displayPath(cur), typeName(t))
+			return "", nil, nil, &FieldError{Path: joinPath(cur, s), Msg: fmt.Sprintf("field %q does not exist: %s is a %s, not an object with fields", s, displayPath(cur), typeName(t))}
 		}
 		fi, ok := fieldByName(t, s)
 		if !ok {
-			return "", nil, nil, fmt.Errorf("%s: %s", joinPath(cur, s), unknownField(t, s))
+			return "", nil, nil, &FieldError{Path: joinPath(cur, s), Msg: unknownField(t, s)}
 		}
 		cur = joinPath(cur, s)
 		t = fi.typ

@@ -300,9 +300,11 @@ func TestSetErrors(t *testing.T) {
 		set  string
 		want string
 	}{
-		{"optimizer.lrr=1", `--set optimizer.lrr=1: spec.optimizer.lrr: unknown field "lrr"`},
-		{"nosuch=1", `--set nosuch=1: nosuch: unknown field "nosuch"`},
+		{"optimizer.lrr=1", `spec.optimizer.lrr: unknown field "lrr"`},
+		{"optimizer.lrr=1", `(from --set optimizer.lrr=1)`},
+		{"nosuch=1", `nosuch: unknown field "nosuch"`},
 		{"model.preset.size=1", `spec.model.preset is a string, not an object`},
+		{"batch.microBatchSize=0", `spec.batch.microBatchSize: must be >= 1, got 0 (from --set batch.microBatchSize=0)`},
 		{"steps=ten", `spec.steps: must be an integer, got string "ten" (from --set steps=ten)`},
 		{"optimizer.lr=[1,2]", `spec.optimizer.lr: must be a number, got a list (from --set optimizer.lr=[1,2])`},
 		{"data.include=*.go", `a list must be written [a,b]`},
