@@ -86,8 +86,16 @@ func runCLI(t *testing.T, tty bool, args ...string) result {
 }
 
 func runCLICtx(ctx context.Context, tty bool, args ...string) result {
+	return runWith(ctx, &env{isTerminal: func(io.Writer) bool { return tty }, now: time.Now}, args...)
+}
+
+func runWith(ctx context.Context, e *env, args ...string) result {
 	var out, errb bytes.Buffer
-	code := runEnv(ctx, args, &env{stdout: &out, stderr: &errb, isTerminal: func(io.Writer) bool { return tty }})
+	e.stdout, e.stderr = &out, &errb
+	if e.stdin == nil {
+		e.stdin = strings.NewReader("")
+	}
+	code := runEnv(ctx, args, e)
 	return result{code, out.String(), errb.String()}
 }
 
@@ -364,5 +372,38 @@ func TestNotifyContextStopsOnFinish(t *testing.T) {
 	case <-ctx.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("context not cancelled by stop")
+	}
+}
+
+func TestSlowStepsPrintEveryFewSeconds(t *testing.T) {
+	withFake(t, fakeTraining(0, nil))
+	// A clock that moves 2 s per reading: each step outlasts nothing on its
+	// own, but lines appear whenever 5 s have passed since the last.
+	var clock time.Time
+	now := func() time.Time { clock = clock.Add(2 * time.Second); return clock }
+	r := runWith(context.Background(), &env{isTerminal: func(io.Writer) bool { return false }, now: now}, "train", "-f", writeJob(t, testJob))
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var steps []string
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.HasPrefix(l, "step ") {
+			steps = append(steps, strings.TrimSuffix(strings.Fields(l)[1], "/30"))
+		}
+	}
+	if got := strings.Join(steps, " "); got != "1 4 7 10 13 16 19 20 23 26 29 30" {
+		t.Fatalf("progress lines at steps %s", got)
+	}
+}
+
+func TestSpecFromStdin(t *testing.T) {
+	withFake(t, fakeTraining(0, nil))
+	r := runWith(context.Background(), &env{stdin: strings.NewReader(testJob), isTerminal: func(io.Writer) bool { return false }, now: time.Now}, "train", "-f", "-", "-o", "json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"job":"unit"`) {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = runWith(context.Background(), &env{stdin: strings.NewReader("kind: Nope\n"), isTerminal: func(io.Writer) bool { return false }, now: time.Now}, "train", "-f", "-")
+	if r.code != 1 || !strings.Contains(r.stderr, "error: <stdin>: ") || !strings.Contains(r.stderr, "  kind: \"Nope\" is not supported") {
+		t.Fatalf("bad stdin spec: exit %d, stderr %q", r.code, r.stderr)
 	}
 }

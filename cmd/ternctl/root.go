@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -41,13 +42,15 @@ func (e *exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.
 // env is what commands may touch: their output streams and the terminal
 // check, injected so tests can run commands in-process.
 type env struct {
+	stdin          io.Reader // for -f -
 	stdout, stderr io.Writer
 	isTerminal     func(io.Writer) bool
+	now            func() time.Time // paces progress output
 }
 
 // run executes ternctl with args and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return runEnv(ctx, args, &env{stdout: stdout, stderr: stderr, isTerminal: isTerminal})
+	return runEnv(ctx, args, &env{stdin: os.Stdin, stdout: stdout, stderr: stderr, isTerminal: isTerminal, now: time.Now})
 }
 
 func runEnv(ctx context.Context, args []string, e *env) int {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +43,7 @@ func newTrainCmd(e *env) *cobra.Command {
 		},
 	}
 	fl := c.Flags()
-	fl.StringVarP(&f.file, "filename", "f", "", "job spec file (YAML or JSON)")
+	fl.StringVarP(&f.file, "filename", "f", "", "job spec file (YAML or JSON); - reads stdin")
 	fl.StringArrayVar(&f.sets, "set", nil, "override a spec field, e.g. --set optimizer.lr=1e-3 (repeatable; lists as [a,b])")
 	fl.StringVar(&f.checkpointDir, "checkpoint-dir", "", "write checkpoints under DIR (overrides spec.checkpoint.dir)")
 	fl.StringVar(&f.resume, "resume", "", "resume from a checkpoint directory (its latest complete step) or one step directory")
@@ -76,7 +75,7 @@ func trainRun(ctx context.Context, e *env, f *trainFlags) error {
 	if f.file == "" {
 		return usagef("no job spec: pass -f JOB.yaml (see examples/ for some)")
 	}
-	job, err := spec.Load(f.file, f.sets)
+	job, err := loadJob(e, f.file, f.sets)
 	if err != nil {
 		return err
 	}
@@ -85,7 +84,7 @@ func trainRun(ctx context.Context, e *env, f *trainFlags) error {
 		return fmt.Errorf("%s: %w", f.file, err)
 	}
 
-	p := newProgress(e.stderr, e.isTerminal(e.stderr), f.quiet, time.Now, job.Spec.Steps)
+	p := newProgress(e.stderr, e.isTerminal(e.stderr), f.quiet, e.now, job.Spec.Steps)
 	if f.metricsOut != "" {
 		if err := p.openMetrics(f.metricsOut); err != nil {
 			return err
@@ -143,4 +142,20 @@ func trainRun(ctx context.Context, e *env, f *trainFlags) error {
 		return &exitCodeError{exitInterrupted}
 	}
 	return nil
+}
+
+// loadJob reads the spec from a file, or from stdin for "-".
+func loadJob(e *env, file string, sets []string) (*spec.TrainingJob, error) {
+	if file != "-" {
+		return spec.Load(file, sets)
+	}
+	b, err := io.ReadAll(e.stdin)
+	if err != nil {
+		return nil, fmt.Errorf("read job spec from stdin: %w", err)
+	}
+	j, err := spec.Parse(b, sets)
+	if err != nil {
+		return nil, fmt.Errorf("<stdin>: %w", err)
+	}
+	return j, nil
 }
