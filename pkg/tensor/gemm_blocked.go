@@ -150,39 +150,50 @@ func (j *gemmJob) packRange(lo, hi, aPanels int) {
 
 // packA copies rows [6p, 6p+6) of op(A), depth block [pc, pc+kcCur), into
 // panel p of pa as kcCur columns of 6 (zero rows past m), whatever A's
-// storage order.
+// storage order. Packing costs about as much per element as 50–100
+// multiply-adds, and each packed A element serves only nc of them, so the
+// loops are written to keep bounds checks out and copy whole rows at once.
 func (j *gemmJob) packA(p int) {
 	i0 := p * mr
 	rows := min(mr, j.m-i0)
 	kc := j.kcCur
 	dst := j.pa[p*mr*kc : (p+1)*mr*kc]
 	if j.transA {
-		// A stored K×M: the 6 values of one column are contiguous.
+		// A stored K×M: the 6 values of one packed column are contiguous.
+		if rows == mr {
+			for q := 0; q < kc; q++ {
+				o := (j.pc+q)*j.lda + i0
+				s := (*[mr]float32)(j.a[o:])
+				d := (*[mr]float32)(dst[q*mr:])
+				d[0], d[1], d[2], d[3], d[4], d[5] = s[0], s[1], s[2], s[3], s[4], s[5]
+			}
+			return
+		}
+		clear(dst)
 		for q := 0; q < kc; q++ {
-			src := j.a[(j.pc+q)*j.lda+i0:]
-			d := dst[q*mr : q*mr+mr : q*mr+mr]
-			if rows == mr {
-				d[0], d[1], d[2], d[3], d[4], d[5] = src[0], src[1], src[2], src[3], src[4], src[5]
-				continue
-			}
-			for r := 0; r < mr; r++ {
-				if r < rows {
-					d[r] = src[r]
-				} else {
-					d[r] = 0
-				}
-			}
+			o := (j.pc+q)*j.lda + i0
+			copy(dst[q*mr:q*mr+rows], j.a[o:o+rows])
 		}
 		return
 	}
-	// A stored M×K: walk each row contiguously, scatter with stride 6.
-	for r := 0; r < mr; r++ {
-		if r >= rows {
-			for q := 0; q < kc; q++ {
-				dst[q*mr+r] = 0
-			}
-			continue
+	// A stored M×K: read the six rows in step, write each packed column
+	// contiguously.
+	if rows == mr {
+		lda, o := j.lda, i0*j.lda+j.pc
+		r0 := j.a[o : o+kc]
+		r1 := j.a[o+lda : o+lda+kc]
+		r2 := j.a[o+2*lda : o+2*lda+kc]
+		r3 := j.a[o+3*lda : o+3*lda+kc]
+		r4 := j.a[o+4*lda : o+4*lda+kc]
+		r5 := j.a[o+5*lda : o+5*lda+kc]
+		for q := range r0 {
+			d := (*[mr]float32)(dst[q*mr:])
+			d[0], d[1], d[2], d[3], d[4], d[5] = r0[q], r1[q], r2[q], r3[q], r4[q], r5[q]
 		}
+		return
+	}
+	clear(dst)
+	for r := 0; r < rows; r++ {
 		src := j.a[(i0+r)*j.lda+j.pc : (i0+r)*j.lda+j.pc+kc]
 		for q, v := range src {
 			dst[q*mr+r] = v
@@ -199,27 +210,51 @@ func (j *gemmJob) packB(p int) {
 	kc := j.kcCur
 	dst := j.pb[p*nr*kc : (p+1)*nr*kc]
 	if !j.transB {
-		// B stored K×N: each row of the panel is a contiguous run.
+		// B stored K×N: each packed row is a contiguous run of B.
+		if cols == nr {
+			for q := 0; q < kc; q++ {
+				// Four 16-byte moves inline; a 64-byte array copy would
+				// call memmove for every row.
+				s := j.b[(j.pc+q)*j.ldb+j0:]
+				d := dst[q*nr:]
+				*(*[4]float32)(d) = *(*[4]float32)(s)
+				*(*[4]float32)(d[4:]) = *(*[4]float32)(s[4:])
+				*(*[4]float32)(d[8:]) = *(*[4]float32)(s[8:])
+				*(*[4]float32)(d[12:]) = *(*[4]float32)(s[12:])
+			}
+			return
+		}
+		clear(dst)
 		for q := 0; q < kc; q++ {
-			src := j.b[(j.pc+q)*j.ldb+j0:]
-			d := dst[q*nr : q*nr+nr : q*nr+nr]
-			n := copy(d[:cols], src[:cols])
-			clear(d[n:])
+			o := (j.pc+q)*j.ldb + j0
+			copy(dst[q*nr:q*nr+cols], j.b[o:o+cols])
 		}
 		return
 	}
-	// B stored N×K (the weight layout of x·Wᵀ): read each weight row
-	// contiguously and scatter with stride 16.
-	for col := 0; col < nr; col++ {
-		if col >= cols {
-			for q := 0; q < kc; q++ {
-				dst[q*nr+col] = 0
+	// B stored N×K (the weight layout of x·Wᵀ): read 16 weight rows in step
+	// and write each packed row contiguously, four rows at a time so the
+	// sixteen source streams stay few enough for the prefetchers.
+	if cols < nr {
+		clear(dst)
+	}
+	for c0 := 0; c0 < cols; c0 += 4 {
+		if cols-c0 < 4 {
+			for c := c0; c < cols; c++ {
+				src := j.b[(j0+c)*j.ldb+j.pc : (j0+c)*j.ldb+j.pc+kc]
+				for q, v := range src {
+					dst[q*nr+c] = v
+				}
 			}
-			continue
+			break
 		}
-		src := j.b[(j0+col)*j.ldb+j.pc : (j0+col)*j.ldb+j.pc+kc]
-		for q, v := range src {
-			dst[q*nr+col] = v
+		ldb, o := j.ldb, (j0+c0)*j.ldb+j.pc
+		r0 := j.b[o : o+kc]
+		r1 := j.b[o+ldb : o+ldb+kc]
+		r2 := j.b[o+2*ldb : o+2*ldb+kc]
+		r3 := j.b[o+3*ldb : o+3*ldb+kc]
+		for q := range r0 {
+			d := (*[4]float32)(dst[q*nr+c0:])
+			d[0], d[1], d[2], d[3] = r0[q], r1[q], r2[q], r3[q]
 		}
 	}
 }
