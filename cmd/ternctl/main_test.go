@@ -175,6 +175,10 @@ func TestTrainTerminalRedrawAndQuiet(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stderr, "\rstep 30/30") || !strings.Contains(r.stderr, "\x1b[K") {
 		t.Fatalf("terminal run: exit %d, stderr %q", r.code, r.stderr)
 	}
+	// An eval line scrolls up and the line under it shows the eval's step.
+	if !strings.Contains(r.stderr, "\r\x1b[Keval step 10: loss 0.6\nstep 10/30 ") {
+		t.Fatalf("eval line not followed by its step's progress line: %q", r.stderr)
+	}
 	q := runCLI(t, true, "train", "-f", job, "--quiet")
 	if q.code != 0 || strings.Contains(q.stderr, "step 30/30") {
 		t.Fatalf("--quiet still draws progress: %q", q.stderr)

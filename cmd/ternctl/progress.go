@@ -118,14 +118,22 @@ func (p *progress) Step(r train.StepReport) {
 	if r.Steps > 0 && r.Steps != p.steps {
 		p.setSteps(r.Steps)
 	}
+	var line string
+	var now time.Time
+	if !p.quiet {
+		line, now = p.line(r), p.now()
+	}
 	if r.EvalLoss != nil {
+		if p.tty && p.drawn && !p.quiet {
+			// println redraws the progress line under the eval line; make
+			// it this step's line rather than a stale one.
+			p.lastLine, p.lastDraw = line, now
+		}
 		p.println(fmt.Sprintf("eval step %d: loss %.4g", r.Step, *r.EvalLoss))
 	}
 	if p.quiet {
 		return
 	}
-	line := p.line(r)
-	now := p.now()
 	last := r.Step >= p.steps
 	if p.tty {
 		if last || !p.drawn || now.Sub(p.lastDraw) >= redrawInterval {
