@@ -139,11 +139,47 @@ func gemmBlocked(asm, transA, transB bool, m, n, k int, alpha float32, a []float
 // packRange packs micro-panels [lo, hi), numbering A's panels first and then
 // the current B block's.
 func (j *gemmJob) packRange(lo, hi, aPanels int) {
-	for u := lo; u < hi; u++ {
-		if u < aPanels {
-			j.packA(u)
-		} else {
-			j.packB(u - aPanels)
+	for u := lo; u < min(hi, aPanels); u++ {
+		j.packA(u)
+	}
+	lo, hi = max(lo, aPanels)-aPanels, max(hi, aPanels)-aPanels
+	if lo >= hi {
+		return
+	}
+	if !j.transB {
+		j.packBRows(lo, hi)
+		return
+	}
+	for p := lo; p < hi; p++ {
+		j.packB(p)
+	}
+}
+
+// packBRows packs B panels [lo, hi) when B is stored K×N. It walks B row by
+// row across all the panels, so each read is one contiguous run of
+// 16·(hi-lo) floats; packing panel by panel would touch one cache line per
+// row of B, far apart, which the prefetchers and TLB handle badly.
+func (j *gemmJob) packBRows(lo, hi int) {
+	kc := j.kcCur
+	for p := lo; p < hi; p++ {
+		if j.ncCur-p*nr < nr {
+			// The ragged last panel: zero it, then fill its valid columns.
+			j.packB(p)
+			hi = p
+			break
+		}
+	}
+	for q := 0; q < kc; q++ {
+		s := j.b[(j.pc+q)*j.ldb+j.jc+lo*nr : (j.pc+q)*j.ldb+j.jc+hi*nr]
+		for p := lo; p < hi; p++ {
+			// Four 16-byte moves inline; a 64-byte array copy would call
+			// memmove for every row.
+			src := s[(p-lo)*nr:]
+			d := j.pb[p*nr*kc+q*nr:]
+			*(*[4]float32)(d) = *(*[4]float32)(src)
+			*(*[4]float32)(d[4:]) = *(*[4]float32)(src[4:])
+			*(*[4]float32)(d[8:]) = *(*[4]float32)(src[8:])
+			*(*[4]float32)(d[12:]) = *(*[4]float32)(src[12:])
 		}
 	}
 }
@@ -231,14 +267,14 @@ func (j *gemmJob) packB(p int) {
 		}
 		return
 	}
-	// B stored N×K (the weight layout of x·Wᵀ): read 16 weight rows in step
-	// and write each packed row contiguously, four rows at a time so the
-	// sixteen source streams stay few enough for the prefetchers.
+	// B stored N×K (the weight layout of x·Wᵀ): read weight rows in step and
+	// write packed rows contiguously, eight rows at a time so the source
+	// streams stay few enough for the prefetchers.
 	if cols < nr {
 		clear(dst)
 	}
-	for c0 := 0; c0 < cols; c0 += 4 {
-		if cols-c0 < 4 {
+	for c0 := 0; c0 < cols; c0 += 8 {
+		if cols-c0 < 8 {
 			for c := c0; c < cols; c++ {
 				src := j.b[(j0+c)*j.ldb+j.pc : (j0+c)*j.ldb+j.pc+kc]
 				for q, v := range src {
@@ -252,9 +288,14 @@ func (j *gemmJob) packB(p int) {
 		r1 := j.b[o+ldb : o+ldb+kc]
 		r2 := j.b[o+2*ldb : o+2*ldb+kc]
 		r3 := j.b[o+3*ldb : o+3*ldb+kc]
+		r4 := j.b[o+4*ldb : o+4*ldb+kc]
+		r5 := j.b[o+5*ldb : o+5*ldb+kc]
+		r6 := j.b[o+6*ldb : o+6*ldb+kc]
+		r7 := j.b[o+7*ldb : o+7*ldb+kc]
 		for q := range r0 {
-			d := (*[4]float32)(dst[q*nr+c0:])
+			d := (*[8]float32)(dst[q*nr+c0:])
 			d[0], d[1], d[2], d[3] = r0[q], r1[q], r2[q], r3[q]
+			d[4], d[5], d[6], d[7] = r4[q], r5[q], r6[q], r7[q]
 		}
 	}
 }
