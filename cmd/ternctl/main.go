@@ -1,9 +1,3 @@
-//go:build ternctl_main
-
-// The constraint above keeps this file out while deps_tmp.go, which pins the
-// module's dependencies, still declares its own empty main; it goes away
-// together with deps_tmp.go.
-
 package main
 
 import (

@@ -2,10 +2,12 @@ package train
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -108,7 +110,7 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 		sum.Checkpoint = path
 		obs.Log("interrupted: wrote checkpoint " + path)
 	}
-	if !sum.Stopped && math.IsNaN(sum.FinalEvalLoss) && r.job.Spec.Eval.Batches > 0 {
+	if !sum.Stopped && math.IsNaN(sum.FinalEvalLoss) && r.eval != nil {
 		sum.FinalEvalLoss = r.evaluate()
 	}
 	sum.Steps = r.step
@@ -154,6 +156,11 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 	}
 	src := s.Data.Source()
 	src.SeqLen = cfg.SeqLen
+	if s.Data.Kind == "text" {
+		if src, err = inlineSource(src, s.Data.Text); err != nil {
+			return nil, err
+		}
+	}
 	ds, err := data.Load(ctx, src, tok, opts.Progress)
 	if err != nil {
 		return nil, err
@@ -162,7 +169,7 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 	if r.sampler, err = data.NewSampler(ds.Train, cfg.SeqLen, s.Seed); err != nil {
 		return nil, fmt.Errorf("training data: %w", err)
 	}
-	if s.Eval.Batches > 0 && s.Eval.EverySteps >= 0 {
+	if s.Eval.Batches > 0 && s.Eval.EverySteps > 0 && ds.Val.Len() > 0 {
 		if r.eval, err = data.NewSampler(ds.Val, cfg.SeqLen, s.Seed); err != nil {
 			return nil, fmt.Errorf("validation data: %w", err)
 		}
@@ -275,4 +282,28 @@ func PeakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// inlineSource turns the inline corpus of a kind-text spec into a one-file
+// dir source: the text is written once, content-addressed, into the cache
+// directory, so the usual tokenise-and-cache path (and its fingerprint) apply.
+func inlineSource(src data.Source, text string) (data.Source, error) {
+	src = src.WithDefaults()
+	sum := sha256.Sum256([]byte(text))
+	path := filepath.Join(src.CacheDir, fmt.Sprintf("inline-%x.txt", sum[:12]))
+	if _, err := os.Stat(path); err != nil {
+		if err := os.MkdirAll(src.CacheDir, 0o755); err != nil {
+			return src, fmt.Errorf("spec.data.text: %w", err)
+		}
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+			return src, fmt.Errorf("spec.data.text: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return src, fmt.Errorf("spec.data.text: %w", err)
+		}
+	}
+	src.Kind = data.KindDir
+	src.Path = path
+	return src, nil
 }
