@@ -270,22 +270,27 @@ func cacheKey(s Source, root string, files []corpusFile) string {
 // the go command is asked first.
 func GoSourceRoot(ctx context.Context) (string, error) {
 	var tried []string
-	candidates := []string{os.Getenv("GOROOT")}
-	if out, err := exec.CommandContext(ctx, "go", "env", "GOROOT").Output(); err == nil {
-		candidates = append(candidates, strings.TrimSpace(string(out)))
-	}
-	candidates = append(candidates, runtime.GOROOT()) //nolint:staticcheck // last resort only
-	for _, c := range candidates {
-		if c == "" {
-			continue
+	try := func(goroot string) (string, bool) {
+		if goroot == "" {
+			return "", false
 		}
-		d := filepath.Join(c, "src")
+		d := filepath.Join(goroot, "src")
 		tried = append(tried, d)
-		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+		fi, err := os.Stat(d)
+		return d, err == nil && fi.IsDir()
+	}
+	if d, ok := try(os.Getenv("GOROOT")); ok {
+		return d, nil
+	}
+	if out, err := exec.CommandContext(ctx, "go", "env", "GOROOT").Output(); err == nil {
+		if d, ok := try(strings.TrimSpace(string(out))); ok {
 			return d, nil
 		}
 	}
-	return "", fmt.Errorf("data.path is empty and the Go source tree was not found (tried %v; is the go command on PATH?): set data.path", tried)
+	if d, ok := try(runtime.GOROOT()); ok { //nolint:staticcheck // deprecated, kept as the last resort
+		return d, nil
+	}
+	return "", fmt.Errorf("data.path is empty and the Go source tree was not found (tried %q; is the go command on PATH?): set data.path", tried)
 }
 
 // listFiles returns the corpus root and its files sorted by relative path.

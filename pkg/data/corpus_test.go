@@ -381,3 +381,21 @@ func TestLoadCancelled(t *testing.T) {
 		t.Fatalf("cancelled load: %v", err)
 	}
 }
+
+func TestGoSourceRoot(t *testing.T) {
+	fake := t.TempDir()
+	os.Mkdir(filepath.Join(fake, "src"), 0o755)
+	t.Setenv("GOROOT", fake)
+	if d, err := GoSourceRoot(context.Background()); err != nil || d != filepath.Join(fake, "src") {
+		t.Fatalf("GOROOT=%s: got %q, %v", fake, d, err)
+	}
+	// A GOROOT without src falls through to the go command.
+	t.Setenv("GOROOT", t.TempDir())
+	d, err := GoSourceRoot(context.Background())
+	if err != nil {
+		t.Fatalf("fallback: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(d, "runtime", "proc.go")); err != nil {
+		t.Fatalf("fallback found %s, which is not the Go source tree", d)
+	}
+}
