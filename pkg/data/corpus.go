@@ -82,10 +82,12 @@ func Load(ctx context.Context, src Source, tok Tokenizer, progress io.Writer) (*
 		return nil, fmt.Errorf("data.tokenizer is %q but the corpus is being loaded with %q: make them agree", src.Tokenizer, tok.Name())
 	}
 	s := src.WithDefaults()
-	s.Tokenizer = canonicalTokenizer(tok.Name())
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
+	// The tokenizer in hand decides the tokens (and the cache key), whether
+	// or not the spec named it; it may be one this package does not define.
+	s.Tokenizer = canonicalTokenizer(tok.Name())
 	var ds *Dataset
 	var err error
 	if s.Kind == KindTokens {

@@ -399,3 +399,23 @@ func TestGoSourceRoot(t *testing.T) {
 		t.Fatalf("fallback found %s, which is not the Go source tree", d)
 	}
 }
+
+// upperTokenizer is a tokenizer this package does not define: Load must
+// accept any implementation, key its cache by the tokenizer's name, and
+// (having no EndOfText method) join documents with no separator.
+type upperTokenizer struct{ ByteTokenizer }
+
+func (upperTokenizer) Name() string { return "upper" }
+func (upperTokenizer) Encode(s string) []int32 {
+	return ByteTokenizer{}.Encode(strings.ToUpper(s))
+}
+
+func TestLoadCustomTokenizer(t *testing.T) {
+	root := writeTree(t, map[string]string{"a.go": "package a\n"})
+	cache := t.TempDir()
+	up := load(t, Source{Path: root, CacheDir: cache, ValFraction: -1}, upperTokenizer{})
+	plain := load(t, Source{Path: root, CacheDir: cache, ValFraction: -1}, ByteTokenizer{})
+	if byteString(up.Train) != "PACKAGE A\n" || byteString(plain.Train) != "package a\n\n" || !plain.Tokenized {
+		t.Fatalf("custom tokenizer: %q, byte: %q (tokenized %v)", byteString(up.Train), byteString(plain.Train), plain.Tokenized)
+	}
+}

@@ -159,7 +159,8 @@ func (t *bpeTokenizer) Decode(ids []int32) string {
 // concatenated into one stream. BPE tokenizers use their <|endoftext|> token,
 // as GPT-2 was trained. The byte tokenizer has no spare id, so it uses a
 // single '\n': source files already end in a newline, which makes the
-// boundary a blank line, as between declarations.
+// boundary a blank line, as between declarations. Other tokenizers get no
+// separator unless they have an EndOfText() int32 method.
 func DocSeparator(tok Tokenizer) []int32 {
 	if e, ok := tok.(interface{ EndOfText() int32 }); ok {
 		return []int32{e.EndOfText()}
