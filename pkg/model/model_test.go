@@ -481,3 +481,29 @@ func TestMicrobatchesInFlight(t *testing.T) {
 		}
 	}
 }
+
+// HeadBackward consumes the logits it was given; a second call on the same
+// Acts recomputes them and must give the same gradients.
+func TestHeadBackwardRecomputesConsumedLogits(t *testing.T) {
+	c := testConfig()
+	s, err := NewStage(c, FullStage(c), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb := newMicrobatch(s, 2, 8, 5)
+	mb.forward(s)
+	var dhs [2][]float32
+	var gs [2]map[string][]float32
+	for i := range dhs {
+		s.ZeroGrad()
+		clear(mb.dh)
+		s.HeadBackward(mb.a, mb.h, mb.targets, mb.gMax, mb.gSum, 1, mb.dh)
+		dhs[i], gs[i] = append([]float32(nil), mb.dh...), grads(s.Params())
+	}
+	sameBits(t, "second HeadBackward", 0, 0, gs[0], gs[1])
+	for i := range dhs[0] {
+		if dhs[0][i] != dhs[1][i] {
+			t.Fatalf("dh[%d]: %v then %v", i, dhs[0][i], dhs[1][i])
+		}
+	}
+}

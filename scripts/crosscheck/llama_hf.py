@@ -45,8 +45,8 @@ def main(path):
             logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-1, reduction="sum")
         loss.backward()
         tern_loss = float(ts["tern.loss_sum"][0])
-        rel = abs(float(loss) - tern_loss) / abs(float(loss))
-        print(f"[{dtype}] loss_sum hf={float(loss):.8f} tern={tern_loss:.8f} rel={rel:.2e}")
+        rel = abs(loss.item() - tern_loss) / abs(loss.item())
+        print(f"[{dtype}] loss_sum hf={loss.item():.8f} tern={tern_loss:.8f} rel={rel:.2e}")
         ok &= rel <= tol_loss
         worst = 0.0
         for n, p in model.named_parameters():
