@@ -97,3 +97,15 @@ func (c Config) NumParams() int64 {
 	block := attn + mlp + 2*d
 	return 2*int64(c.Vocab)*d + int64(c.Layers)*block + d
 }
+
+// TrainFLOPsPerToken estimates the floating-point operations of one training
+// token (forward + backward, no recomputation) at context length t: 6 per
+// matmul weight (Kaplan et al. 2020, "Scaling Laws for Neural Language
+// Models", §2.1: 2 forward, 4 backward), the embedding lookup excluded, plus
+// causal attention's score and value products, 2·t·d per layer forward on
+// average (half of the t×t scores are masked), times 3 for training.
+func (c Config) TrainFLOPsPerToken(t int) float64 {
+	matmul := float64(c.NumParams()) - float64(c.Vocab*c.Dim) - float64((2*c.Layers+1)*c.Dim)
+	attn := 2 * float64(t) * float64(c.Heads*c.HeadDim())
+	return 6*matmul + 3*float64(c.Layers)*attn
+}

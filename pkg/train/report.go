@@ -25,6 +25,10 @@ type Summary struct {
 	PeakRSSBytes  int64   `json:"peak_rss_bytes"`
 	Params        int64   `json:"params"`
 	WallS         float64 `json:"wall_s"`
+	// ModelGFLOPS is achieved training throughput in model FLOPs
+	// (model.Config.TrainFLOPsPerToken), recomputation not counted.
+	ModelGFLOPS float64 `json:"model_gflop_per_s"`
+	Memory      Memory  `json:"memory"`
 	Checkpoint    string  `json:"checkpoint,omitempty"` // last checkpoint written, if any
 	Stopped       bool    `json:"stopped"`              // true if interrupted before the last step
 }
@@ -46,4 +50,14 @@ type RunInfo struct {
 	TokensPerStep int
 	TrainTokens   int64
 	ValTokens     int64
+}
+
+// Memory is the exact size of what training keeps resident, by kind, in
+// bytes. Peak RSS adds the Go runtime, data and transient buffers.
+type Memory struct {
+	Weights     int64 `json:"weights_bytes"`
+	Grads       int64 `json:"grads_bytes"`
+	Optimizer   int64 `json:"optimizer_bytes"`
+	Activations int64 `json:"activations_bytes"`
+	Data        int64 `json:"data_bytes"` // the tokenised corpus held in memory
 }

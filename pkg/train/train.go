@@ -118,6 +118,8 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 		sum.TokensPerS = float64(tokens) / trainTime.Seconds()
 	}
 	sum.StepMSMedian = median(stepMS)
+	sum.ModelGFLOPS = sum.TokensPerS * r.cfg.TrainFLOPsPerToken(r.T) / 1e9
+	sum.Memory = r.memory()
 	sum.PeakRSSBytes = PeakRSS()
 	return sum, nil
 }
@@ -197,6 +199,20 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 		}
 	}
 	return r, nil
+}
+
+// memory accounts for the resident training state.
+func (r *runner) memory() Memory {
+	var n int64
+	for _, p := range r.model.Params() {
+		n += int64(len(p.W))
+	}
+	tokens := int64(r.ds.Train.Len() + r.ds.Val.Len())
+	return Memory{
+		Weights: 4 * n, Grads: 4 * n, Optimizer: r.opt.StateBytes(),
+		Activations: r.model.ActivationBytes(r.B, r.T),
+		Data:        tokens * int64(data.TokenWidth(r.cfg.Vocab)),
+	}
 }
 
 func (r *runner) tokensPerStep() int { return r.B * r.T * r.micro }
