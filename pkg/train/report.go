@@ -29,8 +29,8 @@ type Summary struct {
 	// (model.Config.TrainFLOPsPerToken), recomputation not counted.
 	ModelGFLOPS float64 `json:"model_gflop_per_s"`
 	Memory      Memory  `json:"memory"`
-	Checkpoint    string  `json:"checkpoint,omitempty"` // last checkpoint written, if any
-	Stopped       bool    `json:"stopped"`              // true if interrupted before the last step
+	Checkpoint  string  `json:"checkpoint,omitempty"` // last checkpoint written, if any
+	Stopped     bool    `json:"stopped"`              // true if interrupted before the last step
 }
 
 // Observer receives progress from a running loop. Calls come from the loop's
