@@ -4,8 +4,9 @@
 //	go run ./scripts/bench/gemm [-reps 5] [-mintime 1s] [-layout nt]
 //
 // Shapes are M×N×K; the layout flag picks which operands are transposed
-// ("nt" is the forward pass x·Wᵀ). Each cell runs the GEMM until mintime has
-// passed, reps times after a warm-up, and reports the median repetition.
+// ("nt" is the forward pass x·Wᵀ, "tn" the weight gradient). After a warm-up
+// call, each repetition runs every backend in turn until mintime has passed
+// (at least one call); cells report the median repetition.
 package main
 
 import (
@@ -24,8 +25,8 @@ import (
 type shape struct{ m, n, k int }
 
 func main() {
-	reps := flag.Int("reps", 5, "repetitions per cell (median reported)")
-	minTime := flag.Duration("mintime", time.Second, "minimum time per repetition")
+	reps := flag.Int("reps", 7, "repetitions per cell (median reported)")
+	minTime := flag.Duration("mintime", 300*time.Millisecond, "minimum time per backend per repetition")
 	layout := flag.String("layout", "nt", "operand layout: nn, nt (forward x·Wᵀ), tn (weight gradient)")
 	shapesFlag := flag.String("shapes", "1024x1024x1024,512x768x768,512x3072x768,512x50257x768", "comma-separated MxNxK")
 	threads := flag.String("threads", "1,2", "comma-separated GOMAXPROCS values")
@@ -67,7 +68,7 @@ func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag string
 	if !slices.Contains(backends, tensor.BackendOpenBLAS) {
 		fmt.Fprintln(os.Stderr, "note: openblas column missing:", tensor.SetGemmBackend(tensor.BackendOpenBLAS))
 	}
-	fmt.Printf("GEMM GFLOP/s, median of %d × ≥%v, layout %s (%s/%s, %s)\n\n", reps, minTime, layout, runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02"))
+	fmt.Printf("GEMM GFLOP/s, median of %d interleaved repetitions of ≥%v, layout %s (%s/%s, %s)\n\n", reps, minTime, layout, runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02"))
 	hdr := "| M×N×K | threads |"
 	sep := "| --- | ---: |"
 	for _, b := range backends {
@@ -81,23 +82,34 @@ func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag string
 	fmt.Println(hdr)
 	fmt.Println(sep)
 	for _, sh := range shapes {
-		a, b, c := operands(sh, transA, transB)
+		a, b, c := operands(sh)
 		for _, t := range threads {
 			runtime.GOMAXPROCS(t)
 			row := fmt.Sprintf("| %dx%dx%d | %d |", sh.m, sh.n, sh.k, t)
-			res := map[string]float64{}
-			for _, be := range backends {
-				if err := tensor.SetGemmBackend(be); err != nil {
-					return err
+			// Backends take turns within each repetition, so a burst of
+			// load from other processes hits all of them alike; the ratio
+			// column is the median of the per-repetition ratios.
+			rates := map[string][]float64{}
+			var ratios []float64
+			for r := 0; r < reps; r++ {
+				for _, be := range backends {
+					if err := tensor.SetGemmBackend(be); err != nil {
+						return err
+					}
+					if r == 0 {
+						call(sh, transA, transB, a, b, c) // warm-up: page in, grow pooled buffers
+					}
+					rates[be] = append(rates[be], measure(sh, transA, transB, a, b, c, minTime))
 				}
-				g := measure(sh, transA, transB, a, b, c, reps, minTime)
-				res[be] = g
-				row += fmt.Sprintf(" %.1f |", g)
+				if o := rates[tensor.BackendOpenBLAS]; len(o) > 0 && len(rates[tensor.BackendAsm]) > 0 {
+					ratios = append(ratios, rates[tensor.BackendAsm][r]/o[r])
+				}
 			}
-			if o, ok := res[tensor.BackendOpenBLAS]; ok && o > 0 {
-				if s, ok := res[tensor.BackendAsm]; ok {
-					row += fmt.Sprintf(" %.0f%% |", 100*s/o)
-				}
+			for _, be := range backends {
+				row += fmt.Sprintf(" %.1f |", median(rates[be]))
+			}
+			if len(ratios) > 0 {
+				row += fmt.Sprintf(" %.0f%% |", 100*median(ratios))
 			}
 			fmt.Println(row)
 		}
@@ -105,7 +117,7 @@ func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag string
 	return nil
 }
 
-func operands(sh shape, transA, transB bool) (a, b, c []float32) {
+func operands(sh shape) (a, b, c []float32) {
 	r := rand.New(rand.NewPCG(1, 2))
 	fill := func(n int) []float32 {
 		x := make([]float32, n)
@@ -114,8 +126,6 @@ func operands(sh shape, transA, transB bool) (a, b, c []float32) {
 		}
 		return x
 	}
-	_ = transA
-	_ = transB
 	return fill(sh.m * sh.k), fill(sh.k * sh.n), make([]float32, sh.m*sh.n)
 }
 
@@ -130,24 +140,28 @@ func lds(sh shape, transA, transB bool) (lda, ldb int) {
 	return lda, ldb
 }
 
-// measure returns the median GFLOP/s over reps timed repetitions.
-func measure(sh shape, transA, transB bool, a, b, c []float32, reps int, minTime time.Duration) float64 {
+func call(sh shape, transA, transB bool, a, b, c []float32) {
 	lda, ldb := lds(sh, transA, transB)
-	call := func() {
-		tensor.Gemm(transA, transB, sh.m, sh.n, sh.k, 1, a, lda, b, ldb, 0, c, sh.n)
-	}
-	call() // warm-up: page in operands, grow pooled buffers
+	tensor.Gemm(transA, transB, sh.m, sh.n, sh.k, 1, a, lda, b, ldb, 0, c, sh.n)
+}
+
+// measure returns GFLOP/s over as many calls as fit in minTime (at least one).
+func measure(sh shape, transA, transB bool, a, b, c []float32, minTime time.Duration) float64 {
 	flop := 2 * float64(sh.m) * float64(sh.n) * float64(sh.k)
-	var rates []float64
-	for r := 0; r < reps; r++ {
-		start := time.Now()
-		calls := 0
-		for time.Since(start) < minTime || calls == 0 {
-			call()
-			calls++
-		}
-		rates = append(rates, flop*float64(calls)/time.Since(start).Seconds()/1e9)
+	start := time.Now()
+	calls := 0
+	for time.Since(start) < minTime || calls == 0 {
+		call(sh, transA, transB, a, b, c)
+		calls++
 	}
-	slices.Sort(rates)
-	return rates[len(rates)/2]
+	return flop * float64(calls) / time.Since(start).Seconds() / 1e9
+}
+
+func median(x []float64) float64 {
+	x = slices.Clone(x)
+	slices.Sort(x)
+	if len(x)%2 == 1 {
+		return x[len(x)/2]
+	}
+	return (x[len(x)/2-1] + x[len(x)/2]) / 2
 }
