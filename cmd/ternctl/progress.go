@@ -246,9 +246,12 @@ func summaryText(s *train.Summary, totalSteps int, losses []float64) string {
 	if isFinite(s.FinalEvalLoss) && s.FinalEvalLoss != 0 {
 		row("eval loss", "%.4g", s.FinalEvalLoss)
 	}
-	row("throughput", "%s tok/s, median %.0f ms/step", fmtCount(s.TokensPerS), s.StepMSMedian)
+	row("throughput", "%s tok/s, median %.0f ms/step, %.1f GFLOP/s", fmtCount(s.TokensPerS), s.StepMSMedian, s.ModelGFLOPS)
 	if s.PeakRSSBytes > 0 {
-		row("peak RSS", "%.0f MiB", float64(s.PeakRSSBytes)/(1<<20))
+		m := s.Memory
+		mib := func(n int64) float64 { return float64(n) / (1 << 20) }
+		row("peak RSS", "%.0f MiB (weights %.1f, grads %.1f, optimizer %.1f, activations %.1f, data %.1f MiB)",
+			mib(s.PeakRSSBytes), mib(m.Weights), mib(m.Grads), mib(m.Optimizer), mib(m.Activations), mib(m.Data))
 	}
 	row("params", "%s", fmtCount(float64(s.Params)))
 	row("wall time", "%s", fmtDuration(seconds(s.WallS)))
