@@ -29,6 +29,9 @@ const (
 	// below it (for example a 64×64×64 attention block) starting them costs
 	// more than the work.
 	parallelMinMACs = 1 << 20
+	// msRowsMax bounds the rows of A packed at once (4032 rows × kc 256 =
+	// 4 MiB).
+	msRowsMax = 4096
 	// packGrain is how many micro-panels one packing work item covers.
 	packGrain = 8
 )
@@ -70,6 +73,8 @@ type gemmJob struct {
 	// 1 afterwards so later blocks accumulate).
 	jc, ncCur, pc, kcCur int
 	betaCur              float32
+	// current M super-block: rows [ms, ms+msCur).
+	ms, msCur int
 
 	pa, pb []float32
 }
@@ -94,16 +99,16 @@ func gemmBlocked(asm, transA, transB bool, m, n, k int, alpha float32, a []float
 		nc: blockSize(n, ncMax, nr),
 		pa: j.pa, pb: j.pb,
 	}
-	mPad := (m + mr - 1) / mr * mr
-	j.pa = grow(j.pa, mPad*j.kc)
+	// M is walked in super-blocks of whole mc blocks so that the packed A
+	// stays bounded (about 4 MiB) even for tall products such as the LM
+	// head's weight gradient (50257 rows).
+	ms := j.mc * max(1, msRowsMax/j.mc)
+	j.pa = grow(j.pa, min(ms, (m+mr-1)/mr*mr)*j.kc)
 	j.pb = grow(j.pb, j.nc*j.kc)
 
 	parallel := runtime.GOMAXPROCS(0) > 1 && float64(m)*float64(n)*float64(k) >= parallelMinMACs
-	aPanels := mPad / mr
-	mBlocks := (m + j.mc - 1) / j.mc
 	for j.jc = 0; j.jc < n; j.jc += j.nc {
 		j.ncCur = min(j.nc, n-j.jc)
-		bPanels := (j.ncCur + nr - 1) / nr
 		tasksN := (j.ncCur + ncTask - 1) / ncTask
 		for j.pc = 0; j.pc < k; j.pc += j.kc {
 			j.kcCur = min(j.kc, k-j.pc)
@@ -111,23 +116,31 @@ func gemmBlocked(asm, transA, transB bool, m, n, k int, alpha float32, a []float
 			if j.pc == 0 {
 				j.betaCur = beta
 			}
-			// A is repacked for every (jc, pc) block; that costs 1/nc of the
-			// block's multiply-adds and keeps the packed A at m×kc floats.
-			if parallel {
+			// B is packed once per (jc, pc) block, with the first A
+			// super-block. A is repacked for every (jc, pc) block; that
+			// costs 1/nc of the block's multiply-adds.
+			bPanels := (j.ncCur + nr - 1) / nr
+			for j.ms = 0; j.ms < m; j.ms += ms {
+				j.msCur = min(ms, m-j.ms)
+				aPanels := (j.msCur + mr - 1) / mr
+				mBlocks := (j.msCur + j.mc - 1) / j.mc
 				units := aPanels + bPanels
-				ParallelFor((units+packGrain-1)/packGrain, 1, func(lo, hi int) {
-					j.packRange(lo*packGrain, min(hi*packGrain, units), aPanels)
-				})
-				ParallelFor(mBlocks*tasksN, 1, func(lo, hi int) {
-					for t := lo; t < hi; t++ {
+				if parallel {
+					ParallelFor((units+packGrain-1)/packGrain, 1, func(lo, hi int) {
+						j.packRange(lo*packGrain, min(hi*packGrain, units), aPanels)
+					})
+					ParallelFor(mBlocks*tasksN, 1, func(lo, hi int) {
+						for t := lo; t < hi; t++ {
+							j.compute(t/tasksN, t%tasksN)
+						}
+					})
+				} else {
+					j.packRange(0, units, aPanels)
+					for t := 0; t < mBlocks*tasksN; t++ {
 						j.compute(t/tasksN, t%tasksN)
 					}
-				})
-			} else {
-				j.packRange(0, aPanels+bPanels, aPanels)
-				for t := 0; t < mBlocks*tasksN; t++ {
-					j.compute(t/tasksN, t%tasksN)
 				}
+				bPanels = 0
 			}
 		}
 	}
@@ -136,8 +149,8 @@ func gemmBlocked(asm, transA, transB bool, m, n, k int, alpha float32, a []float
 	workspacePool.Put(ws)
 }
 
-// packRange packs micro-panels [lo, hi), numbering A's panels first and then
-// the current B block's.
+// packRange packs micro-panels [lo, hi), numbering the current A
+// super-block's panels first and then the current B block's.
 func (j *gemmJob) packRange(lo, hi, aPanels int) {
 	for u := lo; u < min(hi, aPanels); u++ {
 		j.packA(u)
@@ -190,8 +203,8 @@ func (j *gemmJob) packBRows(lo, hi int) {
 // multiply-adds, and each packed A element serves only nc of them, so the
 // loops are written to keep bounds checks out and copy whole rows at once.
 func (j *gemmJob) packA(p int) {
-	i0 := p * mr
-	rows := min(mr, j.m-i0)
+	i0 := j.ms + p*mr
+	rows := min(mr, j.ms+j.msCur-i0)
 	kc := j.kcCur
 	dst := j.pa[p*mr*kc : (p+1)*mr*kc]
 	if j.transA {
@@ -305,8 +318,8 @@ func (j *gemmJob) packB(p int) {
 // in L1), every 6-high A micro-panel of the block (streamed from L2).
 func (j *gemmJob) compute(mb, tn int) {
 	kc := j.kcCur
-	i0 := mb * j.mc
-	i1 := min(i0+j.mc, j.m)
+	i0 := j.ms + mb*j.mc
+	i1 := min(i0+j.mc, j.ms+j.msCur)
 	c0 := tn * ncTask
 	c1 := min(c0+ncTask, j.ncCur)
 	for jr := c0; jr < c1; jr += nr {
@@ -314,7 +327,7 @@ func (j *gemmJob) compute(mb, tn int) {
 		cols := min(nr, c1-jr)
 		col := j.jc + jr
 		for ir := i0; ir < i1; ir += mr {
-			ap := &j.pa[(ir/mr)*mr*kc]
+			ap := &j.pa[((ir-j.ms)/mr)*mr*kc]
 			rows := min(mr, i1-ir)
 			if rows == mr && cols == nr {
 				j.kernel(kc, ap, bp, &j.c[ir*j.ldc+col], j.ldc, j.alpha, j.betaCur)

@@ -138,6 +138,7 @@ func gemmCases(short bool) []gemmCase {
 	dims := [][3]int{
 		{1, 1, 1}, {7, 7, 7}, {6, 16, 1}, {63, 65, 7}, {65, 7, 1000}, {1, 1000, 63},
 		{1000, 1, 65}, {13, 17, 300}, {64, 64, 64}, {97, 150, 513},
+		{4100, 9, 33}, // more rows than one packed A super-block
 	}
 	if !short {
 		dims = append(dims, [3]int{1000, 63, 65}, [3]int{150, 4100, 31}, [3]int{300, 200, 600})
@@ -196,6 +197,7 @@ func TestGemmDeterministic(t *testing.T) {
 		{transA: false, transB: true, m: 257, n: 770, k: 600, alpha: 1, beta: 0},
 		{transA: false, transB: false, m: 130, n: 4200, k: 70, alpha: 1, beta: 0},
 		{transA: true, transB: false, m: 300, n: 200, k: 513, alpha: 0.5, beta: 1},
+		{transA: true, transB: true, m: 4200, n: 40, k: 30, alpha: 1, beta: -1},
 	}
 	prev := runtime.GOMAXPROCS(0)
 	defer runtime.GOMAXPROCS(prev)

@@ -30,14 +30,15 @@ func main() {
 	layout := flag.String("layout", "nt", "operand layout: nn, nt (forward x·Wᵀ), tn (weight gradient)")
 	shapesFlag := flag.String("shapes", "1024x1024x1024,512x768x768,512x3072x768,512x50257x768", "comma-separated MxNxK")
 	threads := flag.String("threads", "1,2", "comma-separated GOMAXPROCS values")
+	beta := flag.Float64("beta", 0, "beta of C = A·B + beta·C (1 measures the accumulating weight-gradient form)")
 	flag.Parse()
-	if err := run(*reps, *minTime, *layout, *shapesFlag, *threads); err != nil {
+	if err := run(*reps, *minTime, *layout, *shapesFlag, *threads, float32(*beta)); err != nil {
 		fmt.Fprintln(os.Stderr, "gemm bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag string) error {
+func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag string, beta float32) error {
 	var transA, transB bool
 	switch layout {
 	case "nn":
@@ -68,7 +69,7 @@ func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag string
 	if !slices.Contains(backends, tensor.BackendOpenBLAS) {
 		fmt.Fprintln(os.Stderr, "note: openblas column missing:", tensor.SetGemmBackend(tensor.BackendOpenBLAS))
 	}
-	fmt.Printf("GEMM GFLOP/s, median of %d interleaved repetitions of ≥%v, layout %s (%s/%s, %s)\n\n", reps, minTime, layout, runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02"))
+	fmt.Printf("GEMM GFLOP/s, median of %d interleaved repetitions of ≥%v, layout %s, beta %g (%s/%s, %s)\n\n", reps, minTime, layout, beta, runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02"))
 	hdr := "| M×N×K | threads |"
 	sep := "| --- | ---: |"
 	for _, b := range backends {
@@ -97,9 +98,9 @@ func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag string
 						return err
 					}
 					if r == 0 {
-						call(sh, transA, transB, a, b, c) // warm-up: page in, grow pooled buffers
+						call(sh, transA, transB, beta, a, b, c) // warm-up: page in, grow pooled buffers
 					}
-					rates[be] = append(rates[be], measure(sh, transA, transB, a, b, c, minTime))
+					rates[be] = append(rates[be], measure(sh, transA, transB, beta, a, b, c, minTime))
 				}
 				if o := rates[tensor.BackendOpenBLAS]; len(o) > 0 && len(rates[tensor.BackendAsm]) > 0 {
 					ratios = append(ratios, rates[tensor.BackendAsm][r]/o[r])
@@ -140,18 +141,18 @@ func lds(sh shape, transA, transB bool) (lda, ldb int) {
 	return lda, ldb
 }
 
-func call(sh shape, transA, transB bool, a, b, c []float32) {
+func call(sh shape, transA, transB bool, beta float32, a, b, c []float32) {
 	lda, ldb := lds(sh, transA, transB)
-	tensor.Gemm(transA, transB, sh.m, sh.n, sh.k, 1, a, lda, b, ldb, 0, c, sh.n)
+	tensor.Gemm(transA, transB, sh.m, sh.n, sh.k, 1, a, lda, b, ldb, beta, c, sh.n)
 }
 
 // measure returns GFLOP/s over as many calls as fit in minTime (at least one).
-func measure(sh shape, transA, transB bool, a, b, c []float32, minTime time.Duration) float64 {
+func measure(sh shape, transA, transB bool, beta float32, a, b, c []float32, minTime time.Duration) float64 {
 	flop := 2 * float64(sh.m) * float64(sh.n) * float64(sh.k)
 	start := time.Now()
 	calls := 0
 	for time.Since(start) < minTime || calls == 0 {
-		call(sh, transA, transB, a, b, c)
+		call(sh, transA, transB, beta, a, b, c)
 		calls++
 	}
 	return flop * float64(calls) / time.Since(start).Seconds() / 1e9
