@@ -1,8 +1,11 @@
 package tensor
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -157,4 +160,27 @@ func FuzzGemmShape(f *testing.F) {
 			withBackend(t, be, func() { g.run(t, uint64(m)<<16|uint64(n)<<8|uint64(k)) })
 		}
 	})
+}
+
+// TestGemmEnv re-runs this test binary with TERN_GEMM set, since the variable
+// is read once at package initialisation.
+func TestGemmEnv(t *testing.T) {
+	if os.Getenv("TERN_GEMM_CHILD") == "1" {
+		fmt.Printf("backend=%s initerr=%v\n", GemmBackend(), GemmInitError() != nil)
+		return
+	}
+	for _, tc := range []struct{ env, want string }{
+		{"go", "backend=go initerr=false"},
+		{"nonsense", "backend=" + GemmBackends()[0] + " initerr=true"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestGemmEnv$")
+		cmd.Env = append(os.Environ(), "TERN_GEMM_CHILD=1", "TERN_GEMM="+tc.env)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("child with TERN_GEMM=%s: %v\n%s", tc.env, err, out)
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Errorf("TERN_GEMM=%s: child printed %q, want %q", tc.env, out, tc.want)
+		}
+	}
 }

@@ -4,6 +4,7 @@ package tensor
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -59,8 +60,13 @@ func loadOpenBLAS() error {
 	return openblasErr
 }
 
-// openblasGemm runs cblas_sgemm with as many threads as GOMAXPROCS.
+// openblasGemm runs cblas_sgemm with as many threads as GOMAXPROCS. CBLAS
+// takes 32-bit dimensions; larger problems run on the blocked GEMM instead.
 func openblasGemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if max(m, n, k, lda, ldb, ldc) > math.MaxInt32 {
+		gemmBlocked(hasAsmKernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
 	if nt := int32(runtime.GOMAXPROCS(0)); openblasNT.Swap(nt) != nt {
 		openblasThreads(nt)
 	}
