@@ -184,3 +184,32 @@ func TestGemmEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestTranspose8(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, blocks := range []int{0, 1, 3} {
+		lds, ldd := 8*blocks+5, 16
+		src := randSlice(r, 7*lds+8*blocks+1)
+		for _, f := range []struct {
+			name string
+			fn   func(dst *float32, ldd int, src *float32, lds int, blocks int)
+		}{{"go", transpose8Go}, {"asm", transpose8AVX2}} {
+			if f.name == "asm" && !hasAsmKernel {
+				continue
+			}
+			dst := make([]float32, max(8*blocks, 1)*ldd)
+			f.fn(&dst[0], ldd, &src[0], lds, blocks)
+			for q := 0; q < 8*blocks; q++ {
+				for c := 0; c < ldd; c++ {
+					want := float32(0)
+					if c < 8 {
+						want = src[c*lds+q]
+					}
+					if dst[q*ldd+c] != want {
+						t.Fatalf("%s blocks=%d: dst[%d,%d] = %v, want %v", f.name, blocks, q, c, dst[q*ldd+c], want)
+					}
+				}
+			}
+		}
+	}
+}

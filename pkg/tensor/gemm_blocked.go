@@ -280,35 +280,30 @@ func (j *gemmJob) packB(p int) {
 		}
 		return
 	}
-	// B stored N×K (the weight layout of x·Wᵀ): read weight rows in step and
-	// write packed rows contiguously, eight rows at a time so the source
-	// streams stay few enough for the prefetchers.
+	// B stored N×K (the weight layout of x·Wᵀ): each group of eight weight
+	// rows becomes eight columns of the panel, transposed in 8×8 blocks (with
+	// AVX2 shuffles on the asm backend), the depth tail element by element.
 	if cols < nr {
 		clear(dst)
 	}
+	blocks := kc / 8
 	for c0 := 0; c0 < cols; c0 += 8 {
-		if cols-c0 < 8 {
-			for c := c0; c < cols; c++ {
-				src := j.b[(j0+c)*j.ldb+j.pc : (j0+c)*j.ldb+j.pc+kc]
-				for q, v := range src {
-					dst[q*nr+c] = v
-				}
+		rowsN := min(8, cols-c0)
+		src := j.b[(j0+c0)*j.ldb+j.pc:]
+		q0 := 0
+		if rowsN == 8 && blocks > 0 {
+			if j.asm {
+				transpose8AVX2(&dst[c0], nr, &src[0], j.ldb, blocks)
+			} else {
+				transpose8Go(&dst[c0], nr, &src[0], j.ldb, blocks)
 			}
-			break
+			q0 = 8 * blocks
 		}
-		ldb, o := j.ldb, (j0+c0)*j.ldb+j.pc
-		r0 := j.b[o : o+kc]
-		r1 := j.b[o+ldb : o+ldb+kc]
-		r2 := j.b[o+2*ldb : o+2*ldb+kc]
-		r3 := j.b[o+3*ldb : o+3*ldb+kc]
-		r4 := j.b[o+4*ldb : o+4*ldb+kc]
-		r5 := j.b[o+5*ldb : o+5*ldb+kc]
-		r6 := j.b[o+6*ldb : o+6*ldb+kc]
-		r7 := j.b[o+7*ldb : o+7*ldb+kc]
-		for q := range r0 {
-			d := (*[8]float32)(dst[q*nr+c0:])
-			d[0], d[1], d[2], d[3] = r0[q], r1[q], r2[q], r3[q]
-			d[4], d[5], d[6], d[7] = r4[q], r5[q], r6[q], r7[q]
+		for c := 0; c < rowsN; c++ {
+			row := src[c*j.ldb+q0 : c*j.ldb+kc]
+			for q, v := range row {
+				dst[(q0+q)*nr+c0+c] = v
+			}
 		}
 	}
 }

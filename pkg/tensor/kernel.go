@@ -66,3 +66,20 @@ func kernel6x16Go(kc int, a, b, c *float32, ldc int, alpha, beta float32) {
 		}
 	}
 }
+
+// transpose8Go writes, for each b in [0, blocks), the transpose of the 8×8
+// block of src at columns 8b..8b+7 (rows lds floats apart) to rows
+// 8b..8b+7, columns 0..7 of dst (rows ldd floats apart).
+func transpose8Go(dst *float32, ldd int, src *float32, lds int, blocks int) {
+	if blocks == 0 {
+		return
+	}
+	s := unsafe.Slice(src, 7*lds+8*blocks)
+	d := unsafe.Slice(dst, (8*blocks-1)*ldd+8)
+	for r := 0; r < 8; r++ {
+		row := s[r*lds : r*lds+8*blocks]
+		for q, v := range row {
+			d[q*ldd+r] = v
+		}
+	}
+}

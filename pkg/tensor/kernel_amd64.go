@@ -13,3 +13,9 @@ var hasAsmKernel = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 //
 //go:noescape
 func kernel6x16AVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+// transpose8AVX2 transposes blocks consecutive 8×8 blocks (pack_amd64.s); see
+// transpose8Go for the contract.
+//
+//go:noescape
+func transpose8AVX2(dst *float32, ldd int, src *float32, lds int, blocks int)
