@@ -3,6 +3,7 @@ package tensor
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Cache blocking for the BLIS-style five-loop GEMM (Goto & van de Geijn,
@@ -36,15 +37,10 @@ const (
 	packGrain = 8
 )
 
-// gemmWorkspace holds the packed panels of one Gemm call. Workspaces are
-// pooled so steady-state calls do not allocate them.
-// The job lives inside the pooled workspace so that a serial call allocates
-// nothing at all.
-type gemmWorkspace struct {
-	job gemmJob
-}
-
-var workspacePool = sync.Pool{New: func() any { return new(gemmWorkspace) }}
+// jobPool recycles gemmJobs together with their packing buffers, so a
+// steady-state serial call allocates nothing and a parallel one only its
+// goroutines' closures.
+var jobPool = sync.Pool{New: func() any { return new(gemmJob) }}
 
 func grow(buf []float32, n int) []float32 {
 	if cap(buf) < n {
@@ -75,6 +71,18 @@ type gemmJob struct {
 	betaCur              float32
 	// current M super-block: rows [ms, ms+msCur).
 	ms, msCur int
+	msMax     int
+	beta      float32
+
+	// Work items of the current block: packing units (A super-block panels
+	// first, then B panels, in groups of packGrain) and compute tasks (mc
+	// rows × ncTask columns). Workers claim them through next.
+	aPanels, bPanels, packItems int
+	tasksN, tasks               int
+	next                        atomic.Int64
+	done                        bool
+	bar                         barrier
+	wg                          sync.WaitGroup
 
 	pa, pb []float32
 }
@@ -88,8 +96,7 @@ func blockSize(total, maxSize, unit int) int {
 }
 
 func gemmBlocked(asm, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	ws := workspacePool.Get().(*gemmWorkspace)
-	j := &ws.job
+	j := jobPool.Get().(*gemmJob)
 	*j = gemmJob{
 		asm: asm, transA: transA, transB: transB,
 		m: m, n: n, k: k, alpha: alpha,
@@ -102,51 +109,103 @@ func gemmBlocked(asm, transA, transB bool, m, n, k int, alpha float32, a []float
 	// M is walked in super-blocks of whole mc blocks so that the packed A
 	// stays bounded (about 4 MiB) even for tall products such as the LM
 	// head's weight gradient (50257 rows).
-	ms := j.mc * max(1, msRowsMax/j.mc)
-	j.pa = grow(j.pa, min(ms, (m+mr-1)/mr*mr)*j.kc)
+	j.msMax = j.mc * max(1, msRowsMax/j.mc)
+	j.beta = beta
+	j.pa = grow(j.pa, min(j.msMax, (m+mr-1)/mr*mr)*j.kc)
 	j.pb = grow(j.pb, j.nc*j.kc)
+	j.setBlock(0, 0, 0)
 
-	parallel := runtime.GOMAXPROCS(0) > 1 && float64(m)*float64(n)*float64(k) >= parallelMinMACs
-	for j.jc = 0; j.jc < n; j.jc += j.nc {
-		j.ncCur = min(j.nc, n-j.jc)
-		tasksN := (j.ncCur + ncTask - 1) / ncTask
-		for j.pc = 0; j.pc < k; j.pc += j.kc {
-			j.kcCur = min(j.kc, k-j.pc)
-			j.betaCur = 1
-			if j.pc == 0 {
-				j.betaCur = beta
-			}
-			// B is packed once per (jc, pc) block, with the first A
-			// super-block. A is repacked for every (jc, pc) block; that
-			// costs 1/nc of the block's multiply-adds.
-			bPanels := (j.ncCur + nr - 1) / nr
-			for j.ms = 0; j.ms < m; j.ms += ms {
-				j.msCur = min(ms, m-j.ms)
-				aPanels := (j.msCur + mr - 1) / mr
-				mBlocks := (j.msCur + j.mc - 1) / j.mc
-				units := aPanels + bPanels
-				if parallel {
-					ParallelFor((units+packGrain-1)/packGrain, 1, func(lo, hi int) {
-						j.packRange(lo*packGrain, min(hi*packGrain, units), aPanels)
-					})
-					ParallelFor(mBlocks*tasksN, 1, func(lo, hi int) {
-						for t := lo; t < hi; t++ {
-							j.compute(t/tasksN, t%tasksN)
-						}
-					})
-				} else {
-					j.packRange(0, units, aPanels)
-					for t := 0; t < mBlocks*tasksN; t++ {
-						j.compute(t/tasksN, t%tasksN)
-					}
-				}
-				bPanels = 0
+	workers := 1
+	if float64(m)*float64(n)*float64(k) >= parallelMinMACs {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	j.bar.reset(workers)
+	// One set of goroutines walks the whole loop nest; a barrier separates
+	// packing from computing, so a call costs one goroutine start per
+	// worker instead of two per block.
+	for w := 1; w < workers; w++ {
+		j.wg.Go(j.work)
+	}
+	j.work()
+	j.wg.Wait()
+	// Drop the caller's matrices so the pool does not keep them alive.
+	j.a, j.b, j.c = nil, nil, nil
+	jobPool.Put(j)
+}
+
+// setBlock makes (jc, pc, ms) the current block and derives its sizes and
+// work items. B is packed once per (jc, pc), with the first A super-block;
+// A is repacked for every (jc, pc) block, which costs 1/nc of the block's
+// multiply-adds.
+func (j *gemmJob) setBlock(jc, pc, ms int) {
+	j.jc, j.pc, j.ms = jc, pc, ms
+	j.ncCur = min(j.nc, j.n-jc)
+	j.kcCur = min(j.kc, j.k-pc)
+	j.msCur = min(j.msMax, j.m-ms)
+	j.betaCur = 1
+	if pc == 0 {
+		j.betaCur = j.beta // later depth blocks accumulate onto the first
+	}
+	j.aPanels = (j.msCur + mr - 1) / mr
+	j.bPanels = 0
+	if ms == 0 {
+		j.bPanels = (j.ncCur + nr - 1) / nr
+	}
+	j.packItems = (j.aPanels + j.bPanels + packGrain - 1) / packGrain
+	j.tasksN = (j.ncCur + ncTask - 1) / ncTask
+	j.tasks = (j.msCur + j.mc - 1) / j.mc * j.tasksN
+}
+
+// advance moves to the next block in loop order (ms fastest, then pc, then
+// jc) and reports whether there was one.
+func (j *gemmJob) advance() bool {
+	jc, pc, ms := j.jc, j.pc, j.ms+j.msMax
+	if ms >= j.m {
+		ms, pc = 0, pc+j.kc
+		if pc >= j.k {
+			pc, jc = 0, jc+j.nc
+			if jc >= j.n {
+				return false
 			}
 		}
 	}
-	// Drop the caller's matrices so the pool does not keep them alive.
-	j.a, j.b, j.c = nil, nil, nil
-	workspacePool.Put(ws)
+	j.setBlock(jc, pc, ms)
+	return true
+}
+
+// work is run by every worker: claim packing items until none are left,
+// wait for all packing, claim compute tasks, wait, and let the last worker
+// to arrive move everyone to the next block. Which worker runs an item
+// never changes what the item computes.
+func (j *gemmJob) work() {
+	for {
+		for {
+			x := int(j.next.Add(1) - 1)
+			if x >= j.packItems {
+				break
+			}
+			j.packRange(x*packGrain, min((x+1)*packGrain, j.aPanels+j.bPanels), j.aPanels)
+		}
+		j.bar.wait(j.resetNext)
+		for {
+			t := int(j.next.Add(1) - 1)
+			if t >= j.tasks {
+				break
+			}
+			j.compute(t/j.tasksN, t%j.tasksN)
+		}
+		j.bar.wait(j.nextBlock)
+		if j.done {
+			return
+		}
+	}
+}
+
+func (j *gemmJob) resetNext() { j.next.Store(0) }
+
+func (j *gemmJob) nextBlock() {
+	j.next.Store(0)
+	j.done = !j.advance()
 }
 
 // packRange packs micro-panels [lo, hi), numbering the current A
@@ -197,7 +256,7 @@ func (j *gemmJob) packBRows(lo, hi int) {
 	}
 }
 
-// packA copies rows [6p, 6p+6) of op(A), depth block [pc, pc+kcCur), into
+// packA copies rows [ms+6p, ms+6p+6) of op(A), depth block [pc, pc+kcCur), into
 // panel p of pa as kcCur columns of 6 (zero rows past m), whatever A's
 // storage order. Packing costs about as much per element as 50–100
 // multiply-adds, and each packed A element serves only nc of them, so the
