@@ -117,7 +117,10 @@ func gemmBlocked(asm, transA, transB bool, m, n, k int, alpha float32, a []float
 
 	workers := 1
 	if float64(m)*float64(n)*float64(k) >= parallelMinMACs {
-		workers = runtime.GOMAXPROCS(0)
+		// No more workers than compute tasks in a block: extra ones would
+		// only wait at the barrier.
+		maxTasks := (min(m, j.msMax) + j.mc - 1) / j.mc * ((min(n, j.nc) + ncTask - 1) / ncTask)
+		workers = min(runtime.GOMAXPROCS(0), maxTasks)
 	}
 	j.bar.reset(workers)
 	// One set of goroutines walks the whole loop nest; a barrier separates
