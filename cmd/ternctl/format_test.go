@@ -42,12 +42,3 @@ func TestSparkline(t *testing.T) {
 		t.Errorf("empty = %q", got)
 	}
 }
-
-func TestMedian(t *testing.T) {
-	if m := median([]float64{5, 1, 3}); m != 3 {
-		t.Errorf("odd median %g", m)
-	}
-	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
-		t.Errorf("even median %g", m)
-	}
-}

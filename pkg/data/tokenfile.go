@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/ternml/tern/pkg/atomicfile"
 )
 
 // Token file format (version 1), all integers little-endian:
@@ -66,7 +68,10 @@ func WriteTokenFile(path string, t Tokens) error {
 	if t.vocab < 1 {
 		return fmt.Errorf("write token file %s: vocab size %d must be >= 1", path, t.vocab)
 	}
-	return writeAtomic(path, func(w io.Writer) error { return EncodeTokenFile(w, t) })
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create directory for %s: %w", path, err)
+	}
+	return atomicfile.Write(path, 0o644, func(w io.Writer) error { return EncodeTokenFile(w, t) })
 }
 
 // ReadTokenFile reads and fully validates a token file: header, length
@@ -167,39 +172,4 @@ func firstOutOfVocab(t Tokens) (int, int64, bool) {
 		}
 	}
 	return 0, 0, true
-}
-
-// writeAtomic writes a file through a temporary in the same directory and
-// renames it into place, so a crash never leaves a half-written file under
-// the final name.
-func writeAtomic(path string, write func(io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create directory for %s: %w", path, err)
-	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temporary for %s: %w", path, err)
-	}
-	// CreateTemp makes the file private; a token file is ordinary data.
-	_ = f.Chmod(0o644)
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := write(f); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("rename into %s: %w", path, err)
-	}
-	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"math/bits"
 	"sort"
 	"strings"
+
+	"github.com/ternml/tern/pkg/tensor"
 )
 
 // ErrInvalid is wrapped by every error that reports a malformed file or a
@@ -136,19 +138,9 @@ func F32(name string, shape []int, v []float32) Tensor {
 func BF16(name string, shape []int, v []float32) Tensor {
 	b := make([]byte, 2*len(v))
 	for i, x := range v {
-		binary.LittleEndian.PutUint16(b[2*i:], float32ToBF16(x))
+		binary.LittleEndian.PutUint16(b[2*i:], uint16(tensor.ToBF16(x)))
 	}
 	return Tensor{Name: name, DType: DTypeBF16, Shape: append([]int(nil), shape...), Data: b}
-}
-
-func float32ToBF16(x float32) uint16 {
-	u := math.Float32bits(x)
-	if u&0x7fffffff > 0x7f800000 { // NaN: keep it quiet NaN, rounding could make it Inf
-		return uint16(u>>16) | 0x40
-	}
-	// Round to nearest even on the 16 bits dropped.
-	u += 0x7fff + (u>>16)&1
-	return uint16(u >> 16)
 }
 
 // Float32s decodes the tensor to float32. F32 is copied; BF16 and F16 are
@@ -169,7 +161,7 @@ func (t Tensor) Float32s() ([]float32, error) {
 		}
 	case DTypeBF16:
 		for i := range out {
-			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(t.Data[2*i:])) << 16)
+			out[i] = tensor.BF16(binary.LittleEndian.Uint16(t.Data[2*i:])).Float32()
 		}
 	case DTypeF16:
 		for i := range out {

@@ -1,7 +1,6 @@
 package snapshot
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/ternml/tern/pkg/atomicfile"
 
 	"github.com/ternml/tern/pkg/safetensors"
 )
@@ -143,7 +144,7 @@ func Save(dir string, st *State, keep int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("save checkpoint %s: encode manifest: %w", stepDir, err)
 	}
-	if err := writeAtomic(filepath.Join(stepDir, ManifestName), func(w io.Writer) error {
+	if err := atomicfile.Write(filepath.Join(stepDir, ManifestName), 0o644, func(w io.Writer) error {
 		_, err := w.Write(append(mb, '\n'))
 		return err
 	}); err != nil {
@@ -180,7 +181,7 @@ func prepareStepDir(root, stepDir string) error {
 	if err := os.Mkdir(stepDir, 0o755); err != nil {
 		return err
 	}
-	return syncDir(root)
+	return atomicfile.SyncDir(root)
 }
 
 // countingCRC checksums and counts what passes through it.
@@ -199,7 +200,7 @@ func (c *countingCRC) Write(p []byte) (int, error) {
 
 func writeTensorFile(path string, ts []safetensors.Tensor, meta map[string]string) (FileEntry, error) {
 	var cw *countingCRC
-	err := writeAtomic(path, func(w io.Writer) error {
+	err := atomicfile.Write(path, 0o644, func(w io.Writer) error {
 		cw = &countingCRC{w: w}
 		return safetensors.Write(cw, ts, meta)
 	})
@@ -207,56 +208,6 @@ func writeTensorFile(path string, ts []safetensors.Tensor, meta map[string]strin
 		return FileEntry{}, err
 	}
 	return FileEntry{Name: filepath.Base(path), Size: cw.n, CRC32C: cw.crc}, nil
-}
-
-// writeAtomic writes path through a temporary file in the same directory,
-// fsyncs it, renames it into place and fsyncs the directory.
-func writeAtomic(path string, fill func(io.Writer) error) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if err := fill(bw); err != nil {
-		return fail(err)
-	}
-	if err := bw.Flush(); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // stepEntry is one step-NNNNNNNN directory found under a root.
@@ -329,7 +280,7 @@ func prune(root string, keep int, protect int64) error {
 			errs = append(errs, err)
 			continue
 		}
-		if err := syncDir(e.path); err != nil {
+		if err := atomicfile.SyncDir(e.path); err != nil {
 			errs = append(errs, err)
 		}
 		if err := os.RemoveAll(e.path); err != nil {

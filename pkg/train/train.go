@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ternml/tern/pkg/atomicfile"
+
 	"github.com/ternml/tern/pkg/data"
 	"github.com/ternml/tern/pkg/model"
 	"github.com/ternml/tern/pkg/optim"
@@ -311,11 +313,10 @@ func inlineSource(src data.Source, text string) (data.Source, error) {
 		if err := os.MkdirAll(src.CacheDir, 0o755); err != nil {
 			return src, fmt.Errorf("spec.data.text: %w", err)
 		}
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-			return src, fmt.Errorf("spec.data.text: %w", err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
+		if err := atomicfile.Write(path, 0o644, func(w io.Writer) error {
+			_, err := io.WriteString(w, text)
+			return err
+		}); err != nil {
 			return src, fmt.Errorf("spec.data.text: %w", err)
 		}
 	}
