@@ -111,7 +111,7 @@ func (o *AdamW) State() []NamedTensor {
 	}
 	// The step count is exact in float32 up to 2^24 steps; stored as two
 	// 24-bit halves so no realistic run loses it.
-	ts = append(ts, NamedTensor{Name: "optim.step", Shape: []int{2}, Data: splitCount(o.t)})
+	ts = append(ts, NamedTensor{Name: "optim.adamw.step", Shape: []int{2}, Data: splitCount(o.t)})
 	return ts
 }
 
@@ -123,13 +123,13 @@ func (o *AdamW) SetState(ts []NamedTensor) error {
 		dst[stateName(p, "exp_avg_sq")] = o.v[i]
 	}
 	step := make([]float32, 2)
-	dst["optim.step"] = step
+	dst["optim.adamw.step"] = step
 	if err := restore(ts, dst); err != nil {
 		return fmt.Errorf("adamw: %w", err)
 	}
 	t, err := joinCount(step)
 	if err != nil {
-		return fmt.Errorf("adamw: optim.step: %w", err)
+		return fmt.Errorf("adamw: optim.adamw.step: %w", err)
 	}
 	o.t = t
 	return nil

@@ -157,7 +157,7 @@ func TestAdamWSetStateErrors(t *testing.T) {
 		{"missing", good[1:], "missing"},
 		{"unknown", append(append([]NamedTensor(nil), good...), NamedTensor{Name: "optim.x.exp_avg", Data: []float32{1}}), "not a tensor"},
 		{"short", append([]NamedTensor{{Name: good[0].Name, Data: []float32{1}}}, good[1:]...), "values, want"},
-		{"bad step", append(append([]NamedTensor(nil), good[:len(good)-1]...), NamedTensor{Name: "optim.step", Data: []float32{0, -1}}), "not a step count"},
+		{"bad step", append(append([]NamedTensor(nil), good[:len(good)-1]...), NamedTensor{Name: "optim.adamw.step", Data: []float32{0, -1}}), "not a step count"},
 	}
 	for _, c := range cases {
 		err := o.SetState(c.ts)
