@@ -289,7 +289,8 @@ func GoSourceRoot(ctx context.Context) (string, error) {
 			return d, nil
 		}
 	}
-	if d, ok := try(runtime.GOROOT()); ok { //nolint:staticcheck // deprecated, kept as the last resort
+	//lint:ignore SA1019 deprecated, but the last resort when go is not on PATH
+	if d, ok := try(runtime.GOROOT()); ok {
 		return d, nil
 	}
 	return "", fmt.Errorf("data.path is empty and the Go source tree was not found (tried %q; is the go command on PATH?): set data.path", tried)

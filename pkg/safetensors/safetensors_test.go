@@ -21,7 +21,7 @@ func sample() []Tensor {
 		binary.LittleEndian.PutUint64(i64[8*i:], uint64(-int64(i)-1))
 	}
 	return []Tensor{
-		F32("model.layers.0.self_attn.q_proj.weight", []int{2, 3}, []float32{1, -2, 3.5, float32(math.Inf(1)), 0, -0.0}),
+		F32("model.layers.0.self_attn.q_proj.weight", []int{2, 3}, []float32{1, -2, 3.5, float32(math.Inf(1)), 0, float32(math.Copysign(0, -1))}),
 		BF16("model.norm.weight", []int{3}, []float32{1, 0.5, -3}),
 		{Name: "step", DType: DTypeI64, Shape: []int{3}, Data: i64},
 		{Name: "flag", DType: DTypeBool, Shape: []int{}, Data: []byte{1}},
