@@ -13,11 +13,31 @@ type AdamWConfig struct {
 	Beta1, Beta2 float64
 	Eps          float64
 	WeightDecay  float64
+	// Convention picks where ε and weight decay enter the update:
+	// AdamWPyTorch (the default, also when empty) or AdamWHF.
+	Convention string
 }
 
+// AdamW conventions. Both appear in the reference code of the optimizers
+// tern implements, and the GaLore/APOLLO paper numbers were produced with the
+// second one, so the choice has to be explicit.
+const (
+	// AdamWPyTorch is torch.optim.AdamW: decay θ·(1−lr·λ) before the update,
+	// ε added after bias-correcting √v.
+	AdamWPyTorch = "pytorch"
+	// AdamWHF is the AdamW of Hugging Face transformers (optimization.py,
+	// correct_bias=True) that GaLore, APOLLO and Natural GaLore copy into
+	// their repositories: ε added to √v before bias correction, the bias
+	// corrections folded into the step size lr·√(1−β2ᵗ)/(1−β1ᵗ), and weight
+	// decay θ ← θ − lr·λ·θ applied after the update, to the updated θ.
+	// The reference defaults there are ε = 1e-6, λ = 0.
+	AdamWHF = "hf"
+)
+
 // AdamW is Adam with decoupled weight decay (Loshchilov & Hutter 2019,
-// "Decoupled Weight Decay Regularization", Algorithm 2) with the exact
-// semantics of PyTorch's torch.optim.AdamW (foreach=False, amsgrad=False):
+// "Decoupled Weight Decay Regularization", Algorithm 2). By default it has
+// the exact semantics of PyTorch's torch.optim.AdamW (foreach=False,
+// amsgrad=False); Convention AdamWHF selects the Hugging Face form instead:
 //
 //	p ← p·(1 − lr·λ)
 //	m ← β1·m + (1−β1)·g
@@ -25,7 +45,9 @@ type AdamWConfig struct {
 //	p ← p − (lr/(1−β1ᵗ)) · m / (√v/√(1−β2ᵗ) + ε)
 //
 // Weight decay is applied to matrices only (len(Shape) ≥ 2); norm weights are
-// not decayed, as in the GPT-2/LLaMA reference training scripts.
+// not decayed, as in the GPT-2/LLaMA reference training scripts. Both
+// conventions keep the same state (m, v, step), so a checkpoint does not
+// record which one wrote it.
 type AdamW struct {
 	cfg    AdamWConfig
 	params []*model.Param
@@ -43,6 +65,13 @@ func NewAdamW(params []*model.Param, cfg AdamWConfig) (*AdamW, error) {
 	}
 	if cfg.WeightDecay < 0 {
 		return nil, fmt.Errorf("adamw: weightDecay must be >= 0, got %g", cfg.WeightDecay)
+	}
+	switch cfg.Convention {
+	case "":
+		cfg.Convention = AdamWPyTorch
+	case AdamWPyTorch, AdamWHF:
+	default:
+		return nil, fmt.Errorf("optimizer.adamw.convention must be %q or %q, got %q", AdamWPyTorch, AdamWHF, cfg.Convention)
 	}
 	o := &AdamW{cfg: cfg, params: params}
 	for _, p := range params {
@@ -74,6 +103,10 @@ const adamGrain = 1 << 15
 
 // Step implements Optimizer.
 func (o *AdamW) Step(lr float64) {
+	if o.cfg.Convention == AdamWHF {
+		o.stepHF(lr)
+		return
+	}
 	o.t++
 	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
 	bc1 := 1 - math.Pow(b1, float64(o.t))
@@ -96,6 +129,43 @@ func (o *AdamW) Step(lr float64) {
 				m[j], v[j] = mj, vj
 				denom := float32(math.Sqrt(float64(vj)))/bc2Sqrt + eps
 				w[j] = w[j]*decay - stepSize*mj/denom
+			}
+		})
+	}
+}
+
+// stepHF is one update in the AdamWHF convention (transformers
+// optimization.py AdamW.step, as copied into GaLore's galore_torch/adamw.py):
+//
+//	m ← β1·m + (1−β1)·g
+//	v ← β2·v + (1−β2)·g²
+//	p ← p − lr·√(1−β2ᵗ)/(1−β1ᵗ) · m/(√v + ε)
+//	p ← p − lr·λ·p
+//
+// It equals the PyTorch form with ε replaced by ε/√(1−β2ᵗ) and the decay
+// moved after the update (a difference of order lr²·λ).
+func (o *AdamW) stepHF(lr float64) {
+	o.t++
+	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
+	bc1 := 1 - math.Pow(b1, float64(o.t))
+	bc2 := 1 - math.Pow(b2, float64(o.t))
+	stepSize := float32(lr * math.Sqrt(bc2) / bc1)
+	eps := float32(o.cfg.Eps)
+	fb1, fb2 := float32(b1), float32(b2)
+	for i, p := range o.params {
+		var decay float32
+		if len(p.Shape) >= 2 {
+			decay = float32(lr * o.cfg.WeightDecay)
+		}
+		w, g, m, v := p.W, p.G, o.m[i], o.v[i]
+		tensor.ParallelFor(len(w), adamGrain, func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				gj := g[j]
+				mj := fb1*m[j] + (1-fb1)*gj
+				vj := fb2*v[j] + (1-fb2)*gj*gj
+				m[j], v[j] = mj, vj
+				wj := w[j] - stepSize*(mj/(float32(math.Sqrt(float64(vj)))+eps))
+				w[j] = wj - decay*wj
 			}
 		})
 	}
