@@ -159,9 +159,10 @@ func (o *Apollo) Steps() int64 { return o.t }
 func apolloParamStateBytes(l projLayout) int64 { return 4 * int64(2*l.rSize()+1) }
 
 // StateBytes implements Optimizer: per weight the moments and the limiter
-// norm, plus the 8-byte step counter and the 8-byte seed.
+// norm, plus the step counter (two float32) and the seed (four float32 of 16
+// bits each), as exported.
 func (o *Apollo) StateBytes() int64 {
-	n := int64(16)
+	n := int64(8 + 16)
 	for _, l := range o.lay {
 		n += apolloParamStateBytes(l)
 	}
