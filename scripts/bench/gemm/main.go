@@ -24,21 +24,26 @@ import (
 
 type shape struct{ m, n, k int }
 
+// openblasCooldown is the pause after each OpenBLAS measurement; its worker
+// threads busy-wait up to 2^28 cycles (THREAD_TIMEOUT) after a call.
+const openblasCooldown = 300 * time.Millisecond
+
 func main() {
 	reps := flag.Int("reps", 7, "repetitions per cell (median reported)")
 	minTime := flag.Duration("mintime", 300*time.Millisecond, "minimum time per backend per repetition")
 	layout := flag.String("layout", "nt", "operand layout: nn, nt (forward x·Wᵀ), tn (weight gradient)")
 	shapesFlag := flag.String("shapes", "1024x1024x1024,512x768x768,512x3072x768,512x50257x768", "comma-separated MxNxK")
 	threads := flag.String("threads", "1,2", "comma-separated GOMAXPROCS values")
+	only := flag.String("backends", "", "comma-separated backends to run (default: all available)")
 	beta := flag.Float64("beta", 0, "beta of C = A·B + beta·C (1 measures the accumulating weight-gradient form)")
 	flag.Parse()
-	if err := run(*reps, *minTime, *layout, *shapesFlag, *threads, float32(*beta)); err != nil {
+	if err := run(*reps, *minTime, *layout, *shapesFlag, *threads, *only, float32(*beta)); err != nil {
 		fmt.Fprintln(os.Stderr, "gemm bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag string, beta float32) error {
+func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag, only string, beta float32) error {
 	var transA, transB bool
 	switch layout {
 	case "nn":
@@ -66,7 +71,15 @@ func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag string
 		threads = append(threads, t)
 	}
 	backends := tensor.GemmBackends()
-	if !slices.Contains(backends, tensor.BackendOpenBLAS) {
+	if only != "" {
+		backends = strings.Split(only, ",")
+		for _, be := range backends {
+			if err := tensor.SetGemmBackend(be); err != nil {
+				return fmt.Errorf("-backends: %w", err)
+			}
+		}
+	}
+	if only == "" && !slices.Contains(backends, tensor.BackendOpenBLAS) {
 		fmt.Fprintln(os.Stderr, "note: openblas column missing:", tensor.SetGemmBackend(tensor.BackendOpenBLAS))
 	}
 	fmt.Printf("GEMM GFLOP/s, median of %d interleaved repetitions of ≥%v, layout %s, beta %g (%s/%s, %s)\n\n", reps, minTime, layout, beta, runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02"))
@@ -101,6 +114,12 @@ func run(reps int, minTime time.Duration, layout, shapesFlag, threadsFlag string
 						call(sh, transA, transB, beta, a, b, c) // warm-up: page in, grow pooled buffers
 					}
 					rates[be] = append(rates[be], measure(sh, transA, transB, beta, a, b, c, minTime))
+					if be == tensor.BackendOpenBLAS {
+						// OpenBLAS's idle threads keep spinning for a while
+						// after a call; let them go to sleep so they do not
+						// slow the next backend's measurement.
+						time.Sleep(openblasCooldown)
+					}
 				}
 				if o := rates[tensor.BackendOpenBLAS]; len(o) > 0 && len(rates[tensor.BackendAsm]) > 0 {
 					ratios = append(ratios, rates[tensor.BackendAsm][r]/o[r])
