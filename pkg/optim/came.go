@@ -47,9 +47,10 @@ func DefaultCAMEConfig() CAMEConfig {
 //	1-D:  Δ = m (the reference has no confidence term for vectors)
 //	θ ← θ − lr·λ·θ − lr·Δ
 //
-// Because m starts at zero while the confidence statistics start at
-// (1−β1)²u²·(1−β3), the first step is about (1−β1)/(β1·√(1−β3)) ≈ 11·lr per
-// coordinate at the defaults: run it with warmup, as the paper does. Weight
+// At step 1 the clipped u has RMS ≤ d, m = (1−β1)·u and the instability is
+// β1²·u², whose average starts at (1−β3)·β1²·u²: the first step is about
+// (1−β1)/(β1·√(1−β3)) ≈ 11·lr per coordinate at the defaults, so run it with
+// warmup, as the paper does. Weight
 // decay applies to matrices only, and row-sharded tensors are factored over
 // their local rows, as in Adafactor.
 type CAME struct {
