@@ -132,14 +132,19 @@ func withProcs(n int, fn func()) {
 	fn()
 }
 
-// projText is the repeated text of the training smoke tests.
-const projText = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs. "
+// projText is the repeated text of the training smoke tests: long enough
+// (≈ 450 bytes) that its windows cannot be memorised by the embedding and
+// head alone, so the projected block weights have to learn.
+const projText = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs. " +
+	"how vexingly quick daft zebras jump! sphinx of black quartz, judge my vow. " +
+	"a wizard's job is to vex chumps quickly in fog. the five boxing wizards jump quickly. " +
+	"jackdaws love my big sphinx of quartz. we promptly judged antique ivory buckles for the next prize. " +
+	"crazy fredrick bought many very exquisite opal jewels. "
 
-// projTrainTiny trains the tiny preset (byte vocabulary, T = 32) on B = 4
-// windows of a repeated text for steps updates at a constant lr and returns
-// the mean per-token loss of the last step. The batch is fixed, so the
-// task is memorisation: a working optimizer drives the loss far below the
-// unigram entropy of the text (≈ 2.9 nats).
+// projTrainTiny trains the tiny preset (byte vocabulary, T = 32) with
+// batches of B = 4 windows walking through the repeated text, steps updates
+// at a constant lr, and returns the mean per-token loss over the last 10
+// steps. The text's unigram entropy is about 2.9 nats.
 func projTrainTiny(t *testing.T, build func([]*model.Param) (Optimizer, error), lr float64, steps int) float64 {
 	t.Helper()
 	cfg := mustPreset(t, "tiny")
@@ -155,19 +160,21 @@ func projTrainTiny(t *testing.T, build func([]*model.Param) (Optimizer, error), 
 	const b, tt = 4, 32
 	text := []byte(projText + projText)
 	tokens, targets := make([]int32, b*tt), make([]int32, b*tt)
-	for s := 0; s < b; s++ {
-		off := 11 * s
-		for j := 0; j < tt; j++ {
-			tokens[s*tt+j] = int32(text[off+j])
-			targets[s*tt+j] = int32(text[off+j+1])
-		}
-	}
-	var loss float64
+	var tail float64
 	for step := 0; step < steps; step++ {
+		for s := 0; s < b; s++ {
+			off := ((step*b + s) * 29) % len(projText)
+			for j := 0; j < tt; j++ {
+				tokens[s*tt+j] = int32(text[off+j])
+				targets[s*tt+j] = int32(text[off+j+1])
+			}
+		}
 		m.ZeroGrad()
 		sum, n := m.ForwardBackward(tokens, targets, b, tt, float32(1)/float32(b*tt))
-		loss = sum / float64(n)
+		if step >= steps-10 {
+			tail += sum / float64(n) / 10
+		}
 		o.Step(lr)
 	}
-	return loss
+	return tail
 }
