@@ -131,6 +131,7 @@ type MicroAdam struct {
 	header               []float32
 	scratch              sync.Pool // *microAdamScratch, per-block working memory
 	scratchLen, blockLen int
+	unfused              bool      // always quantise in a separate pass (tests compare the two)
 	w1, w2               []float32 // β^age per window row for the current step
 }
 
@@ -154,8 +155,15 @@ type microAdamTensor struct {
 type microAdamScratch struct {
 	a    []float32
 	keys []uint64
+	hist []int32
 	m, s []float32
 }
+
+// microAdamHistShift buckets |a| by its float32 bits above bit 20: the
+// exponent and the top 3 mantissa bits, 2048 buckets each ≤ 12.5% wide, so
+// the bucket holding the k-th largest value has few entries for any
+// gradient that is not nearly constant.
+const microAdamHistShift = 20
 
 // NewMicroAdam builds MicroAdam over params with zeroed window and error
 // feedback.
@@ -189,6 +197,7 @@ func NewMicroAdam(params []*model.Param, cfg MicroAdamConfig) (*MicroAdam, error
 		return &microAdamScratch{
 			a:    make([]float32, o.scratchLen),
 			keys: make([]uint64, o.blockLen),
+			hist: make([]int32, 1<<(31-microAdamHistShift)),
 			m:    make([]float32, o.blockLen),
 			s:    make([]float32, o.blockLen),
 		}
@@ -294,14 +303,22 @@ func (o *MicroAdam) Step(lr float64) {
 		if len(t.p.Shape) >= 2 {
 			decay = float32(1 - lr*o.cfg.WeightDecay)
 		}
+		// When every quantisation block lies inside one top-k block and the
+		// top-k blocks own whole code words, the residual is quantised in the
+		// same pass, from the accumulator already in hand; otherwise a second
+		// pass rebuilds it per quantisation block. Both give the same bits.
+		fuse := !o.unfused && (t.nblk == 1 || (t.blk%q == 0 && t.blk%8 == 0))
 		u := microAdamUpdate{row: row, rows: rows, c1: c1, c2: c2, lr: float32(lr), eps: float32(o.cfg.Eps), decay: decay}
 		tensor.ParallelFor(t.nblk, 1, func(lo, hi int) {
 			sc := o.scratch.Get().(*microAdamScratch)
 			for b := lo; b < hi; b++ {
-				o.selectAndUpdate(t, b, &u, sc)
+				o.selectAndUpdate(t, b, &u, sc, fuse)
 			}
 			o.scratch.Put(sc)
 		})
+		if fuse {
+			continue
+		}
 		tensor.ParallelFor(t.nq, qGrain, func(lo, hi int) {
 			sc := o.scratch.Get().(*microAdamScratch)
 			for qb := lo; qb < hi; qb++ {
@@ -324,16 +341,20 @@ func gcd(a, b int) int {
 	return a
 }
 
-// dequant adds Q⁻¹(e) for elements [start, start+len(dst)) to dst.
+// addDequant adds Q⁻¹(e) for elements [start, start+len(dst)) to dst.
 func (t *microAdamTensor) addDequant(dst []float32, start, q int) {
 	end := start + len(dst)
 	for i := start; i < end; {
 		qb := i / q
 		qe := min((qb+1)*q, end)
 		lo, u := t.blockRange(qb)
-		for ; i < qe; i++ {
-			code := math.Float32bits(t.ef[i>>3]) >> (4 * (i & 7)) & 0xf
-			dst[i-start] += microAdamDequant(code, lo, u)
+		for i < qe {
+			wi := i >> 3
+			we := min(wi<<3+8, qe)
+			w := math.Float32bits(t.ef[wi])
+			for ; i < we; i++ {
+				dst[i-start] += microAdamDequant(w>>(4*uint(i&7))&0xf, lo, u)
+			}
 		}
 	}
 }
@@ -347,23 +368,30 @@ func (t *microAdamTensor) blockRange(qb int) (lo, u float32) {
 
 // selectAndUpdate runs steps 1–3 and 6–7 of the update for top-k block b:
 // accumulate a = g + Q⁻¹(e), keep its top-k in the window row, rebuild M and
-// S over the window and update the block's weights.
-func (o *MicroAdam) selectAndUpdate(t *microAdamTensor, b int, u *microAdamUpdate, sc *microAdamScratch) {
+// S over the window and update the block's weights. With fuse it also runs
+// steps 4–5 for the quantisation blocks inside the block.
+func (o *MicroAdam) selectAndUpdate(t *microAdamTensor, b int, u *microAdamUpdate, sc *microAdamScratch, fuse bool) {
 	start, n, off, kb := t.block(b)
 	a := sc.a[:n]
 	copy(a, t.p.G[start:start+n])
 	t.addDequant(a, start, o.cfg.QuantBlockSize)
-	keys := sc.keys[:n]
-	for j, v := range a {
-		keys[j] = microAdamKey(v, j)
-	}
-	thr := kthLargest(keys, kb)
+	thr := selectThreshold(a, kb, sc)
 	seg := t.window[u.row*t.k+off : u.row*t.k+off+kb]
 	c := 0
 	for j, v := range a {
 		if microAdamKey(v, j) >= thr {
 			seg[c] = math.Float32frombits(uint32(tensor.ToBF16(v))<<16 | uint32(j))
 			c++
+		}
+	}
+	if fuse {
+		for _, e := range seg {
+			a[math.Float32bits(e)&0xffff] = 0
+		}
+		q := o.cfg.QuantBlockSize
+		for qlo := start; qlo < start+n; qlo += q {
+			qhi := min(qlo+q, start+n)
+			t.quantize(qlo/q, qlo, a[qlo-start:qhi-start])
 		}
 	}
 	// ADAM_STATS over the window, restricted to this block.
@@ -385,6 +413,34 @@ func (o *MicroAdam) selectAndUpdate(t *microAdamTensor, b int, u *microAdamUpdat
 		den := float32(math.Sqrt(float64(u.c2*ss[j]))) + u.eps
 		w[j] = w[j]*u.decay - u.lr*(u.c1*ms[j]/den)
 	}
+}
+
+// selectThreshold returns the kb-th largest microAdamKey of a, so that the
+// kept entries are exactly those with a key ≥ it. A histogram of |a| finds
+// the bucket holding the kb-th largest value in one pass; only that
+// bucket's entries go through the exact selection.
+func selectThreshold(a []float32, kb int, sc *microAdamScratch) uint64 {
+	hist := sc.hist
+	clear(hist)
+	for _, v := range a {
+		hist[(math.Float32bits(v)&0x7fffffff)>>microAdamHistShift]++
+	}
+	above := 0
+	bucket := len(hist) - 1
+	for ; bucket > 0; bucket-- {
+		if h := int(hist[bucket]); above+h < kb {
+			above += h
+		} else {
+			break
+		}
+	}
+	cand := sc.keys[:0]
+	for j, v := range a {
+		if (math.Float32bits(v)&0x7fffffff)>>microAdamHistShift == uint32(bucket) {
+			cand = append(cand, microAdamKey(v, j))
+		}
+	}
+	return kthLargest(cand, kb-above)
 }
 
 // quantizeResidual runs steps 4–5 for quantisation block qb: rebuild a (the
@@ -412,17 +468,37 @@ func (o *MicroAdam) quantizeResidual(t *microAdamTensor, qb, row int, sc *microA
 			r[i-qlo] = 0
 		}
 	}
+	t.quantize(qb, qlo, r)
+}
+
+// quantize stores the residual r of quantisation block qb (elements
+// qlo..qlo+len(r)) as its bf16 range and 4-bit codes, writing each code word
+// once.
+func (t *microAdamTensor) quantize(qb, qlo int, r []float32) {
+	// Plain comparisons, not the min/max builtins: those order −0 below +0
+	// and propagate NaN at a cost per element; here the first of equal
+	// values wins and NaN is skipped (it quantises to code 0).
 	lo, hi := r[0], r[0]
 	for _, v := range r[1:] {
-		lo, hi = min(lo, v), max(hi, v)
+		if v < lo {
+			lo = v
+		}
+		if v > hi {
+			hi = v
+		}
 	}
 	loBits, hiBits, loF, u := microAdamRange(lo, hi)
 	t.efRange[qb] = math.Float32frombits(hiBits<<16 | loBits)
-	for j, v := range r {
-		i := qlo + j
-		sh := 4 * uint(i&7)
-		w := math.Float32bits(t.ef[i>>3])&^(0xf<<sh) | microAdamCode(v, loF, u)<<sh
-		t.ef[i>>3] = math.Float32frombits(w)
+	qhi := qlo + len(r)
+	for i := qlo; i < qhi; {
+		wi := i >> 3
+		end := min(wi<<3+8, qhi)
+		w := math.Float32bits(t.ef[wi])
+		for ; i < end; i++ {
+			sh := 4 * uint(i&7)
+			w = w&^(0xf<<sh) | microAdamCode(r[i-qlo], loF, u)<<sh
+		}
+		t.ef[wi] = math.Float32frombits(w)
 	}
 }
 

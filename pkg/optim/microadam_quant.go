@@ -68,11 +68,13 @@ func microAdamCode(x, lo, u float32) uint32 {
 	if u == 0 {
 		return 0
 	}
-	c := float32(math.Floor(float64((x-lo)/u + 0.5)))
+	// floor then clamp, with the float-to-integer truncation as the floor
+	// (c ≥ 0 there).
+	c := (x-lo)/u + 0.5
 	if !(c >= 0) {
 		return 0
 	}
-	if c > microAdamLevels {
+	if c >= microAdamLevels {
 		return microAdamLevels
 	}
 	return uint32(c)

@@ -1,6 +1,7 @@
 package optim
 
 import (
+	"fmt"
 	"math"
 	"runtime"
 	"strings"
@@ -330,13 +331,22 @@ func TestMicroAdamDensityOneIsAdamW(t *testing.T) {
 
 // TestMicroAdamMatchesFloat64Reference runs 30 steps with a window of 4 (the
 // ring wraps many times), 25% density, blocks that do not divide the tensors
-// and a quantisation block that splits code words, against the float64
+// and quantisation blocks that split code words (q=6) or nest in them (q=4),
+// against the float64
 // transcription. The kept index sets must be identical every step (the
 // narrow-format roundings are mimicked exactly); the weights differ only by
 // float32 arithmetic in the moments and the update.
 func TestMicroAdamMatchesFloat64Reference(t *testing.T) {
+	// q = 6 quantises in a separate pass; q = 4 divides the top-k block and
+	// is quantised within it.
+	for _, q := range []int{6, 4} {
+		t.Run(fmt.Sprintf("q=%d", q), func(t *testing.T) { microAdamMatchReference(t, q) })
+	}
+}
+
+func microAdamMatchReference(t *testing.T, q int) {
 	cfg := DefaultMicroAdamConfig()
-	cfg.Window, cfg.Density, cfg.TopKBlockSize, cfg.QuantBlockSize = 4, 0.25, 8, 6
+	cfg.Window, cfg.Density, cfg.TopKBlockSize, cfg.QuantBlockSize = 4, 0.25, 8, q
 	cfg.Beta2, cfg.WeightDecay = 0.99, 0.05
 	ps := microAdamTestParams()
 	ref := newRefMicroAdam(ps, cfg)
@@ -505,9 +515,12 @@ func TestMicroAdamSetStateErrors(t *testing.T) {
 }
 
 // TestMicroAdamDeterministicAcrossCores runs tensors of several top-k blocks
-// under GOMAXPROCS 1 and 4 and requires bitwise-identical weights and state.
+// under GOMAXPROCS 1 and 4 and requires bitwise-identical weights and state,
+// with the quantisation fused into the top-k pass (q = 64) and in its own
+// pass (q = 12 does not divide the block, and splits code words). The fused
+// pass must also give the same bits as the separate one.
 func TestMicroAdamDeterministicAcrossCores(t *testing.T) {
-	run := func(procs int, q int) ([]float32, []NamedTensor) {
+	run := func(procs int, q int, unfused bool) ([]float32, []NamedTensor) {
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 		cfg := DefaultMicroAdamConfig()
 		cfg.QuantBlockSize = q
@@ -516,28 +529,35 @@ func TestMicroAdamDeterministicAcrossCores(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		o.unfused = unfused
 		for s := 0; s < 4; s++ {
 			microAdamFillGrads([]*model.Param{p}, s)
 			o.Step(1e-3)
 		}
 		return p.W, microAdamCopyState(o.State())
 	}
-	for _, q := range []int{64, 12} {
-		w1, s1 := run(1, q)
-		w4, s4 := run(4, q)
+	same := func(what string, w1, w2 []float32, s1, s2 []NamedTensor) {
 		for j := range w1 {
-			if math.Float32bits(w1[j]) != math.Float32bits(w4[j]) {
-				t.Fatalf("q=%d: w[%d] differs between 1 and 4 cores", q, j)
+			if math.Float32bits(w1[j]) != math.Float32bits(w2[j]) {
+				t.Fatalf("%s: w[%d] differs", what, j)
 			}
 		}
 		for i := range s1 {
 			for j := range s1[i].Data {
-				if math.Float32bits(s1[i].Data[j]) != math.Float32bits(s4[i].Data[j]) {
-					t.Fatalf("q=%d: state %s[%d] differs between 1 and 4 cores", q, s1[i].Name, j)
+				if math.Float32bits(s1[i].Data[j]) != math.Float32bits(s2[i].Data[j]) {
+					t.Fatalf("%s: state %s[%d] differs", what, s1[i].Name, j)
 				}
 			}
 		}
 	}
+	for _, q := range []int{64, 12} {
+		w1, s1 := run(1, q, false)
+		w4, s4 := run(4, q, false)
+		same(fmt.Sprintf("q=%d, 1 vs 4 cores", q), w1, w4, s1, s4)
+	}
+	w1, s1 := run(2, 64, false)
+	w2, s2 := run(2, 64, true)
+	same("q=64, fused vs separate quantisation", w1, w2, s1, s2)
 }
 
 // TestMicroAdamTrainsTinyModel trains the tiny model alongside AdamW in the
@@ -588,5 +608,31 @@ func TestMicroAdamStateBytesGPT2Shape(t *testing.T) {
 	t.Logf("gpt2-shape: %d params, MicroAdam state %d bytes = %.4f B/param (AdamW: 8)", n, bytes, per)
 	if per >= 1 {
 		t.Errorf("%.4f B/param, want < 1", per)
+	}
+}
+
+// BenchmarkMicroAdamStep times one step on a 2048×2048 matrix (4.2M
+// parameters) with the default configuration, next to AdamW.
+func BenchmarkMicroAdamStep(b *testing.B) {
+	for _, name := range []string{"microadam", "adamw"} {
+		b.Run(name, func(b *testing.B) {
+			p := &model.Param{Name: "w", Role: model.RoleMLP, Shape: []int{2048, 2048}, W: make([]float32, 1<<22), G: make([]float32, 1<<22)}
+			microAdamFillGrads([]*model.Param{p}, 1)
+			var o Optimizer
+			var err error
+			if name == "microadam" {
+				o, err = NewMicroAdam([]*model.Param{p}, DefaultMicroAdamConfig())
+			} else {
+				o, err = NewAdamW([]*model.Param{p}, AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8})
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(4 << 22)
+			b.ReportAllocs()
+			for b.Loop() {
+				o.Step(1e-3)
+			}
+		})
 	}
 }
