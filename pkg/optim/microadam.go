@@ -241,10 +241,10 @@ func (t *microAdamTensor) block(b int) (start, n, off, kb int) {
 
 // bytes is the tensor's exported state size.
 func (t *microAdamTensor) bytes(window int) int64 {
-	return 4 * int64(window*t.k+ceilDiv(t.d, 8)+t.nq)
+	return 4 * int64(window*t.k+microAdamCeilDiv(t.d, 8)+t.nq)
 }
 
-func ceilDiv(d, per int) int { return (d + per - 1) / per }
+func microAdamCeilDiv(d, per int) int { return (d + per - 1) / per }
 
 // MicroAdamStateBytes is the state MicroAdam would hold for tensors of the
 // given element counts, without allocating it (for memory planning).
@@ -296,7 +296,7 @@ func (o *MicroAdam) Step(lr float64) {
 	q := o.cfg.QuantBlockSize
 	// Chunks of the quantisation pass own whole 32-bit words of codes: their
 	// element boundaries are multiples of 8.
-	qGrain := 8 / gcd(q, 8)
+	qGrain := 8 / microAdamGCD(q, 8)
 	qGrain *= max(1, microAdamGrainElems/(q*qGrain))
 	for _, t := range o.tensors {
 		decay := float32(1)
@@ -334,7 +334,7 @@ type microAdamUpdate struct {
 	c1, c2, lr, eps, decay float32
 }
 
-func gcd(a, b int) int {
+func microAdamGCD(a, b int) int {
 	for b != 0 {
 		a, b = b, a%b
 	}
@@ -362,8 +362,8 @@ func (t *microAdamTensor) addDequant(dst []float32, start, q int) {
 // blockRange decodes quantisation block qb's lower bound and step.
 func (t *microAdamTensor) blockRange(qb int) (lo, u float32) {
 	w := math.Float32bits(t.efRange[qb])
-	lo = bf16Float(w & 0xffff)
-	return lo, (bf16Float(w>>16) - lo) / microAdamLevels
+	lo = microAdamBF16Float(w & 0xffff)
+	return lo, (microAdamBF16Float(w>>16) - lo) / microAdamLevels
 }
 
 // selectAndUpdate runs steps 1–3 and 6–7 of the update for top-k block b:
@@ -375,7 +375,7 @@ func (o *MicroAdam) selectAndUpdate(t *microAdamTensor, b int, u *microAdamUpdat
 	a := sc.a[:n]
 	copy(a, t.p.G[start:start+n])
 	t.addDequant(a, start, o.cfg.QuantBlockSize)
-	thr := selectThreshold(a, kb, sc)
+	thr := microAdamThreshold(a, kb, sc)
 	seg := t.window[u.row*t.k+off : u.row*t.k+off+kb]
 	c := 0
 	for j, v := range a {
@@ -415,11 +415,11 @@ func (o *MicroAdam) selectAndUpdate(t *microAdamTensor, b int, u *microAdamUpdat
 	}
 }
 
-// selectThreshold returns the kb-th largest microAdamKey of a, so that the
+// microAdamThreshold returns the kb-th largest microAdamKey of a, so that the
 // kept entries are exactly those with a key ≥ it. A histogram of |a| finds
 // the bucket holding the kb-th largest value in one pass; only that
 // bucket's entries go through the exact selection.
-func selectThreshold(a []float32, kb int, sc *microAdamScratch) uint64 {
+func microAdamThreshold(a []float32, kb int, sc *microAdamScratch) uint64 {
 	hist := sc.hist
 	clear(hist)
 	for _, v := range a {
@@ -440,7 +440,7 @@ func selectThreshold(a []float32, kb int, sc *microAdamScratch) uint64 {
 			cand = append(cand, microAdamKey(v, j))
 		}
 	}
-	return kthLargest(cand, kb-above)
+	return microAdamKthLargest(cand, kb-above)
 }
 
 // quantizeResidual runs steps 4–5 for quantisation block qb: rebuild a (the

@@ -50,26 +50,26 @@ func newRefMicroAdam(ps []*model.Param, cfg MicroAdamConfig) *refMicroAdam {
 	return r
 }
 
-// refBF16Down is the largest bf16 value ≤ x, found by stepping from the
-// nearest bf16 value (written independently of bf16Down).
-func refBF16Down(x float32) float32 {
+// refMicroBF16Down is the largest bf16 value ≤ x, found by stepping from the
+// nearest bf16 value (written independently of microAdamBF16Down).
+func refMicroBF16Down(x float32) float32 {
 	n := tensor.ToBF16(x).Float32()
 	if n <= x {
 		return n
 	}
-	return refBF16Step(n, -1)
+	return refMicroBF16Step(n, -1)
 }
 
-func refBF16Up(x float32) float32 {
+func refMicroBF16Up(x float32) float32 {
 	n := tensor.ToBF16(x).Float32()
 	if n >= x {
 		return n
 	}
-	return refBF16Step(n, +1)
+	return refMicroBF16Step(n, +1)
 }
 
-// refBF16Step moves one bf16 ulp in direction dir.
-func refBF16Step(b float32, dir int) float32 {
+// refMicroBF16Step moves one bf16 ulp in direction dir.
+func refMicroBF16Step(b float32, dir int) float32 {
 	u := math.Float32bits(b) >> 16
 	if b == 0 {
 		if dir > 0 {
@@ -138,7 +138,7 @@ func (r *refMicroAdam) step(grads [][]float32, lr float64) {
 			for i := q0; i < q1; i++ {
 				lo, hi = min(lo, res(i)), max(hi, res(i))
 			}
-			rp.lo[qb], rp.hi[qb] = refBF16Down(lo), refBF16Up(hi)
+			rp.lo[qb], rp.hi[qb] = refMicroBF16Down(lo), refMicroBF16Up(hi)
 			u := (rp.hi[qb] - rp.lo[qb]) / 15
 			for i := q0; i < q1; i++ {
 				code := 0.0

@@ -15,11 +15,11 @@ import (
 // quantisation with b = 4 bits).
 const microAdamLevels = 15
 
-// bf16Down returns the bits of the largest bfloat16 value ≤ x. The reference
+// microAdamBF16Down returns the bits of the largest bfloat16 value ≤ x. The reference
 // stores the block minimum rounded to nearest, which can put the minimum
 // above some residual values and give negative codes; rounding outward keeps
 // every value inside [lo, hi].
-func bf16Down(x float32) uint32 {
+func microAdamBF16Down(x float32) uint32 {
 	u := math.Float32bits(x)
 	t := u &^ 0xffff
 	if t == u || x != x { // exact, or NaN (kept truncated)
@@ -31,8 +31,8 @@ func bf16Down(x float32) uint32 {
 	return (t + 0x10000) >> 16 // one bf16 step away from zero
 }
 
-// bf16Up returns the bits of the smallest bfloat16 value ≥ x (see bf16Down).
-func bf16Up(x float32) uint32 {
+// microAdamBF16Up returns the bits of the smallest bfloat16 value ≥ x (see microAdamBF16Down).
+func microAdamBF16Up(x float32) uint32 {
 	u := math.Float32bits(x)
 	t := u &^ 0xffff
 	if t == u || x != x {
@@ -44,14 +44,14 @@ func bf16Up(x float32) uint32 {
 	return (t + 0x10000) >> 16
 }
 
-func bf16Float(b uint32) float32 { return math.Float32frombits(b << 16) }
+func microAdamBF16Float(b uint32) float32 { return math.Float32frombits(b << 16) }
 
 // microAdamRange turns a block's minimum and maximum into the stored bf16
 // pair and the quantisation step u = (hi−lo)/15.
 func microAdamRange(lo, hi float32) (loBits, hiBits uint32, loF, u float32) {
-	loBits, hiBits = bf16Down(lo), bf16Up(hi)
-	loF = bf16Float(loBits)
-	u = (bf16Float(hiBits) - loF) / microAdamLevels
+	loBits, hiBits = microAdamBF16Down(lo), microAdamBF16Up(hi)
+	loF = microAdamBF16Float(loBits)
+	u = (microAdamBF16Float(hiBits) - loF) / microAdamLevels
 	return loBits, hiBits, loF, u
 }
 
@@ -97,11 +97,11 @@ func microAdamKey(a float32, j int) uint64 {
 	return uint64(math.Float32bits(a)&0x7fffffff)<<32 | uint64(^uint32(j))
 }
 
-// kthLargest returns the k-th largest of the distinct keys (1 ≤ k ≤ len),
+// microAdamKthLargest returns the k-th largest of the distinct keys (1 ≤ k ≤ len),
 // reordering keys. It is a quickselect with a median-of-three pivot that falls
 // back to sorting the remaining range after too many rounds, so adversarial
 // inputs cost O(n log n), not O(n²).
-func kthLargest(keys []uint64, k int) uint64 {
+func microAdamKthLargest(keys []uint64, k int) uint64 {
 	lo, hi := 0, len(keys)-1
 	want := k - 1 // position in descending order
 	budget := 2 * bits.Len(uint(len(keys)))

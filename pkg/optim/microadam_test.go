@@ -158,7 +158,7 @@ func TestMicroAdamTopKExactAndTieBreak(t *testing.T) {
 		for j, v := range a {
 			keys[j] = microAdamKey(v, j)
 		}
-		thr := kthLargest(keys, k)
+		thr := microAdamKthLargest(keys, k)
 		var got []int
 		for j, v := range a {
 			if microAdamKey(v, j) >= thr {
@@ -176,8 +176,8 @@ func TestMicroAdamTopKExactAndTieBreak(t *testing.T) {
 	for i := range big {
 		big[i] = uint64(i) // sorted input: the worst case for naive pivots
 	}
-	if got := kthLargest(big, 100); got != 4900 {
-		t.Errorf("kthLargest on sorted keys = %d, want 4900", got)
+	if got := microAdamKthLargest(big, 100); got != 4900 {
+		t.Errorf("microAdamKthLargest on sorted keys = %d, want 4900", got)
 	}
 }
 
@@ -332,8 +332,7 @@ func TestMicroAdamDensityOneIsAdamW(t *testing.T) {
 // TestMicroAdamMatchesFloat64Reference runs 30 steps with a window of 4 (the
 // ring wraps many times), 25% density, blocks that do not divide the tensors
 // and quantisation blocks that split code words (q=6) or nest in them (q=4),
-// against the float64
-// transcription. The kept index sets must be identical every step (the
+// against the float64 transcription. The kept index sets must be identical every step (the
 // narrow-format roundings are mimicked exactly); the weights differ only by
 // float32 arithmetic in the moments and the update.
 func TestMicroAdamMatchesFloat64Reference(t *testing.T) {
