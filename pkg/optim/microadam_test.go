@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ternml/tern/pkg/model"
+	"github.com/ternml/tern/pkg/safetensors"
 	"github.com/ternml/tern/pkg/tensor"
 )
 
@@ -412,7 +413,28 @@ func TestMicroAdamStateRoundTrip(t *testing.T) {
 	for i := range a {
 		copy(b[i].W, a[i].W)
 	}
-	st := microAdamCopyState(oa.State())
+	// Through the checkpoint encoding (safetensors F32), as pkg/train does.
+	// Code words can be NaN bit patterns; plant a signalling-NaN one (codes
+	// 15,15,15,15,15,11,15,7 for elements 0..7: legal state), the pattern most easily altered
+	// by a float conversion, and require it to survive.
+	oa.tensors[0].ef[0] = math.Float32frombits(0x7fbfffff)
+	var st []NamedTensor
+	nans := 0
+	for _, ts := range oa.State() {
+		data, err := safetensors.F32(ts.Name, ts.Shape, ts.Data).Float32s()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range data {
+			if v != v {
+				nans++
+			}
+		}
+		st = append(st, NamedTensor{Name: ts.Name, Shape: ts.Shape, Data: data})
+	}
+	if nans == 0 {
+		t.Errorf("no NaN bit patterns in the exported state: the test does not exercise them")
+	}
 	var n int64
 	for _, ts := range st {
 		n += 4 * int64(len(ts.Data))
