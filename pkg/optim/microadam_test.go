@@ -256,6 +256,50 @@ func TestMicroAdamFirstStep(t *testing.T) {
 	}
 }
 
+// TestMicroAdamUpdateSupport checks that without weight decay a step moves
+// only coordinates that appear in the window (optimizers.md §13.4): the
+// update is sparse, however large the error feedback grows elsewhere.
+func TestMicroAdamUpdateSupport(t *testing.T) {
+	cfg := DefaultMicroAdamConfig()
+	cfg.Window, cfg.Density, cfg.TopKBlockSize, cfg.QuantBlockSize = 3, 0.1, 16, 8
+	ps := microAdamTestParams()
+	o, err := NewMicroAdam(ps, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := 0; s < 8; s++ {
+		microAdamFillGrads(ps, s)
+		before := make([][]float32, len(ps))
+		for i, p := range ps {
+			before[i] = append([]float32(nil), p.W...)
+		}
+		o.Step(0.05)
+		for i, mt := range o.tensors {
+			inWindow := make([]bool, mt.d)
+			for r := 0; r < min(s+1, cfg.Window); r++ {
+				for b := 0; b < mt.nblk; b++ {
+					start, _, off, kb := mt.block(b)
+					for _, e := range mt.window[r*mt.k+off : r*mt.k+off+kb] {
+						inWindow[start+int(math.Float32bits(e)&0xffff)] = true
+					}
+				}
+			}
+			moved := 0
+			for j := range mt.p.W {
+				if mt.p.W[j] != before[i][j] {
+					moved++
+					if !inWindow[j] {
+						t.Fatalf("step %d: %s[%d] moved but is not in the window", s+1, mt.p.Name, j)
+					}
+				}
+			}
+			if moved == 0 {
+				t.Fatalf("step %d: %s did not move", s+1, mt.p.Name)
+			}
+		}
+	}
+}
+
 // TestMicroAdamConstantGradient checks the window truncation in closed form:
 // with Density 1 and a constant gradient g, M = g·Σ_{a<n}β1^a and
 // S = g²·Σ_{a<n}β2^a with n = min(t, m), so step t moves each weight by
@@ -415,8 +459,8 @@ func TestMicroAdamStateRoundTrip(t *testing.T) {
 	}
 	// Through the checkpoint encoding (safetensors F32), as pkg/train does.
 	// Code words can be NaN bit patterns; plant a signalling-NaN one (codes
-	// 15,15,15,15,15,11,15,7 for elements 0..7: legal state), the pattern most easily altered
-	// by a float conversion, and require it to survive.
+	// 15,15,15,15,15,11,15,7 for elements 0..7: legal state), the pattern
+	// most easily altered by a float conversion, and require it to survive.
 	oa.tensors[0].ef[0] = math.Float32frombits(0x7fbfffff)
 	var st []NamedTensor
 	nans := 0
