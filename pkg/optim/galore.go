@@ -159,14 +159,28 @@ func (o *GaLore) refresh() {
 // svdProjection writes the top-r singular vectors of the m×n gradient g on
 // the projected side into q (r×d): rows of Vᵀ on the right, columns of U
 // (as rows) on the left, as get_orthogonal_matrix does with
-// torch.linalg.svd(full_matrices=False). If the SVD does not converge (a
-// non-finite gradient), q keeps the previous projection when there is one
-// (have) and otherwise becomes the first r coordinate axes.
+// torch.linalg.svd(full_matrices=False). A gradient with a NaN or an
+// infinity has no SVD (gonum's iteration does not terminate on one), and an
+// SVD may fail to converge: then q keeps the previous projection when there
+// is one (have) and otherwise becomes the first r coordinate axes.
 func svdProjection(q []float32, l projLayout, g []float32, have bool) {
+	fallback := func() {
+		if !have {
+			clear(q)
+			for k := 0; k < l.r; k++ {
+				q[k*l.d+k] = 1
+			}
+		}
+	}
 	a := mat.NewDense(l.m, l.n, nil)
 	raw := a.RawMatrix().Data
 	for j, x := range g {
-		raw[j] = float64(x)
+		v := float64(x)
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			fallback()
+			return
+		}
+		raw[j] = v
 	}
 	var svd mat.SVD
 	kind := mat.SVDThinV
@@ -174,12 +188,7 @@ func svdProjection(q []float32, l projLayout, g []float32, have bool) {
 		kind = mat.SVDThinU
 	}
 	if !svd.Factorize(a, kind) {
-		if !have {
-			clear(q)
-			for k := 0; k < l.r; k++ {
-				q[k*l.d+k] = 1
-			}
-		}
+		fallback()
 		return
 	}
 	var vecs mat.Dense // d×min(m,n): the singular vectors as columns
