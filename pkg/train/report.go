@@ -20,7 +20,7 @@ type Summary struct {
 	Steps         int     `json:"steps"`
 	FinalLoss     float64 `json:"final_loss"`
 	FinalEvalLoss float64 `json:"final_eval_loss"`
-	TokensPerS    float64 `json:"tokens_per_s"`
+	TokensPerS    float64 `json:"tokens_per_s"` // steady state: the first step is left out when there are more
 	StepMSMedian  float64 `json:"step_ms_median"`
 	PeakRSSBytes  int64   `json:"peak_rss_bytes"`
 	Params        int64   `json:"params"`

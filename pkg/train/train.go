@@ -72,8 +72,11 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 	}
 	sum := &Summary{Job: job.Metadata.Name, Params: r.cfg.NumParams(), FinalEvalLoss: math.NaN()}
 	var stepMS []float64
-	var tokens int64
-	var trainTime time.Duration
+	// Throughput is steady-state: the first step of a process pays one-off
+	// costs (page faults on fresh buffers, pool warm-up), so it is left out
+	// whenever a later step exists.
+	var steady time.Duration
+	var steadySteps int
 	for r.step < r.steps {
 		if ctx.Err() != nil {
 			sum.Stopped = true
@@ -82,13 +85,19 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 		t0 := time.Now()
 		rep := r.trainStep()
 		dt := time.Since(t0)
-		trainTime += dt
-		tokens += int64(r.tokensPerStep())
+		if len(stepMS) > 0 {
+			steady += dt
+			steadySteps++
+		}
 		stepMS = append(stepMS, float64(dt.Microseconds())/1e3)
 		rep.StepMS = float64(dt.Microseconds()) / 1e3
 		rep.TokensPerS = float64(r.tokensPerStep()) / dt.Seconds()
 		rep.Steps = r.steps
-		rep.ETASeconds = trainTime.Seconds() / float64(len(stepMS)) * float64(r.steps-r.step)
+		per := dt
+		if steadySteps > 0 {
+			per = steady / time.Duration(steadySteps)
+		}
+		rep.ETASeconds = per.Seconds() * float64(r.steps-r.step)
 		sum.FinalLoss = rep.Loss
 		if r.evalDue() {
 			ev := r.evaluate()
@@ -116,8 +125,10 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 		sum.FinalEvalLoss = r.evaluate()
 	}
 	sum.Steps = r.step
-	if trainTime > 0 {
-		sum.TokensPerS = float64(tokens) / trainTime.Seconds()
+	if steadySteps > 0 {
+		sum.TokensPerS = float64(steadySteps*r.tokensPerStep()) / steady.Seconds()
+	} else if len(stepMS) == 1 {
+		sum.TokensPerS = float64(r.tokensPerStep()) / (stepMS[0] / 1e3)
 	}
 	sum.StepMSMedian = median(stepMS)
 	sum.ModelGFLOPS = sum.TokensPerS * r.cfg.TrainFLOPsPerToken(r.T) / 1e9
