@@ -288,6 +288,9 @@ func TestAdafactorConfigErrors(t *testing.T) {
 }
 
 func TestAdafactorTrainsTiny(t *testing.T) {
+	if raceEnabled {
+		t.Skip("training run: covered by the plain (non-race) pass of make test")
+	}
 	// Same harness, schedule and budget as AdamW below; the GaLore/APOLLO
 	// baselines run Adafactor at an external lr like Adam's. Both reach
 	// ≈0.07 from ln 256 ≈ 5.5 on this memorisable text; 0.5 leaves a wide

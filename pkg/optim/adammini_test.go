@@ -272,6 +272,9 @@ func TestAdamMiniStateAndBytes(t *testing.T) {
 }
 
 func TestAdamMiniTrainsTiny(t *testing.T) {
+	if raceEnabled {
+		t.Skip("training run: covered by the plain (non-race) pass of make test")
+	}
 	// The README asks for AdamW's hyperparameters; at AdamW's lr 1e-2 and
 	// schedule Adam-mini reaches ≈0.07 against AdamW's ≈0.06 (see
 	// TestAdafactorTrainsTiny), so the same 0.5 bound applies.

@@ -237,6 +237,9 @@ func TestCAMEConfigErrors(t *testing.T) {
 }
 
 func TestCAMETrainsTiny(t *testing.T) {
+	if raceEnabled {
+		t.Skip("training run: covered by the plain (non-race) pass of make test")
+	}
 	// The README pairs β2 = 0.95 with β3 = 0.995 (its LLaMA-1B run) and an
 	// lr at or below AdamW's; with warmup (required: step 1 is ≈11·lr) CAME
 	// reaches ≈0.07 in the 200 steps where AdamW at 1e-2 reaches ≈0.06 (see

@@ -633,6 +633,9 @@ func TestMicroAdamDeterministicAcrossCores(t *testing.T) {
 // well under the unigram entropy of the text (~3 nats) and far below
 // ln 256 = 5.5 at initialisation, which only sequence learning achieves.
 func TestMicroAdamTrainsTinyModel(t *testing.T) {
+	if raceEnabled {
+		t.Skip("training run: covered by the plain (non-race) pass of make test")
+	}
 	steps := 300
 	adam := microAdamTrainTiny(t, steps, 1e-2, func(ps []*model.Param) (Optimizer, error) {
 		return NewAdamW(ps, AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8})

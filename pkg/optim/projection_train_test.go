@@ -18,6 +18,9 @@ import (
 // (a ×11.3 multiplier tuned for widths ≥ 512) with its lr tuned down to
 // 3.5e-3 for width 64, and ends near 0.3.
 func TestProjectionTrainsTinyModel(t *testing.T) {
+	if raceEnabled {
+		t.Skip("training run: covered by the plain (non-race) pass of make test")
+	}
 	const steps = 300
 	adam := AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-6, Convention: AdamWHF}
 	cases := []struct {
