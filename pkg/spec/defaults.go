@@ -77,6 +77,7 @@ func (j *TrainingJob) applyDefaults(present func(path string) bool) {
 	}
 
 	fillTagDefaults("", reflect.ValueOf(j).Elem(), present)
+	s.Optimizer.applyDefaults(present)
 
 	if s.Data.Include == nil && !present("spec.data.include") {
 		switch s.Data.Kind {
@@ -101,11 +102,27 @@ func fillTagDefaults(path string, v reflect.Value, present func(string) bool) {
 	for _, f := range fieldsOf(v.Type()) {
 		p := joinPath(path, f.name)
 		fv := v.Field(f.index)
+		if f.ptr {
+			// An optional section is filled only where it exists: the
+			// chosen optimizer's is created by applyDefaults.
+			if fv.IsNil() {
+				continue
+			}
+			fv = fv.Elem()
+		}
 		if f.typ.Kind() == reflect.Struct {
 			fillTagDefaults(p, fv, present)
 			continue
 		}
 		if f.def == "" || f.def == "derived" || present(p) || !fv.IsZero() {
+			continue
+		}
+		if f.def == "reference" {
+			ref, ok := referenceDefault(path, f.goName)
+			if !ok {
+				panic("spec: no reference default for " + p)
+			}
+			fv.Set(ref.Convert(fv.Type()))
 			continue
 		}
 		// The tags are compile-time constants checked by TestDefaultTagsDecode,

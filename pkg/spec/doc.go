@@ -13,7 +13,10 @@
 // zero (eval.everySteps: 0 turns evaluation off) survives. The field
 // reference that Explain prints, the defaults and the closed value sets all
 // come from the struct tags and the enums table in types.go: one source of
-// truth for the parser, the validator and `ternctl explain`.
+// truth for the parser, the validator and `ternctl explain`. The optimizer
+// sections (spec.optimizer.galore, ...) are the exception that proves the
+// rule: their defaults are read from pkg/optim's Default*Config functions, so
+// each reference value is written once, next to the code that uses it.
 //
 // CanonicalJSON gives a stable encoding of the resolved job (defaults filled,
 // model preset expanded) that checkpoints store, so a resume can tell whether

@@ -28,7 +28,7 @@ func Explain(path string) (string, error) {
 	if f != nil {
 		desc = f.desc
 		fmt.Fprintf(&b, "FIELD:    %s <%s>\n", canon, typeName(t))
-		if d := describeDefault(f.def); d != "" {
+		if d := describeDefault(canon, f); d != "" {
 			fmt.Fprintf(&b, "DEFAULT:  %s\n", d)
 		}
 		if a := enums()[canon]; len(a) > 0 {
@@ -73,7 +73,7 @@ func writeFields(b *strings.Builder, path string, t reflect.Type, indent string,
 			continue
 		}
 		var notes []string
-		if d := describeDefault(f.def); d != "" {
+		if d := describeDefault(p, &f); d != "" {
 			notes = append(notes, "default: "+d)
 		}
 		if a := all[p]; len(a) > 0 {
@@ -87,12 +87,22 @@ func writeFields(b *strings.Builder, path string, t reflect.Type, indent string,
 	}
 }
 
-// describeDefault shows a default tag as a user writes it in YAML.
-func describeDefault(def string) string {
+// describeDefault shows the default of the field at path as a user writes
+// it in YAML.
+func describeDefault(path string, f *fieldInfo) string {
+	def := f.def
 	switch def {
 	case "":
 		return ""
+	case "reference":
+		if v, ok := referenceDefault(strings.TrimSuffix(path, "."+f.name), f.goName); ok {
+			return formatValue(v)
+		}
+		return "the optimizer's reference value"
 	case "derived":
+		if d := describeSharedDefault(path); d != "" {
+			return d
+		}
 		return "derived (see description)"
 	case `""`:
 		return `""`

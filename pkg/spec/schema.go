@@ -16,11 +16,18 @@ func sprintf(format string, args ...any) string {
 
 // fieldInfo describes one struct field of the schema as the document sees it.
 type fieldInfo struct {
-	name  string // JSON name
-	index int    // struct field index
-	typ   reflect.Type
-	def   string // default tag: a JSON literal, "derived", or empty for none
-	desc  string
+	name   string // JSON name
+	goName string // Go struct field name
+	index  int    // struct field index
+	// typ is the schema type; for an optional section (a pointer to a
+	// struct in Go) it is the struct, and ptr is set.
+	typ reflect.Type
+	ptr bool
+	// def is the default tag: a JSON literal, "derived" (computed from other
+	// fields, explained in desc), "reference" (an optimizer's reference
+	// value from pkg/optim, see optimizer.go), or empty for none.
+	def  string
+	desc string
 }
 
 var reservedType = reflect.TypeOf(Reserved(nil))
@@ -35,7 +42,11 @@ func fieldsOf(t reflect.Type) []fieldInfo {
 		if name == "" || name == "-" {
 			continue
 		}
-		out = append(out, fieldInfo{name: name, index: i, typ: sf.Type, def: sf.Tag.Get("default"), desc: sf.Tag.Get("desc")})
+		typ, ptr := sf.Type, false
+		if typ.Kind() == reflect.Pointer && typ.Elem().Kind() == reflect.Struct {
+			typ, ptr = typ.Elem(), true
+		}
+		out = append(out, fieldInfo{name: name, goName: sf.Name, index: i, typ: typ, ptr: ptr, def: sf.Tag.Get("default"), desc: sf.Tag.Get("desc")})
 	}
 	return out
 }

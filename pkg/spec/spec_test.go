@@ -58,6 +58,11 @@ func TestParseGood(t *testing.T) {
 
 func TestExamplesParse(t *testing.T) {
 	files, _ := filepath.Glob("../../examples/*.yaml")
+	sub, _ := filepath.Glob("../../examples/*/*.yaml")
+	files = append(files, sub...)
+	if len(files) == 0 {
+		t.Fatal("no examples found")
+	}
 	for _, f := range files {
 		if _, err := Load(f, nil); err != nil {
 			t.Errorf("%s: %v", f, err)
@@ -85,7 +90,7 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type list", minimal + "  data: {include: '*.go'}\n", []string{`spec.data.include: must be a list`}},
 		{"wrong type string", strings.Replace(minimal, "{name: t}", "{name: 12}", 1), []string{`metadata.name: must be a string, got number 12 (quote it`}},
 		{"wrong type bool", noModel + "  model: {preset: tiny, recompute: yes please}\n", []string{`spec.model.recompute: must be a boolean`}},
-		{"optimizer name", minimal + "  optimizer: {name: adam}\n", []string{`spec.optimizer.name: "adam" is not supported (allowed: adamw)`}},
+		{"optimizer name", minimal + "  optimizer: {name: adam}\n", []string{`spec.optimizer.name: "adam" is not supported (allowed: adamw, adafactor, came, adam-mini, galore, apollo, apollo-mini, microadam)`}},
 		{"schedule", minimal + "  optimizer: {schedule: cos}\n", []string{`spec.optimizer.schedule: "cos" is not allowed (allowed: cosine, linear, constant)`}},
 		{"micro batch size", minimal + "  batch: {microBatchSize: 0}\n", []string{`spec.batch.microBatchSize: must be >= 1, got 0`}},
 		{"steps", minimal + "  steps: 0\n", []string{`spec.steps: must be >= 1, got 0`}},
@@ -310,7 +315,7 @@ func TestSetErrors(t *testing.T) {
 		{"data.include=*.go", `a list must be written [a,b]`},
 		{"steps", `expected FIELD=VALUE`},
 		{"=3", `expected FIELD=VALUE`},
-		{"optimizer.name=sgd", `spec.optimizer.name: "sgd" is not supported (allowed: adamw)`},
+		{"optimizer.name=sgd", `spec.optimizer.name: "sgd" is not supported (allowed: adamw, adafactor, came, adam-mini, galore, apollo, apollo-mini, microadam)`},
 		{"spec..steps=1", `empty segment`},
 	}
 	for _, c := range cases {
@@ -389,6 +394,15 @@ func TestDefaultTagsDecode(t *testing.T) {
 				continue
 			}
 			if f.def == "" || f.def == "derived" {
+				continue
+			}
+			if f.def == "reference" {
+				// The section's reference configuration must have a field
+				// of the same Go name that converts to the spec field.
+				ref, ok := referenceDefault(path, f.goName)
+				if !ok || !ref.Type().ConvertibleTo(f.typ) || ref.Kind() != f.typ.Kind() {
+					t.Errorf("%s: no reference default of kind %s (pkg/optim field %s)", p, f.typ.Kind(), f.goName)
+				}
 				continue
 			}
 			if err := json.Unmarshal([]byte(f.def), reflect.New(f.typ).Interface()); err != nil {

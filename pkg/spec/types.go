@@ -2,6 +2,7 @@ package spec
 
 import (
 	"github.com/ternml/tern/pkg/model"
+	"github.com/ternml/tern/pkg/optim"
 )
 
 // APIVersion and Kind are the only values a TrainingJob document may carry in
@@ -85,18 +86,78 @@ type BatchSpec struct {
 	MicroBatches   int `json:"microBatches" default:"1" desc:"Forward/backward passes accumulated per optimizer step."`
 }
 
-// OptimizerSpec chooses the update rule and its schedule.
+// OptimizerSpec chooses the update rule and its schedule. The fields up to
+// eps are shared by every optimizer that has the concept; each optimizer's
+// own hyperparameters sit in the section named after it, which may be set
+// only when it is the chosen one (optimizer.go has the rules).
 type OptimizerSpec struct {
-	Name        string  `json:"name" default:"\"adamw\"" desc:"Update rule (AdamW: Loshchilov & Hutter 2019, decoupled weight decay)."`
-	LR          float64 `json:"lr" default:"3e-3" desc:"Peak learning rate, reached at the end of warmup."`
+	Name        string  `json:"name" default:"\"adamw\"" desc:"Update rule: adamw (Loshchilov & Hutter 2019, decoupled weight decay), adafactor (Shazeer & Stern 2018, factored second moment), came (Luo et al. 2023, confidence-guided Adafactor), adam-mini (Zhang et al. 2024, one second moment per block), galore (Zhao et al. 2024, Adam in a low-rank gradient subspace), apollo and apollo-mini (Zhu et al. 2024, Adam statistics in a random low-rank space that rescale the full gradient), microadam (Modoranu et al. 2024, Adam over a window of sparse gradients). galore, apollo and apollo-mini update the 2-D attention and MLP weights; the embedding, head and norms take AdamW (Hugging Face convention, as in their reference code) with the shared betas, eps and weightDecay."`
+	LR          float64 `json:"lr" default:"3e-3" desc:"Peak learning rate, reached at the end of warmup. Every optimizer uses it, except adafactor with adafactor.relativeStep."`
 	MinLR       float64 `json:"minLR" default:"derived" desc:"Learning rate at the last step for the cosine and linear schedules. Default: lr/10."`
 	WarmupSteps int     `json:"warmupSteps" default:"50" desc:"Steps of linear warmup from 0 to lr."`
 	Schedule    string  `json:"schedule" default:"\"cosine\"" desc:"Learning-rate decay after warmup, from lr to minLR."`
-	WeightDecay float64 `json:"weightDecay" default:"0.1" desc:"Decoupled weight decay coefficient (not applied to norms)."`
-	ClipNorm    float64 `json:"clipNorm" default:"1.0" desc:"Clip the global gradient L2 norm to this value; 0 turns clipping off."`
-	Beta1       float64 `json:"beta1" default:"0.9" desc:"First-moment decay, in [0, 1)."`
-	Beta2       float64 `json:"beta2" default:"0.95" desc:"Second-moment decay, in [0, 1)."`
-	Eps         float64 `json:"eps" default:"1e-8" desc:"Term added to the second-moment root for numerical stability."`
+	WeightDecay float64 `json:"weightDecay" default:"derived" desc:"Decoupled weight decay coefficient, >= 0, applied by every optimizer to matrices only (not to norms)."`
+	ClipNorm    float64 `json:"clipNorm" default:"1.0" desc:"Clip the global gradient L2 norm to this value before every optimizer's step; 0 turns clipping off."`
+	Beta1       float64 `json:"beta1" default:"derived" desc:"First-moment decay, in [0, 1); every optimizer uses it (adafactor: 0 means no first moment)."`
+	Beta2       float64 `json:"beta2" default:"derived" desc:"Second-moment decay, in [0, 1). Not used by adafactor (its decay follows adafactor.decayRate)."`
+	Eps         float64 `json:"eps" default:"derived" desc:"Term added to the second-moment root for numerical stability, > 0. Not used by adafactor and came (their eps1 and eps2)."`
+
+	Adafactor  *AdafactorSpec `json:"adafactor,omitempty" desc:"Adafactor's own settings (Hugging Face transformers' Adafactor arguments); only with name adafactor."`
+	CAME       *CAMESpec      `json:"came,omitempty" desc:"CAME's own settings (reference code yangluo7/CAME); only with name came."`
+	GaLore     *GaLoreSpec    `json:"galore,omitempty" desc:"GaLore's projection settings (reference code jiaweizzhao/GaLore); only with name galore."`
+	Apollo     *ApolloSpec    `json:"apollo,omitempty" desc:"APOLLO's projection and scaling settings (reference code zhuhanqing/APOLLO); only with name apollo."`
+	ApolloMini *ApolloSpec    `json:"apollo-mini,omitempty" desc:"APOLLO-Mini's settings: the fields of apollo, with APOLLO-Mini's reference defaults (a rank-1 projection, tensor-wise scaling); only with name apollo-mini."`
+	MicroAdam  *MicroAdamSpec `json:"microadam,omitempty" desc:"MicroAdam's window and compression settings (reference code IST-DASLab/ISTA-DASLab-Optimizers); only with name microadam."`
+}
+
+// The optimizer sections below take their defaults ("reference") from the
+// matching pkg/optim Default*Config, field by Go name, so the numbers are
+// written once, in pkg/optim.
+
+// AdafactorSpec is spec.optimizer.adafactor.
+type AdafactorSpec struct {
+	Eps1           float64 `json:"eps1" default:"reference" desc:"Added to g² before averaging, > 0 (HF eps[0]); keeps an all-zero gradient row finite."`
+	Eps2           float64 `json:"eps2" default:"reference" desc:"Floor of the parameter RMS that scales the step when scaleParameter is on, >= 0 (HF eps[1])."`
+	ClipThreshold  float64 `json:"clipThreshold" default:"reference" desc:"Update clipping threshold d, > 0: the update is divided by max(1, RMS(update)/d)."`
+	DecayRate      float64 `json:"decayRate" default:"reference" desc:"Exponent c of the second-moment decay 1 - t^c, in [-1, 0]."`
+	RelativeStep   bool    `json:"relativeStep" default:"reference" desc:"Use the relative step min(1e-2, 1/sqrt(t)) instead of lr and its schedule."`
+	ScaleParameter bool    `json:"scaleParameter" default:"reference" desc:"Multiply the step by max(eps2, RMS of the parameter)."`
+	WarmupInit     bool    `json:"warmupInit" default:"reference" desc:"With relativeStep: grow the relative step linearly from 1e-6 (needs relativeStep: true)."`
+}
+
+// CAMESpec is spec.optimizer.came.
+type CAMESpec struct {
+	Beta3         float64 `json:"beta3" default:"reference" desc:"Decay of the factored confidence (instability) statistics, in [0, 1)."`
+	Eps1          float64 `json:"eps1" default:"reference" desc:"Added to g² before averaging, > 0."`
+	Eps2          float64 `json:"eps2" default:"reference" desc:"Added to the instability (u - m)², > 0."`
+	ClipThreshold float64 `json:"clipThreshold" default:"reference" desc:"Update clipping threshold d, > 0: the update is divided by max(1, RMS(update)/d)."`
+}
+
+// GaLoreSpec is spec.optimizer.galore.
+type GaLoreSpec struct {
+	Rank          int     `json:"rank" default:"reference" desc:"Rank r of the gradient projection, >= 1; capped at min(rows, cols) of each weight."`
+	UpdateProjGap int     `json:"updateProjGap" default:"reference" desc:"Steps between SVD refreshes of the projection, >= 1."`
+	Scale         float64 `json:"scale" default:"reference" desc:"Multiplier alpha of the projected-back update, > 0."`
+	ProjType      string  `json:"projType" default:"reference" desc:"Which side of each weight is compressed: std the smaller (the reference default), reverse_std the larger."`
+}
+
+// ApolloSpec is spec.optimizer.apollo and spec.optimizer.apollo-mini. The
+// projections derive from spec.seed.
+type ApolloSpec struct {
+	Rank          int     `json:"rank" default:"reference" desc:"Rank r of the random projection, >= 1; capped at min(rows, cols) of each weight."`
+	UpdateProjGap int     `json:"updateProjGap" default:"reference" desc:"Steps between new random projections, >= 1."`
+	Scale         float64 `json:"scale" default:"reference" desc:"The reference's scale argument, > 0: the update is multiplied by sqrt(scale)."`
+	ScaleType     string  `json:"scaleType" default:"reference" desc:"Gradient scaling: channel (one factor per row or column, APOLLO) or tensor (one per weight, APOLLO-Mini)."`
+	ScaleFront    bool    `json:"scaleFront" default:"reference" desc:"Apply sqrt(scale) before the norm-growth limiter rather than after."`
+	DisableNL     bool    `json:"disableNL" default:"reference" desc:"Turn the norm-growth limiter off."`
+}
+
+// MicroAdamSpec is spec.optimizer.microadam.
+type MicroAdamSpec struct {
+	Window         int     `json:"window" default:"reference" desc:"Number of past sparse gradients kept, the m of the paper, in [1, 65536]."`
+	Density        float64 `json:"density" default:"reference" desc:"Fraction of each top-k block kept per step, in (0, 1]."`
+	TopKBlockSize  int     `json:"topKBlockSize" default:"reference" desc:"Length of the blocks top-k runs on, in [1, 65536]; fixed so results do not depend on the machine."`
+	QuantBlockSize int     `json:"quantBlockSize" default:"reference" desc:"Elements sharing one min/max pair of the 4-bit error feedback, in [1, 16777216]."`
 }
 
 // EvalSpec sets periodic evaluation.
@@ -112,11 +173,12 @@ type CheckpointSpec struct {
 	Keep       int    `json:"keep" default:"2" desc:"Number of most recent checkpoints kept; 0 keeps all."`
 }
 
-// Closed value sets. Validate and Explain both read this table, so adding an
-// optimizer means adding its name here and nowhere else in this package.
+// Closed value sets. Validate and Explain both read this table; adding an
+// optimizer means adding it to the optimizers table in optimizer.go, which
+// OptimizerNames lists.
 var (
 	// OptimizerNames are the supported spec.optimizer.name values.
-	OptimizerNames = []string{"adamw"}
+	OptimizerNames = optimizerNames()
 	// ScheduleNames are the supported spec.optimizer.schedule values.
 	ScheduleNames = []string{"cosine", "linear", "constant"}
 	// DataKinds are the supported spec.data.kind values.
@@ -148,5 +210,9 @@ func enums() map[string][]string {
 		"spec.data.tokenizer":     TokenizerNames,
 		"spec.optimizer.name":     OptimizerNames,
 		"spec.optimizer.schedule": ScheduleNames,
+
+		"spec.optimizer.galore.projType":       {optim.GaLoreStd, optim.GaLoreReverseStd},
+		"spec.optimizer.apollo.scaleType":      {optim.ApolloChannel, optim.ApolloTensor},
+		"spec.optimizer.apollo-mini.scaleType": {optim.ApolloChannel, optim.ApolloTensor},
 	}
 }

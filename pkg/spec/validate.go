@@ -185,7 +185,7 @@ func (v validator) data(s *JobSpec) {
 }
 
 func (v validator) optimizer(o *OptimizerSpec) {
-	v.enum("spec.optimizer.name", o.Name, "supported")
+	o.validate(v)
 	v.enum("spec.optimizer.schedule", o.Schedule, "allowed")
 	v.num("spec.optimizer.lr", o.LR, 0, math.MaxFloat64, true)
 	v.num("spec.optimizer.minLR", o.MinLR, 0, math.MaxFloat64, false)
@@ -193,17 +193,7 @@ func (v validator) optimizer(o *OptimizerSpec) {
 		v.es.add("spec.optimizer.minLR", "must be <= spec.optimizer.lr (%g), got %g", o.LR, o.MinLR)
 	}
 	v.minInt("spec.optimizer.warmupSteps", o.WarmupSteps, 0)
-	v.num("spec.optimizer.weightDecay", o.WeightDecay, 0, math.MaxFloat64, false)
 	v.num("spec.optimizer.clipNorm", o.ClipNorm, 0, math.MaxFloat64, false)
-	for _, b := range []struct {
-		path string
-		val  float64
-	}{{"spec.optimizer.beta1", o.Beta1}, {"spec.optimizer.beta2", o.Beta2}} {
-		if math.IsNaN(b.val) || b.val < 0 || b.val >= 1 {
-			v.es.add(b.path, "must be in [0, 1), got %g", b.val)
-		}
-	}
-	v.num("spec.optimizer.eps", o.Eps, 0, math.MaxFloat64, true)
 }
 
 // Resolve turns the model section into a model.Config: the preset (if any)
