@@ -145,7 +145,7 @@ func splitTail(all Tokens, frac float64, seqLen int) (train, val Tokens, err err
 	w := minWindow(seqLen)
 	v := max(int(math.Ceil(frac*float64(n))), w)
 	if n-v < w {
-		return Tokens{}, Tokens{}, fmt.Errorf("%d tokens are too few for one training and one validation window of %d tokens (seqLen+1) each; add text or set data.valFraction negative to disable validation", n, w)
+		return Tokens{}, Tokens{}, fmt.Errorf("%d tokens are too few for one training and one validation window of %d tokens (seqLen+1) each; add text or turn the validation split off", n, w)
 	}
 	return all.Slice(0, n-v), all.Slice(n-v, n), nil
 }
