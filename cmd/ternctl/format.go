@@ -29,6 +29,30 @@ func fmtCount(n float64) string {
 	return fmt.Sprintf("%.0f", n)
 }
 
+// fmtBytes shows a byte count in binary units with three significant
+// digits: 1536 -> 1.50 KiB, 5452595 -> 5.20 MiB, 900 -> 900 B. Optimizer
+// states span from bytes (APOLLO-Mini on a small model) to gigabytes, so a
+// fixed unit would hide the differences that matter.
+func fmtBytes(n int64) string {
+	v := float64(n)
+	for _, u := range []struct {
+		div    float64
+		suffix string
+	}{{1 << 40, "TiB"}, {1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if math.Abs(v) >= u.div {
+			x := v / u.div
+			switch {
+			case math.Abs(x) >= 100:
+				return fmt.Sprintf("%.0f %s", x, u.suffix)
+			case math.Abs(x) >= 10:
+				return fmt.Sprintf("%.1f %s", x, u.suffix)
+			}
+			return fmt.Sprintf("%.2f %s", x, u.suffix)
+		}
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
 // fmtDuration shows a duration the way people read ETAs: 4.2s, 1m28s, 2h03m.
 func fmtDuration(d time.Duration) string {
 	switch {

@@ -16,6 +16,17 @@ func TestFmtCount(t *testing.T) {
 	}
 }
 
+func TestFmtBytes(t *testing.T) {
+	for _, c := range []struct {
+		n    int64
+		want string
+	}{{0, "0 B"}, {900, "900 B"}, {1536, "1.50 KiB"}, {5452595, "5.20 MiB"}, {300 << 20, "300 MiB"}, {3 << 30, "3.00 GiB"}} {
+		if got := fmtBytes(c.n); got != c.want {
+			t.Errorf("fmtBytes(%d) = %q, want %q", c.n, got, c.want)
+		}
+	}
+}
+
 func TestFmtDuration(t *testing.T) {
 	for _, c := range []struct {
 		d    time.Duration

@@ -33,15 +33,18 @@ spec:
 func fakeTraining(cancelAt int, cancel func()) func(context.Context, *spec.TrainingJob, train.Options) (*train.Summary, error) {
 	return func(ctx context.Context, job *spec.TrainingJob, o train.Options) (*train.Summary, error) {
 		n := job.Spec.Steps
-		o.Observer.Started(train.RunInfo{Job: job.Metadata.Name, Params: 1234, Steps: n, TokensPerStep: job.TokensPerStep(), TrainTokens: 1_500_000, ValTokens: 15_000})
+		const stateBytes = 1536
+		o.Observer.Started(train.RunInfo{Job: job.Metadata.Name, Optimizer: job.Spec.Optimizer.Name, OptimizerStateBytes: stateBytes,
+			Params: 1234, Steps: n, TokensPerStep: job.TokensPerStep(), TrainTokens: 1_500_000, ValTokens: 15_000})
 		o.Observer.Log("loaded corpus")
-		sum := &train.Summary{Job: job.Metadata.Name, Params: 1234, FinalEvalLoss: nan(), Checkpoint: o.CheckpointDir}
+		sum := &train.Summary{Job: job.Metadata.Name, Optimizer: job.Spec.Optimizer.Name, OptimizerStateBytes: stateBytes,
+			Params: 1234, FinalEvalLoss: nan(), Checkpoint: o.CheckpointDir}
 		for s := 1; s <= n; s++ {
 			if ctx.Err() != nil {
 				sum.Stopped = true
 				break
 			}
-			r := train.StepReport{Step: s, Steps: n, Loss: 5.0 / float64(s), LR: 1e-3, TokensPerS: 12000, StepMS: 150, GradNorm: 0.5}
+			r := train.StepReport{Step: s, Steps: n, Loss: 5.0 / float64(s), LR: 1e-3, TokensPerS: 12000, StepMS: 150, GradNorm: 0.5, OptimizerStateBytes: stateBytes}
 			if ev := job.Spec.Eval.EverySteps; ev > 0 && s%ev == 0 {
 				l := 6.0 / float64(s)
 				r.EvalLoss = &l
@@ -113,11 +116,12 @@ func TestTrainJSONIsOneObjectOnStdout(t *testing.T) {
 	if _, err := dec.Token(); err != io.EOF {
 		t.Fatalf("stdout has more than one JSON value:\n%s", r.stdout)
 	}
-	if sum["job"] != "unit" || sum["steps"] != 30.0 || sum["stopped"] != false || sum["final_eval_loss"] != 0.2 {
+	if sum["job"] != "unit" || sum["steps"] != 30.0 || sum["stopped"] != false || sum["final_eval_loss"] != 0.2 ||
+		sum["optimizer"] != "adamw" || sum["optimizer_state_bytes"] != 1536.0 {
 		t.Fatalf("summary = %v", sum)
 	}
 	// Progress and the header went to stderr.
-	for _, w := range []string{"job unit: model tiny", "step 30/30", "eval step 10: loss 0.6", "loaded corpus", "1.50M training tokens"} {
+	for _, w := range []string{"job unit: model tiny", "step 30/30", "eval step 10: loss 0.6", "loaded corpus", "1.50M training tokens", "optimizer: adamw, 1.50 KiB of state"} {
 		if !strings.Contains(r.stderr, w) {
 			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
 		}
@@ -145,7 +149,7 @@ func TestTrainTextSummaryAndPlainProgress(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
 	}
-	for _, w := range []string{"job unit finished: 30 steps", "loss        5 -> 0.1667", "eval loss   0.2", "12.0k tok/s, median 150 ms/step", "peak RSS    300 MiB", "checkpoint  /tmp/ck", "█"} {
+	for _, w := range []string{"job unit finished: 30 steps", "loss        5 -> 0.1667", "eval loss   0.2", "12.0k tok/s, median 150 ms/step", "peak RSS    300 MiB", "optimizer   adamw, 1.50 KiB of state", "checkpoint  /tmp/ck", "█"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("summary lacks %q:\n%s", w, r.stdout)
 		}
@@ -211,7 +215,7 @@ func TestMetricsOut(t *testing.T) {
 		if m["step"] != float64(n) {
 			t.Fatalf("line %d has step %v", n, m["step"])
 		}
-		for _, k := range []string{"loss", "lr", "tokens_per_s", "step_ms", "grad_norm"} {
+		for _, k := range []string{"loss", "lr", "tokens_per_s", "step_ms", "grad_norm", "optimizer_state_bytes"} {
 			if _, ok := m[k]; !ok {
 				t.Fatalf("line %d lacks %s: %s", n, k, sc.Text())
 			}

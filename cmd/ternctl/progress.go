@@ -102,6 +102,9 @@ func (p *progress) Started(info train.RunInfo) {
 		msg += fmt.Sprintf("; starting at step %d of %d", info.StartStep, info.Steps)
 	}
 	p.println(msg)
+	if info.Optimizer != "" {
+		p.println(fmt.Sprintf("optimizer: %s, %s of state", info.Optimizer, fmtBytes(info.OptimizerStateBytes)))
+	}
 }
 
 func (p *progress) Log(msg string) { p.println(msg) }
@@ -204,7 +207,7 @@ func metricsLine(r train.StepReport) any {
 	if isFinite(r.Loss, r.LR, r.TokensPerS, r.StepMS, r.GradNorm) {
 		return finite(r)
 	}
-	m := map[string]any{"step": r.Step}
+	m := map[string]any{"step": r.Step, "optimizer_state_bytes": r.OptimizerStateBytes}
 	for k, v := range map[string]float64{"loss": r.Loss, "lr": r.LR, "tokens_per_s": r.TokensPerS, "step_ms": r.StepMS, "grad_norm": r.GradNorm} {
 		if isFinite(v) {
 			m[k] = v
@@ -252,6 +255,9 @@ func summaryText(s *train.Summary, totalSteps int, losses []float64) string {
 		mib := func(n int64) float64 { return float64(n) / (1 << 20) }
 		row("peak RSS", "%.0f MiB (weights %.1f, grads %.1f, optimizer %.1f, activations %.1f, data %.1f MiB)",
 			mib(s.PeakRSSBytes), mib(m.Weights), mib(m.Grads), mib(m.Optimizer), mib(m.Activations), mib(m.Data))
+	}
+	if s.Optimizer != "" {
+		row("optimizer", "%s, %s of state", s.Optimizer, fmtBytes(s.OptimizerStateBytes))
 	}
 	row("params", "%s", fmtCount(float64(s.Params)))
 	row("wall time", "%s", fmtDuration(seconds(s.WallS)))

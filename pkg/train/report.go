@@ -11,12 +11,16 @@ type StepReport struct {
 	StepMS     float64  `json:"step_ms"`
 	GradNorm   float64  `json:"grad_norm"` // global L2 norm before clipping
 	EvalLoss   *float64 `json:"eval_loss,omitempty"`
-	ETASeconds float64  `json:"-"`
+	// OptimizerStateBytes is the optimizer's state after this step
+	// (optim.Optimizer.StateBytes), for comparing optimizers' memory.
+	OptimizerStateBytes int64   `json:"optimizer_state_bytes"`
+	ETASeconds          float64 `json:"-"`
 }
 
 // Summary is the result of a finished run; `ternctl train -o json` prints it.
 type Summary struct {
 	Job           string  `json:"job"`
+	Optimizer     string  `json:"optimizer"` // spec.optimizer.name
 	Steps         int     `json:"steps"`
 	FinalLoss     float64 `json:"final_loss"`
 	FinalEvalLoss float64 `json:"final_eval_loss"`
@@ -29,8 +33,11 @@ type Summary struct {
 	// (model.Config.TrainFLOPsPerToken), recomputation not counted.
 	ModelGFLOPS float64 `json:"model_gflop_per_s"`
 	Memory      Memory  `json:"memory"`
-	Checkpoint  string  `json:"checkpoint,omitempty"` // last checkpoint written, if any
-	Stopped     bool    `json:"stopped"`              // true if interrupted before the last step
+	// OptimizerStateBytes is Memory.Optimizer, at the top level so that
+	// scripts comparing optimizers read it like the other headline numbers.
+	OptimizerStateBytes int64  `json:"optimizer_state_bytes"`
+	Checkpoint          string `json:"checkpoint,omitempty"` // last checkpoint written, if any
+	Stopped             bool   `json:"stopped"`              // true if interrupted before the last step
 }
 
 // Observer receives progress from a running loop. Calls come from the loop's
@@ -43,13 +50,16 @@ type Observer interface {
 
 // RunInfo describes the run once everything is loaded, before the first step.
 type RunInfo struct {
-	Job           string
-	Params        int64
-	StartStep     int // steps already done (non-zero when resuming)
-	Steps         int
-	TokensPerStep int
-	TrainTokens   int64
-	ValTokens     int64
+	Job       string
+	Optimizer string // spec.optimizer.name
+	// OptimizerStateBytes is the optimizer state held (optim.Optimizer.StateBytes).
+	OptimizerStateBytes int64
+	Params              int64
+	StartStep           int // steps already done (non-zero when resuming)
+	Steps               int
+	TokensPerStep       int
+	TrainTokens         int64
+	ValTokens           int64
 }
 
 // Memory is the exact size of what training keeps resident, by kind, in

@@ -64,13 +64,14 @@ func Run(ctx context.Context, job *spec.TrainingJob, opts Options) (*Summary, er
 func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 	job := r.job
 	obs.Started(RunInfo{
-		Job: job.Metadata.Name, Params: r.cfg.NumParams(), StartStep: r.step, Steps: r.steps,
+		Job: job.Metadata.Name, Optimizer: job.Spec.Optimizer.Name, OptimizerStateBytes: r.opt.StateBytes(),
+		Params: r.cfg.NumParams(), StartStep: r.step, Steps: r.steps,
 		TokensPerStep: r.tokensPerStep(), TrainTokens: int64(r.ds.Train.Len()), ValTokens: int64(r.ds.Val.Len()),
 	})
 	if r.step > 0 {
 		obs.Log(fmt.Sprintf("resumed from %s at step %d", r.resumedFrom, r.step))
 	}
-	sum := &Summary{Job: job.Metadata.Name, Params: r.cfg.NumParams(), FinalEvalLoss: math.NaN()}
+	sum := &Summary{Job: job.Metadata.Name, Optimizer: job.Spec.Optimizer.Name, Params: r.cfg.NumParams(), FinalEvalLoss: math.NaN()}
 	var stepMS []float64
 	// Throughput is steady-state: the first step of a process pays one-off
 	// costs (page faults on fresh buffers, pool warm-up), so it is left out
@@ -133,6 +134,7 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 	sum.StepMSMedian = median(stepMS)
 	sum.ModelGFLOPS = sum.TokensPerS * r.cfg.TrainFLOPsPerToken(r.T) / 1e9
 	sum.Memory = r.memory()
+	sum.OptimizerStateBytes = sum.Memory.Optimizer
 	sum.PeakRSSBytes = PeakRSS()
 	return sum, nil
 }
@@ -145,7 +147,7 @@ type runner struct {
 	sampler *data.Sampler
 	eval    *data.Sampler
 	model   *model.Model
-	opt     *optim.AdamW
+	opt     optim.Optimizer
 	sched   optim.Schedule
 
 	B, T, micro int
@@ -193,8 +195,8 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 		return nil, err
 	}
 	o := s.Optimizer
-	if r.opt, err = optim.NewAdamW(r.model.Params(), optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}); err != nil {
-		return nil, fmt.Errorf("spec.optimizer: %w", err)
+	if r.opt, err = newOptimizer(job, cfg, r.model.Params()); err != nil {
+		return nil, err
 	}
 	if r.sched, err = optim.NewSchedule(o.Schedule, o.LR, o.MinLR, o.WarmupSteps, s.Steps); err != nil {
 		return nil, fmt.Errorf("spec.optimizer: %w", err)
@@ -250,7 +252,7 @@ func (r *runner) trainStep() StepReport {
 	lr := r.sched.LR(r.step)
 	r.opt.Step(lr)
 	r.step++
-	return StepReport{Step: r.step, Loss: lossSum / float64(max(count, 1)), LR: lr, GradNorm: norm}
+	return StepReport{Step: r.step, Loss: lossSum / float64(max(count, 1)), LR: lr, GradNorm: norm, OptimizerStateBytes: r.opt.StateBytes()}
 }
 
 func (r *runner) evalDue() bool {
