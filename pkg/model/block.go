@@ -57,6 +57,9 @@ type blockGrads struct {
 	dq, do  []float32 // [N,H·hd]
 	dk, dv  []float32 // [N,KV·hd]
 	dhm, du []float32 // [N,F]; dhm is reused for d(gate)
+	// sel is the stage's gather scratch for weights with Param.RowSel set
+	// (see linearBackwardParam); nil when sized() made the views.
+	sel *[]float32
 }
 
 // sized returns views of g for n tokens.
@@ -112,19 +115,19 @@ func (bl *block) backward(c Config, s *blockActs, gr *blockGrads, rope *ropeCach
 	n, d, f, hd := b*t, c.Dim, c.FFN, c.HeadDim()
 	qd, kd := c.Heads*hd, c.KVHeads*hd
 	// MLP branch: x2 = x1 + down(hm).
-	linearBackward(gr.dhm, bl.wd.G, dres, s.hm, bl.wd.W, n, f, d, 0)
+	linearBackwardParam(gr.dhm, bl.wd, dres, s.hm, n, f, d, 0, gr.sel)
 	swigluBackward(gr.dhm, gr.du, gr.dhm, s.g, s.u)
 	dg := gr.dhm
-	linearBackward(gr.dxn, bl.wg.G, dg, s.xn2, bl.wg.W, n, d, f, 0)
-	linearBackward(gr.dxn, bl.wu.G, gr.du, s.xn2, bl.wu.W, n, d, f, 1)
+	linearBackwardParam(gr.dxn, bl.wg, dg, s.xn2, n, d, f, 0, gr.sel)
+	linearBackwardParam(gr.dxn, bl.wu, gr.du, s.xn2, n, d, f, 1, gr.sel)
 	rmsnormBackward(dres, bl.norm2.G, gr.dxn, s.x1, bl.norm2.W, s.rstd2, n, d)
 	// Attention branch: x1 = x + o_proj(o).
-	linearBackward(gr.do, bl.wo.G, dres, s.o, bl.wo.W, n, qd, d, 0)
+	linearBackwardParam(gr.do, bl.wo, dres, s.o, n, qd, d, 0, gr.sel)
 	attentionBackward(gr.dq, gr.dk, gr.dv, gr.do, s.q, s.k, s.v, s.o, s.lse, attnShape{b, t, c.Heads, c.KVHeads, hd})
 	ropeApply(gr.dq, n, t, c.Heads, hd, rope.cos, rope.sin, true)
 	ropeApply(gr.dk, n, t, c.KVHeads, hd, rope.cos, rope.sin, true)
-	linearBackward(gr.dxn, bl.wq.G, gr.dq, s.xn1, bl.wq.W, n, d, qd, 0)
-	linearBackward(gr.dxn, bl.wk.G, gr.dk, s.xn1, bl.wk.W, n, d, kd, 1)
-	linearBackward(gr.dxn, bl.wv.G, gr.dv, s.xn1, bl.wv.W, n, d, kd, 1)
+	linearBackwardParam(gr.dxn, bl.wq, gr.dq, s.xn1, n, d, qd, 0, gr.sel)
+	linearBackwardParam(gr.dxn, bl.wk, gr.dk, s.xn1, n, d, kd, 1, gr.sel)
+	linearBackwardParam(gr.dxn, bl.wv, gr.dv, s.xn1, n, d, kd, 1, gr.sel)
 	rmsnormBackward(dres, bl.norm1.G, gr.dxn, x, bl.norm1.W, s.rstd1, n, d)
 }

@@ -50,3 +50,47 @@ func addInto(dst, src []float32) {
 func clear32(s []float32) {
 	tensor.ParallelFor(len(s), 1<<16, func(lo, hi int) { clear(s[lo:hi]) })
 }
+
+// linearBackwardParam is linearBackward for the weight p. With p.RowSel nil
+// it is exactly linearBackward into p.G. With p.RowSel set (structured sparse
+// gradients, GRASS: Muhamed et al. 2024, §3) it accumulates only the selected
+// rows of dW into p.GSel:
+//
+//	GSel[j, :] += Σ_tokens dy[:, RowSel[j]]·x = (dyᵀ·x)[RowSel[j], :]
+//
+// and leaves p.G alone (it may be nil), so no out×in gradient is formed: the
+// cost is n·r·in multiply-adds instead of n·out·in, and the memory an r×in
+// buffer plus an n×r gather scratch (*sel, shared by a stage's layers and
+// grown on first use). The selected columns of dy are gathered into the
+// scratch so one Gemm computes all r rows. Its depth blocking depends only
+// on n (tensor.Gemm's kc) and border tiles use the same kernel, so with the
+// "asm" and "go" backends every selected row is bitwise equal to that row of
+// the full dyᵀ·x. dx needs all of dy and is computed as usual.
+func linearBackwardParam(dx []float32, p *Param, dy, x []float32, n, in, out int, dxBeta float32, sel *[]float32) {
+	if p.RowSel == nil {
+		linearBackward(dx, p.G, dy, x, p.W, n, in, out, dxBeta)
+		return
+	}
+	if n == 0 || out == 0 {
+		return
+	}
+	tensor.Gemm(false, false, n, in, out, 1, dy, out, p.W, in, dxBeta, dx, in)
+	r := len(p.RowSel)
+	if r == 0 {
+		return
+	}
+	if cap(*sel) < n*r {
+		*sel = make([]float32, n*r)
+	}
+	g := (*sel)[:n*r]
+	rows := p.RowSel
+	tensor.ParallelFor(n, rowGrain(r), func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			src, dst := dy[t*out:(t+1)*out], g[t*r:(t+1)*r]
+			for j, i := range rows {
+				dst[j] = src[i]
+			}
+		}
+	})
+	tensor.Gemm(true, false, r, in, n, 1, g, r, x, in, 1, p.GSel, in)
+}

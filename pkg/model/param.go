@@ -43,6 +43,17 @@ type Param struct {
 	GlobalShape []int // shape of the whole tensor across shards
 	RowOffset   int   // first global row held
 	W, G        []float32
+
+	// RowSel, when non-nil, asks the backward pass for only these rows of
+	// a 2-D weight's gradient (local row indices, repeats allowed): row j of
+	// GSel ([len(RowSel), Shape[1]]) accumulates row RowSel[j] of dW, and G
+	// is neither read nor written, so an optimizer that works on selected
+	// rows (GRASS) may drop G entirely. Only the attention and MLP linear
+	// weights of the blocks honour it; it is nil unless such an optimizer
+	// sets it, and then the whole gradient of this weight that exists is
+	// GSel. ZeroGrad clears GSel like G.
+	RowSel []int32
+	GSel   []float32
 }
 
 // Size is the number of elements held locally.

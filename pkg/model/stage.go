@@ -43,6 +43,10 @@ type Stage struct {
 	wsN   int
 	grads blockGrads
 	rc    blockActs // recomputed block activations when spec.Recompute
+	// selScratch gathers dy's selected columns for weights whose gradient
+	// is row-selected (Param.RowSel); it stays empty unless an optimizer
+	// selects rows, and then holds B·T·r floats for the largest r.
+	selScratch []float32
 }
 
 // NewStage builds the parameters of spec, initialised from seed. Every
@@ -110,10 +114,11 @@ func (s *Stage) Spec() StageSpec { return s.spec }
 // Hugging Face order), final norm, head.
 func (s *Stage) Params() []*Param { return s.params }
 
-// ZeroGrad clears all gradients.
+// ZeroGrad clears all gradients, including row-selected ones (Param.GSel).
 func (s *Stage) ZeroGrad() {
 	for _, p := range s.params {
 		clear32(p.G)
+		clear32(p.GSel)
 	}
 }
 
@@ -315,6 +320,7 @@ func (s *Stage) BlocksBackward(a *Acts, dy []float32) []float32 {
 	var gr blockGrads
 	if len(s.blocks) > 0 {
 		gr = s.grads.sized(c, n)
+		gr.sel = &s.selScratch
 		if s.spec.Recompute {
 			rc = s.rc.sized(c, b, t)
 		}
