@@ -17,7 +17,7 @@ func newExplainCmd(e *env) *cobra.Command {
 		Long: "Describe a TrainingJob field: its type, default, allowed values and meaning,\n" +
 			"and for an object the same for each of its fields. FIELD is a dotted path\n" +
 			"from the document root or from spec (optimizer.lr = spec.optimizer.lr).",
-		Example: "  ternctl explain\n  ternctl explain optimizer\n  ternctl explain spec.model.preset\n  ternctl explain spec --recursive",
+		Example: "  ternctl explain\n  ternctl explain optimizer\n  ternctl explain optimizer.galore\n  ternctl explain spec.model.preset\n  ternctl explain spec --recursive",
 		Args:    cobra.MaximumNArgs(1),
 		ValidArgsFunction: func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
 			if len(args) > 0 {

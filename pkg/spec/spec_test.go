@@ -472,6 +472,7 @@ func TestExplain(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(goodDoc), "optimizer.lr=1e-3")
 	f.Add([]byte(minimal), "data.include=[a,b]")
+	f.Add([]byte(minimal+"  optimizer: {name: galore, galore: {rank: 4}}\n"), "optimizer.apollo-mini.scale=2")
 	f.Add([]byte("spec: {model: {preset: tiny, heads: 0}}"), "steps=0")
 	f.Fuzz(func(t *testing.T, doc []byte, set string) {
 		j, err := Parse(doc, []string{set})

@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -47,9 +48,9 @@ func optimizerJob(t *testing.T, name string, steps int) *spec.TrainingJob {
 // for a few steps, uninterrupted and stopped-then-resumed from a checkpoint,
 // and requires the losses and weights to agree bit for bit: the optimizer's
 // whole state (moments, projections, windows, step counters, seeds) must
-// travel through the checkpoint.
+// travel through the checkpoint. A run on one core must agree as well.
 func TestEveryOptimizerResumesBitwise(t *testing.T) {
-	// About 1 s, 7 s under the race detector: cheap enough to run in both
+	// About 1 s, 10 s under the race detector: cheap enough to run in both
 	// passes of make test, and the race pass then covers each optimizer
 	// inside the loop.
 	const steps, stopAt = 6, 3
@@ -72,6 +73,11 @@ func TestEveryOptimizerResumesBitwise(t *testing.T) {
 			}
 			rest, wRest, _ := run(t, optimizerJob(t, name, steps), Options{Resume: dir})
 			sameRun(t, name+": resumed vs uninterrupted", full, append(append([]float64(nil), stop.losses...), rest...), wFull, wRest)
+
+			prev := runtime.GOMAXPROCS(1)
+			one, wOne, _ := run(t, optimizerJob(t, name, steps), Options{})
+			runtime.GOMAXPROCS(prev)
+			sameRun(t, name+": GOMAXPROCS=1 vs default", full, one, wFull, wOne)
 		})
 	}
 }
