@@ -8,13 +8,25 @@ import (
 )
 
 // GradNorm returns the global L2 norm of all gradients, accumulated in float64
-// in parameter order (deterministic for any core count).
+// in parameter order (deterministic for any core count). A weight whose
+// gradient is row-selected (GRASS between refreshes: RowSel set, G nil)
+// contributes its selected rows GSel, the only part of its gradient that
+// exists.
 func GradNorm(params []*model.Param) float64 {
 	var s float64
 	for _, p := range params {
-		s += tensor.SumSquares(p.G)
+		s += tensor.SumSquares(heldGrad(p))
 	}
 	return math.Sqrt(s)
+}
+
+// heldGrad is the gradient buffer p holds: G, or GSel when only selected
+// rows are computed.
+func heldGrad(p *model.Param) []float32 {
+	if p.RowSel != nil && p.G == nil {
+		return p.GSel
+	}
+	return p.G
 }
 
 // ClipGradNorm scales all gradients so their global norm is at most maxNorm,
@@ -29,7 +41,7 @@ func ClipGradNorm(params []*model.Param, maxNorm float64) float64 {
 	coef := maxNorm / (norm + 1e-6)
 	if coef < 1 {
 		for _, p := range params {
-			tensor.Scale(float32(coef), p.G)
+			tensor.Scale(float32(coef), heldGrad(p))
 		}
 	}
 	return norm
