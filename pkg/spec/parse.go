@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -22,7 +23,7 @@ func Load(path string, sets []string) (*TrainingJob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read job spec: %w", err)
 	}
-	j, err := Parse(b, sets)
+	j, err := parse(b, sets, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -37,6 +38,15 @@ func Load(path string, sets []string) (*TrainingJob, error) {
 // Defaults are then filled for fields the document leaves out, and the
 // result is validated.
 func Parse(b []byte, sets []string) (*TrainingJob, error) {
+	return parse(b, sets, "")
+}
+
+// parse is Parse with the directory of the file the document came from: a
+// relative spec.data.path written in the file is taken relative to it (as
+// Compose and Kustomize do), so a job file and its corpus can move together
+// and the job runs from any working directory. A relative path given with
+// --set stays relative to the working directory, like any other argument.
+func parse(b []byte, sets []string, baseDir string) (*TrainingJob, error) {
 	js, err := yaml.YAMLToJSONStrict(b)
 	if err != nil {
 		return nil, fmt.Errorf("parse YAML: %w", err)
@@ -55,6 +65,9 @@ func Parse(b []byte, sets []string) (*TrainingJob, error) {
 		return nil, fmt.Errorf("document must be a mapping with apiVersion, kind, metadata and spec, got %s", describe(tree))
 	}
 
+	if baseDir != "" {
+		resolveDataPath(root, baseDir)
+	}
 	var errs Errors
 	origin := map[string]string{} // canonical path -> the --set that wrote it
 	for _, s := range sets {
@@ -359,4 +372,17 @@ func unquote(s string) string {
 		return s[1 : len(s)-1]
 	}
 	return s
+}
+
+// resolveDataPath makes a relative spec.data.path in the document relative to
+// baseDir. Anything that is not a well-formed string is left for the schema
+// check to report.
+func resolveDataPath(root map[string]any, baseDir string) {
+	sp, _ := root["spec"].(map[string]any)
+	d, _ := sp["data"].(map[string]any)
+	p, ok := d["path"].(string)
+	if !ok || p == "" || filepath.IsAbs(p) {
+		return
+	}
+	d["path"] = filepath.Join(baseDir, p)
 }

@@ -514,3 +514,28 @@ func TestSource(t *testing.T) {
 		t.Fatalf("pkg/data rejects the source of a valid spec: %v", err)
 	}
 }
+
+func TestRelativeDataPathFollowsTheFile(t *testing.T) {
+	j, err := Load("../../examples/tiny.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join("..", "..", "examples", "tiny.txt")
+	if j.Spec.Data.Path != want {
+		t.Errorf("data.path from the file = %q, want %q (relative to the file)", j.Spec.Data.Path, want)
+	}
+	j, err = Load("../../examples/tiny.yaml", []string{"data.path=corpus.txt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Spec.Data.Path != "corpus.txt" {
+		t.Errorf("data.path from --set = %q, want it left relative to the working directory", j.Spec.Data.Path)
+	}
+	j, err = Parse([]byte("apiVersion: tern/v1\nkind: TrainingJob\nmetadata: {name: x}\nspec: {model: {preset: tiny}, data: {path: rel}}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Spec.Data.Path != "rel" {
+		t.Errorf("Parse without a file changed data.path to %q", j.Spec.Data.Path)
+	}
+}

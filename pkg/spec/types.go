@@ -70,7 +70,7 @@ type ModelSpec struct {
 // DataSpec chooses the corpus.
 type DataSpec struct {
 	Kind        string   `json:"kind" default:"\"dir\"" desc:"Corpus format: dir (text files under path), tokens (pre-tokenized file), jsonl (one {\"text\": ...} per line), text (the inline text field)."`
-	Path        string   `json:"path" default:"\"\"" desc:"File or directory to read. For kind dir, a directory (files matching include, recursively) or a single file; empty means the Go standard library sources ($GOROOT/src), present on every machine with Go."`
+	Path        string   `json:"path" default:"\"\"" desc:"File or directory to read; a relative path in a job file is relative to that file (one given with --set, to the working directory). For kind dir, a directory (files matching include, recursively) or a single file; empty means the Go standard library sources ($GOROOT/src), present on every machine with Go."`
 	Include     []string `json:"include" default:"derived" desc:"For kinds dir and jsonl: glob patterns a file must match; without '/' a pattern matches the base name, with '/' the path relative to path, ** spanning directories. Default: [\"*.go\"] for dir, [\"*.jsonl\"] for jsonl."`
 	Exclude     []string `json:"exclude" default:"[]" desc:"For kinds dir and jsonl: glob patterns (same syntax as include) that drop a file even if it is included."`
 	Text        string   `json:"text,omitempty" desc:"For kind text: the corpus itself."`
