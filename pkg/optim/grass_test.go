@@ -409,3 +409,21 @@ func TestGrassStateBytesGPT2Shape(t *testing.T) {
 	}
 	t.Logf("gpt2-shape, all projected weights of a block at r=m/8: %.5f B/param (AdamW: 8)", float64(state)/float64(weights))
 }
+
+// TestGradNormCountsSelectedRows: a weight whose gradient is row-selected
+// (RowSel set, G nil) enters the global norm and the clipping through GSel.
+func TestGradNormCountsSelectedRows(t *testing.T) {
+	dense := &model.Param{Name: "a", Shape: []int{2}, G: []float32{3, 0}}
+	sel := &model.Param{Name: "b", Shape: []int{4, 2}, RowSel: []int32{1, 3}, GSel: []float32{0, 4, 0, 0}}
+	ps := []*model.Param{dense, sel}
+	if n := GradNorm(ps); n != 5 {
+		t.Fatalf("GradNorm %v, want 5", n)
+	}
+	ClipGradNorm(ps, 1)
+	if n := GradNorm(ps); math.Abs(n-1) > 1e-6 {
+		t.Fatalf("norm after clipping %v, want 1", n)
+	}
+	if math.Abs(float64(sel.GSel[1])-0.8) > 1e-6 {
+		t.Fatalf("GSel not scaled: %v", sel.GSel)
+	}
+}
