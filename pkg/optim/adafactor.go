@@ -277,20 +277,9 @@ func (o *Adafactor) State() []NamedTensor {
 
 // SetState implements Optimizer.
 func (o *Adafactor) SetState(ts []NamedTensor) error {
-	dst := map[string][]float32{}
-	for _, t := range o.State() {
-		if t.Name != "optim.adafactor.step" {
-			dst[t.Name] = t.Data
-		}
-	}
-	step := make([]float32, 2)
-	dst["optim.adafactor.step"] = step
-	if err := restore(ts, dst); err != nil {
-		return fmt.Errorf("adafactor: %w", err)
-	}
-	t, err := joinCount(step)
+	t, err := restoreStepped("adafactor", ts, liveState("adafactor", o.State()))
 	if err != nil {
-		return fmt.Errorf("adafactor: optim.adafactor.step: %w", err)
+		return err
 	}
 	o.t = t
 	return nil

@@ -195,19 +195,9 @@ func (o *AdamMini) State() []NamedTensor {
 
 // SetState implements Optimizer.
 func (o *AdamMini) SetState(ts []NamedTensor) error {
-	dst := make(map[string][]float32, 2*len(o.params)+1)
-	for i, p := range o.params {
-		dst[stateName(p, "exp_avg")] = o.m[i]
-		dst[stateName(p, "exp_avg_sq_block")] = o.v[i]
-	}
-	step := make([]float32, 2)
-	dst["optim.adam-mini.step"] = step
-	if err := restore(ts, dst); err != nil {
-		return fmt.Errorf("adam-mini: %w", err)
-	}
-	t, err := joinCount(step)
+	t, err := restoreStepped("adam-mini", ts, liveState("adam-mini", o.State()))
 	if err != nil {
-		return fmt.Errorf("adam-mini: optim.adam-mini.step: %w", err)
+		return err
 	}
 	o.t = t
 	return nil

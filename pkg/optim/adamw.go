@@ -187,19 +187,9 @@ func (o *AdamW) State() []NamedTensor {
 
 // SetState implements Optimizer.
 func (o *AdamW) SetState(ts []NamedTensor) error {
-	dst := make(map[string][]float32, 2*len(o.params)+1)
-	for i, p := range o.params {
-		dst[stateName(p, "exp_avg")] = o.m[i]
-		dst[stateName(p, "exp_avg_sq")] = o.v[i]
-	}
-	step := make([]float32, 2)
-	dst["optim.adamw.step"] = step
-	if err := restore(ts, dst); err != nil {
-		return fmt.Errorf("adamw: %w", err)
-	}
-	t, err := joinCount(step)
+	t, err := restoreStepped("adamw", ts, liveState("adamw", o.State()))
 	if err != nil {
-		return fmt.Errorf("adamw: optim.adamw.step: %w", err)
+		return err
 	}
 	o.t = t
 	return nil

@@ -329,15 +329,11 @@ func (o *Apollo) SetState(ts []NamedTensor) error {
 		dst[stateName(p, "exp_avg_sq")] = o.v[i]
 		dst[stateName(p, "nl_norm")] = prev[i : i+1]
 	}
-	step, seed := make([]float32, 2), make([]float32, 4)
-	dst["optim.apollo.step"] = step
+	seed := make([]float32, 4)
 	dst["optim.apollo.seed"] = seed
-	if err := restore(ts, dst); err != nil {
-		return fmt.Errorf("apollo: %w", err)
-	}
-	t, err := joinCount(step)
+	t, err := restoreStepped("apollo", ts, dst)
 	if err != nil {
-		return fmt.Errorf("apollo: optim.apollo.step: %w", err)
+		return err
 	}
 	s, err := joinSeed(seed)
 	if err != nil {

@@ -240,20 +240,9 @@ func (o *CAME) State() []NamedTensor {
 
 // SetState implements Optimizer.
 func (o *CAME) SetState(ts []NamedTensor) error {
-	dst := map[string][]float32{}
-	for _, t := range o.State() {
-		if t.Name != "optim.came.step" {
-			dst[t.Name] = t.Data
-		}
-	}
-	step := make([]float32, 2)
-	dst["optim.came.step"] = step
-	if err := restore(ts, dst); err != nil {
-		return fmt.Errorf("came: %w", err)
-	}
-	t, err := joinCount(step)
+	t, err := restoreStepped("came", ts, liveState("came", o.State()))
 	if err != nil {
-		return fmt.Errorf("came: optim.came.step: %w", err)
+		return err
 	}
 	o.t = t
 	return nil

@@ -219,20 +219,9 @@ func (o *GaLore) State() []NamedTensor {
 
 // SetState implements Optimizer.
 func (o *GaLore) SetState(ts []NamedTensor) error {
-	dst := make(map[string][]float32, 3*len(o.params)+1)
-	for i, p := range o.params {
-		dst[stateName(p, "galore_proj")] = o.q[i]
-		dst[stateName(p, "exp_avg")] = o.m[i]
-		dst[stateName(p, "exp_avg_sq")] = o.v[i]
-	}
-	step := make([]float32, 2)
-	dst["optim.galore.step"] = step
-	if err := restore(ts, dst); err != nil {
-		return fmt.Errorf("galore: %w", err)
-	}
-	t, err := joinCount(step)
+	t, err := restoreStepped("galore", ts, liveState("galore", o.State()))
 	if err != nil {
-		return fmt.Errorf("galore: optim.galore.step: %w", err)
+		return err
 	}
 	o.t = t
 	return nil

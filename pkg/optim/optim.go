@@ -57,3 +57,32 @@ func restore(ts []NamedTensor, dst map[string][]float32) error {
 	}
 	return nil
 }
+
+// restoreStepped is restore for an optimizer named opt whose state also holds
+// the step counter "optim.<opt>.step": it restores ts into dst plus the
+// counter and returns the step count. Errors carry the optimizer's name.
+func restoreStepped(opt string, ts []NamedTensor, dst map[string][]float32) (int64, error) {
+	counter := "optim." + opt + ".step"
+	step := make([]float32, 2)
+	dst[counter] = step
+	if err := restore(ts, dst); err != nil {
+		return 0, fmt.Errorf("%s: %w", opt, err)
+	}
+	t, err := joinCount(step)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %s: %w", opt, counter, err)
+	}
+	return t, nil
+}
+
+// liveState maps the names of an optimizer's exported state to its live
+// buffers, leaving out its step counter (restoreStepped supplies that).
+func liveState(opt string, ts []NamedTensor) map[string][]float32 {
+	dst := make(map[string][]float32, len(ts))
+	for _, t := range ts {
+		if t.Name != "optim."+opt+".step" {
+			dst[t.Name] = t.Data
+		}
+	}
+	return dst
+}
