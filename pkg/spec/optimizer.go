@@ -39,6 +39,7 @@ var optimizers = []optimizerInfo{
 	{"apollo", "apollo", func() any { return optim.DefaultApolloConfig() }},
 	{"apollo-mini", "apollo-mini", func() any { return optim.DefaultApolloMiniConfig() }},
 	{"microadam", "microadam", func() any { return optim.DefaultMicroAdamConfig() }},
+	{"grass", "grass", func() any { return optim.DefaultGrassConfig() }},
 }
 
 func optimizerNames() []string {
@@ -278,6 +279,8 @@ func (o *OptimizerSpec) check() error {
 		_, err = optim.NewApollo(nil, o.ApolloConfig())
 	case "microadam":
 		err = o.MicroAdamConfig().Validate()
+	case "grass":
+		_, err = optim.NewGrass(nil, o.GrassConfig())
 	}
 	return err
 }
@@ -377,5 +380,13 @@ func (o *OptimizerSpec) ApolloConfig() optim.ApolloConfig {
 func (o *OptimizerSpec) MicroAdamConfig() optim.MicroAdamConfig {
 	c := optim.DefaultMicroAdamConfig()
 	o.resolve(&c, o.MicroAdam)
+	return c
+}
+
+// GrassConfig is the GRASS configuration of the job. The caller sets Seed
+// from spec.seed.
+func (o *OptimizerSpec) GrassConfig() optim.GrassConfig {
+	c := optim.DefaultGrassConfig()
+	o.resolve(&c, o.Grass)
 	return c
 }

@@ -41,6 +41,8 @@ func TestOptimizerErrors(t *testing.T) {
 		{"microadam block", withOptimizer("{name: microadam, microadam: {topKBlockSize: 70000}}"), []string{"spec.optimizer.microadam.topKBlockSize: must be in [1, 65536], got 70000"}},
 		{"galore eps", withOptimizer("{name: galore, eps: 0}"), []string{"spec.optimizer.eps: must be > 0, got 0"}},
 		{"adam-mini weight decay", withOptimizer("{name: adam-mini, weightDecay: -1}"), []string{"spec.optimizer.weightDecay: must be >= 0, got -1"}},
+		{"grass selection", withOptimizer("{name: grass, grass: {selection: random}}"), []string{`spec.optimizer.grass.selection`, "random"}},
+		{"grass rank", withOptimizer("{name: grass, grass: {rank: 0}}"), []string{"spec.optimizer.grass.rank"}},
 		{"section not an object", withOptimizer("{name: galore, galore: 3}"), []string{"spec.optimizer.galore: must be an object with fields (rank, updateProjGap, scale, projType)"}},
 	}
 	for _, c := range cases {
@@ -74,6 +76,7 @@ func TestOptimizerDefaultsAreReference(t *testing.T) {
 		{"apollo", func(o *OptimizerSpec) any { return o.ApolloConfig() }, optim.DefaultApolloConfig()},
 		{"apollo-mini", func(o *OptimizerSpec) any { return o.ApolloConfig() }, optim.DefaultApolloMiniConfig()},
 		{"microadam", func(o *OptimizerSpec) any { return o.MicroAdamConfig() }, optim.DefaultMicroAdamConfig()},
+		{"grass", func(o *OptimizerSpec) any { return o.GrassConfig() }, optim.DefaultGrassConfig()},
 	}
 	if len(cases) != len(OptimizerNames) {
 		t.Fatalf("%d cases for %d optimizers %v", len(cases), len(OptimizerNames), OptimizerNames)

@@ -91,7 +91,7 @@ type BatchSpec struct {
 // own hyperparameters sit in the section named after it, which may be set
 // only when it is the chosen one (optimizer.go has the rules).
 type OptimizerSpec struct {
-	Name        string  `json:"name" default:"\"adamw\"" desc:"Update rule: adamw (Loshchilov & Hutter 2019, decoupled weight decay), adafactor (Shazeer & Stern 2018, factored second moment), came (Luo et al. 2023, confidence-guided Adafactor), adam-mini (Zhang et al. 2024, one second moment per block), galore (Zhao et al. 2024, Adam in a low-rank gradient subspace), apollo and apollo-mini (Zhu et al. 2024, Adam statistics in a random low-rank space that rescale the full gradient), microadam (Modoranu et al. 2024, Adam over a window of sparse gradients). galore, apollo and apollo-mini update the 2-D attention and MLP weights; the embedding, head and norms take AdamW (Hugging Face convention, as in their reference code) with the shared betas, eps and weightDecay."`
+	Name        string  `json:"name" default:"\"adamw\"" desc:"Update rule: adamw (Loshchilov & Hutter 2019, decoupled weight decay), adafactor (Shazeer & Stern 2018, factored second moment), came (Luo et al. 2023, confidence-guided Adafactor), adam-mini (Zhang et al. 2024, one second moment per block), galore (Zhao et al. 2024, Adam in a low-rank gradient subspace), apollo and apollo-mini (Zhu et al. 2024, Adam statistics in a random low-rank space that rescale the full gradient), microadam (Modoranu et al. 2024, Adam over a window of sparse gradients), grass (Muhamed et al. 2024, Adam on r selected rows of each weight gradient, never forming the rest). galore, apollo, apollo-mini and grass update the 2-D attention and MLP weights; the embedding, head and norms take AdamW (Hugging Face convention, as in their reference code) with the shared betas, eps and weightDecay."`
 	LR          float64 `json:"lr" default:"3e-3" desc:"Peak learning rate, reached at the end of warmup. Every optimizer uses it, except adafactor with adafactor.relativeStep."`
 	MinLR       float64 `json:"minLR" default:"derived" desc:"Learning rate at the last step for the cosine and linear schedules. Default: lr/10."`
 	WarmupSteps int     `json:"warmupSteps" default:"50" desc:"Steps of linear warmup from 0 to lr."`
@@ -108,6 +108,7 @@ type OptimizerSpec struct {
 	Apollo     *ApolloSpec    `json:"apollo,omitempty" desc:"APOLLO's projection and scaling settings (reference code zhuhanqing/APOLLO); only with name apollo."`
 	ApolloMini *ApolloSpec    `json:"apollo-mini,omitempty" desc:"APOLLO-Mini's settings: the fields of apollo, with APOLLO-Mini's reference defaults (a rank-1 projection, tensor-wise scaling); only with name apollo-mini."`
 	MicroAdam  *MicroAdamSpec `json:"microadam,omitempty" desc:"MicroAdam's window and compression settings (reference code IST-DASLab/ISTA-DASLab-Optimizers); only with name microadam."`
+	Grass      *GrassSpec     `json:"grass,omitempty" desc:"GRASS's row-selection settings (Muhamed et al. 2024; no public reference code); only with name grass."`
 }
 
 // The optimizer sections below take their defaults ("reference") from the
@@ -158,6 +159,17 @@ type MicroAdamSpec struct {
 	Density        float64 `json:"density" default:"reference" desc:"Fraction of each top-k block kept per step, in (0, 1]."`
 	TopKBlockSize  int     `json:"topKBlockSize" default:"reference" desc:"Length of the blocks top-k runs on, in [1, 65536]; fixed so results do not depend on the machine."`
 	QuantBlockSize int     `json:"quantBlockSize" default:"reference" desc:"Elements sharing one min/max pair of the 4-bit error feedback, in [1, 16777216]."`
+}
+
+// GrassSpec is spec.optimizer.grass. Sampled selections derive from
+// spec.seed.
+type GrassSpec struct {
+	Rank          int     `json:"rank" default:"reference" desc:"Rows r selected per weight, >= 1; capped at the weight's row count. Between selections only the r×n gradient of the selected rows is formed."`
+	UpdateProjGap int     `json:"updateProjGap" default:"reference" desc:"Steps between row selections, >= 1; top-r and norm form the full gradient once at each selection step."`
+	Selection     string  `json:"selection" default:"reference" desc:"How rows are chosen: topr (largest gradient row norms), norm (sampled with probability proportional to norm^normPower) or uniform."`
+	Replacement   bool    `json:"replacement" default:"reference" desc:"For norm and uniform: sample with replacement (unbiased with the paper's scaling) instead of without."`
+	NormPower     float64 `json:"normPower" default:"reference" desc:"Exponent p of the row norm in norm selection, > 0."`
+	Scale         float64 `json:"scale" default:"reference" desc:"Multiplier alpha of the scattered-back update, > 0."`
 }
 
 // EvalSpec sets periodic evaluation.

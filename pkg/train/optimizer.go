@@ -12,7 +12,7 @@ import (
 // The configurations come resolved from the spec (defaults filled from
 // pkg/optim's reference values); what the spec cannot know is added here:
 // Adam-mini's head size from the model, APOLLO's projection seed from
-// spec.seed, and the AdamW that the projection optimizers' reference code
+// spec.seed (APOLLO's projections, GRASS's samples), and the AdamW that the projection optimizers' reference code
 // runs on the parameters they do not project.
 func newOptimizer(job *spec.TrainingJob, cfg model.Config, params []*model.Param) (optim.Optimizer, error) {
 	o := &job.Spec.Optimizer
@@ -39,6 +39,10 @@ func newOptimizer(job *spec.TrainingJob, cfg model.Config, params []*model.Param
 		opt, err = optim.NewApolloRouted(params, c, restAdamW(o))
 	case "microadam":
 		opt, err = optim.NewMicroAdam(params, o.MicroAdamConfig())
+	case "grass":
+		c := o.GrassConfig()
+		c.Seed = job.Spec.Seed // sampled selections agree on every rank
+		opt, err = optim.NewGrassRouted(params, c, restAdamW(o))
 	default:
 		return nil, fmt.Errorf("spec.optimizer.name: %q is not supported (allowed: %v)", o.Name, spec.OptimizerNames)
 	}
@@ -48,7 +52,7 @@ func newOptimizer(job *spec.TrainingJob, cfg model.Config, params []*model.Param
 	return opt, nil
 }
 
-// restAdamW is the AdamW that GaLore and APOLLO pair with for the embedding,
+// restAdamW is the AdamW that GaLore, APOLLO and GRASS pair with for the embedding,
 // head and norms. Their reference training scripts pass the same betas, ε
 // and weight decay to both and step the rest with the Hugging Face AdamW
 // they copy, so the whole model sees one convention for where ε enters.

@@ -218,13 +218,16 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 
 // memory accounts for the resident training state.
 func (r *runner) memory() Memory {
-	var n int64
+	var n, g int64
 	for _, p := range r.model.Params() {
 		n += int64(len(p.W))
+		// Gradients as held between steps: GRASS keeps only the selected
+		// rows (GSel) of its weights and forms G just at selection steps.
+		g += int64(len(p.G) + len(p.GSel))
 	}
 	tokens := int64(r.ds.Train.Len() + r.ds.Val.Len())
 	return Memory{
-		Weights: 4 * n, Grads: 4 * n, Optimizer: r.opt.StateBytes(),
+		Weights: 4 * n, Grads: 4 * g, Optimizer: r.opt.StateBytes(),
 		Activations: r.model.ActivationBytes(r.B, r.T),
 		Data:        tokens * int64(data.TokenWidth(r.cfg.Vocab)),
 	}
