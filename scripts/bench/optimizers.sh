@@ -13,7 +13,7 @@ runs=("$@")
 if [ ${#runs[@]} -eq 0 ]; then
   # Peak learning rates: the demo's 3e-3 for the Adam family; 1e-2 for the
   # projection optimizers, as their papers use for small LLaMA models.
-  runs=(adamw=3e-3 adafactor=3e-3 came=3e-3 adam-mini=3e-3 galore=1e-2 apollo=1e-2 apollo-mini=1e-2 microadam=3e-3)
+  runs=(adamw=3e-3 adafactor=3e-3 came=3e-3 adam-mini=3e-3 galore=1e-2 apollo=1e-2 apollo-mini=1e-2 microadam=3e-3 grass=1e-2)
 fi
 CGO_ENABLED=0 go build -o bin/ ./cmd/ternctl
 out=$(mktemp -d)
