@@ -1,0 +1,167 @@
+package train
+
+import (
+	"fmt"
+
+	"github.com/ternml/tern/pkg/model"
+	"github.com/ternml/tern/pkg/optim"
+	"github.com/ternml/tern/pkg/spec"
+)
+
+// MemoryPlan is the predicted memory of one training process for a job,
+// computed from the spec alone (no model, no corpus). The first five byte
+// counts use the run summary's accounting (Memory), so a finished run's
+// summary can be compared line by line; the rest estimate what peak RSS adds.
+type MemoryPlan struct {
+	Job       string `json:"job"`
+	Optimizer string `json:"optimizer"`
+	Params    int64  `json:"params"`
+	// Weights is 4 bytes per parameter.
+	Weights int64 `json:"weights_bytes"`
+	// Grads is the gradient held between steps: G for every parameter, but
+	// only the r selected rows (GSel) of GRASS's projected weights.
+	Grads int64 `json:"grads_bytes"`
+	// OptimizerState is the optimizer's StateBytes.
+	OptimizerState int64 `json:"optimizer_bytes"`
+	// Activations is one microbatch's Acts plus the model's per-batch
+	// buffers; with Workspace it is the summary's activations_bytes.
+	Activations int64 `json:"activations_bytes"`
+	// Workspace is the stage's shared backward scratch (and, under GRASS,
+	// the gather scratch of the row-selected weight gradients).
+	Workspace int64 `json:"workspace_bytes"`
+	// Data is the tokenised corpus (training and validation) when it can be
+	// estimated without tokenising; DataSource says how, "unknown" when not.
+	Data       int64  `json:"data_bytes"`
+	DataSource string `json:"data_source"`
+	// Transient is what exists only during some steps but stays in the peak:
+	// GRASS's full gradients at selection steps.
+	Transient int64 `json:"transient_bytes"`
+	// Runtime is the process overhead (RuntimeBytes): the Go runtime and
+	// binary, the tokenizer's tables and the GEMM packing panels.
+	Runtime int64 `json:"runtime_bytes"`
+	// Total is the predicted peak RSS: the sum of the lines above.
+	Total int64 `json:"total_bytes"`
+}
+
+// Lines lists the plan's byte counts in display order with their names.
+func (p *MemoryPlan) Lines() []PlanLine {
+	return []PlanLine{
+		{"weights", p.Weights}, {"gradients", p.Grads}, {"optimizer", p.OptimizerState},
+		{"activations", p.Activations}, {"workspace", p.Workspace}, {"data", p.Data},
+		{"transient", p.Transient}, {"runtime", p.Runtime}, {"total", p.Total},
+	}
+}
+
+// PlanLine is one named byte count of a plan.
+type PlanLine struct {
+	Name  string
+	Bytes int64
+}
+
+// Plan predicts the memory of one process training job, from the spec alone.
+func Plan(job *spec.TrainingJob) (*MemoryPlan, error) {
+	s := &job.Spec
+	cfg, err := s.Model.Resolve()
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("spec.%w", err)
+	}
+	b, t := s.Batch.MicroBatchSize, cfg.SeqLen
+	if b <= 0 {
+		return nil, fmt.Errorf("spec.batch.microBatchSize must be > 0, got %d", b)
+	}
+	shapes := ModelParamShapes(cfg)
+	pc := planConfigs(&s.Optimizer, cfg)
+	name := s.Optimizer.Name
+	state, err := optim.PlanStateBytes(name, shapes, pc)
+	if err != nil {
+		return nil, fmt.Errorf("spec.optimizer.name: %w", err)
+	}
+	grads := optim.PlanGradElems(name, shapes, pc)
+	stage := model.FullStage(cfg)
+	stage.Recompute = s.Model.Recompute
+	acts, ws := model.StageActivationBytes(cfg, stage, b, t)
+	if name == "grass" {
+		ws += 4 * int64(b*t) * int64(grassMaxRows(shapes, pc.Grass.Rank))
+	}
+	p := &MemoryPlan{
+		Job: job.Metadata.Name, Optimizer: name, Params: cfg.NumParams(),
+		Weights: 4 * cfg.NumParams(), Grads: 4 * grads.Steady, OptimizerState: state,
+		Activations: acts + modelBufferBytes(cfg, b, t), Workspace: ws,
+		Transient: 4 * grads.Selection,
+	}
+	p.Data, p.DataSource = estimateData(&s.Data, cfg)
+	p.Runtime = RuntimeBytes(cfg, b, t)
+	p.Total = p.Weights + p.Grads + p.OptimizerState + p.Activations + p.Workspace + p.Data + p.Transient + p.Runtime
+	return p, nil
+}
+
+// planConfigs resolves the optimizer configurations as newOptimizer does
+// (seeds do not change sizes and are left out).
+func planConfigs(o *spec.OptimizerSpec, cfg model.Config) optim.PlanConfigs {
+	pc := optim.PlanConfigs{AdamW: o.AdamWConfig()}
+	switch o.Name {
+	case "adafactor":
+		pc.Adafactor = o.AdafactorConfig()
+	case "came":
+		pc.CAME = o.CAMEConfig()
+	case "adam-mini":
+		pc.AdamMini = o.AdamMiniConfig().ForModel(cfg)
+	case "galore":
+		pc.GaLore = o.GaLoreConfig()
+	case "apollo", "apollo-mini":
+		pc.Apollo = o.ApolloConfig()
+	case "microadam":
+		pc.MicroAdam = o.MicroAdamConfig()
+	case "grass":
+		pc.Grass = o.GrassConfig()
+	}
+	return pc
+}
+
+// grassMaxRows is the largest number of selected rows of any projected
+// weight: the width of the gather scratch the row-selected backward grows.
+func grassMaxRows(shapes []optim.ParamShape, rank int) int {
+	proj, _ := optim.SplitProjectedShapes(shapes)
+	r := 0
+	for _, s := range proj {
+		r = max(r, min(rank, s.Shape[0]))
+	}
+	return r
+}
+
+// modelBufferBytes are model.Model's own per-batch buffers (embedding output,
+// head-input gradient, per-token max and sum): 4·(2·N·D + 2·N) for N = B·T.
+// The test checks it against Model.ActivationBytes.
+func modelBufferBytes(c model.Config, b, t int) int64 {
+	n := int64(b * t)
+	return 4 * (2*n*int64(c.Dim) + 2*n)
+}
+
+// ModelParamShapes lists the parameters model.New(c, ...) builds, in the
+// same order with the same names, roles and shapes, without allocating them
+// (it mirrors model.NewStage for model.FullStage; a test keeps the two equal).
+func ModelParamShapes(c model.Config) []optim.ParamShape {
+	d, hd, f := c.Dim, c.HeadDim(), c.FFN
+	out := []optim.ParamShape{{Name: "model.embed_tokens.weight", Role: model.RoleEmbedding, Shape: []int{c.Vocab, d}}}
+	for l := 0; l < c.Layers; l++ {
+		pre := fmt.Sprintf("model.layers.%d.", l)
+		out = append(out,
+			optim.ParamShape{Name: pre + "input_layernorm.weight", Role: model.RoleNorm, Shape: []int{d}},
+			optim.ParamShape{Name: pre + "self_attn.q_proj.weight", Role: model.RoleAttnQK, Shape: []int{c.Heads * hd, d}},
+			optim.ParamShape{Name: pre + "self_attn.k_proj.weight", Role: model.RoleAttnQK, Shape: []int{c.KVHeads * hd, d}},
+			optim.ParamShape{Name: pre + "self_attn.v_proj.weight", Role: model.RoleAttnV, Shape: []int{c.KVHeads * hd, d}},
+			optim.ParamShape{Name: pre + "self_attn.o_proj.weight", Role: model.RoleAttnO, Shape: []int{d, c.Heads * hd}},
+			optim.ParamShape{Name: pre + "post_attention_layernorm.weight", Role: model.RoleNorm, Shape: []int{d}},
+			optim.ParamShape{Name: pre + "mlp.gate_proj.weight", Role: model.RoleMLP, Shape: []int{f, d}},
+			optim.ParamShape{Name: pre + "mlp.up_proj.weight", Role: model.RoleMLP, Shape: []int{f, d}},
+			optim.ParamShape{Name: pre + "mlp.down_proj.weight", Role: model.RoleMLP, Shape: []int{d, f}},
+		)
+	}
+	return append(out,
+		optim.ParamShape{Name: "model.norm.weight", Role: model.RoleNorm, Shape: []int{d}},
+		optim.ParamShape{Name: "lm_head.weight", Role: model.RoleHead, Shape: []int{c.Vocab, d}},
+	)
+}
