@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ternml/tern/pkg/train"
+)
+
+type planFlags struct {
+	file   string
+	sets   []string
+	output string
+}
+
+func newPlanCmd(e *env) *cobra.Command {
+	var f planFlags
+	c := &cobra.Command{
+		Use:   "plan -f JOB.yaml",
+		Short: "Predict the memory of a training job before running it",
+		Long: "Predict the memory one training process needs for a TrainingJob spec, without\n" +
+			"building the model or reading the corpus: weights, gradients, optimizer state,\n" +
+			"activations and the backward workspace, the tokenised corpus (when its size\n" +
+			"follows from file sizes), and the process overhead. The total is the predicted\n" +
+			"peak RSS that `ternctl train -o json` reports as peak_rss_bytes.",
+		Example: "  ternctl plan -f examples/demo.yaml\n" +
+			"  ternctl plan -f job.yaml --set optimizer.name=apollo-mini -o json",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return planRun(e, &f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVarP(&f.file, "filename", "f", "", "job spec file (YAML or JSON); - reads stdin")
+	fl.StringArrayVar(&f.sets, "set", nil, "override a spec field, e.g. --set batch.microBatchSize=4 (repeatable)")
+	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	_ = c.MarkFlagFilename("filename", "yaml", "yml", "json")
+	_ = c.RegisterFlagCompletionFunc("output", fixedCompletion("text", "json"))
+	return c
+}
+
+func planRun(e *env, f *planFlags) error {
+	if err := outputFlag(f.output); err != nil {
+		return err
+	}
+	if f.file == "" {
+		return usagef("no job spec: pass -f JOB.yaml (see examples/ for some)")
+	}
+	job, err := loadJob(e, f.file, f.sets)
+	if err != nil {
+		return err
+	}
+	p, err := train.Plan(job)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.file, err)
+	}
+	if f.output == "json" {
+		out, err := json.Marshal(planJSON(p))
+		if err != nil {
+			return fmt.Errorf("encode plan: %w", err)
+		}
+		fmt.Fprintf(e.stdout, "%s\n", out)
+		return nil
+	}
+	writePlanText(e.stdout, p, job.Spec.Model.Preset, job.Spec.Batch.MicroBatchSize, job.Spec.Model.Recompute)
+	return nil
+}
+
+// planJSON is the plan with bytes per parameter for each line.
+func planJSON(p *train.MemoryPlan) any {
+	per := map[string]float64{}
+	for _, l := range p.Lines() {
+		per[l.Name] = bytesPerParam(l.Bytes, p.Params)
+	}
+	return struct {
+		*train.MemoryPlan
+		BytesPerParam map[string]float64 `json:"bytes_per_param"`
+	}{p, per}
+}
+
+func bytesPerParam(b, params int64) float64 {
+	if params == 0 {
+		return 0
+	}
+	return float64(b) / float64(params)
+}
+
+// planNotes says what each line holds, in the table's last column.
+var planNotes = map[string]string{
+	"weights":     "float32 parameters",
+	"gradients":   "held between steps",
+	"optimizer":   "optimizer state (StateBytes)",
+	"activations": "one microbatch, saved for backward",
+	"workspace":   "backward scratch shared by microbatches",
+	"transient":   "GRASS full gradients at selection steps",
+	"runtime":     "Go runtime, tokenizer tables, GEMM panels",
+	"total":       "predicted peak RSS",
+}
+
+func writePlanText(w io.Writer, p *train.MemoryPlan, preset string, micro int, recompute bool) {
+	if preset == "" {
+		preset = "custom"
+	}
+	act := "stored"
+	if recompute {
+		act = "recomputed"
+	}
+	fmt.Fprintf(w, "job %s: model %s, %s params, optimizer %s, microbatch %d, activations %s\n",
+		p.Job, preset, fmtCount(float64(p.Params)), p.Optimizer, micro, act)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "COMPONENT\tBYTES\tBYTES/PARAM\tNOTE")
+	for _, l := range p.Lines() {
+		size := fmtBytes(l.Bytes)
+		note := planNotes[l.Name]
+		if l.Name == "data" {
+			note = "tokenised corpus (" + p.DataSource + ")"
+			if p.DataSource == train.DataUnknown {
+				size = "unknown"
+				note = "tokenised corpus: unknown without tokenising (BPE)"
+			}
+		}
+		name := l.Name
+		if name == "total" {
+			name = "TOTAL"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\n", name, size, bytesPerParam(l.Bytes, p.Params), note)
+	}
+	tw.Flush()
+}
