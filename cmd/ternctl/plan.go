@@ -130,4 +130,7 @@ func writePlanText(w io.Writer, p *train.MemoryPlan, preset string, micro int, r
 		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%s\n", name, size, bytesPerParam(l.Bytes, p.Params), note)
 	}
 	tw.Flush()
+	if p.TokeniseMax > 0 {
+		fmt.Fprintf(w, "The total assumes the corpus is in the token cache; a first run that tokenises it adds up to %s.\n", fmtBytes(p.TokeniseMax))
+	}
 }

@@ -54,7 +54,7 @@ func TestPlanText(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
 	}
-	for _, w := range []string{"job unit: model tiny", "optimizer adamw", "COMPONENT", "weights ", "4.00", "tokenised corpus (inline-text)", "TOTAL", "predicted peak RSS"} {
+	for _, w := range []string{"job unit: model tiny", "optimizer adamw", "COMPONENT", "weights ", "4.00", "tokenised corpus (inline-text)", "TOTAL", "predicted peak RSS", "a first run that tokenises it adds up to 16.0 MiB"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("stdout lacks %q:\n%s", w, r.stdout)
 		}

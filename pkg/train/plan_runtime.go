@@ -31,6 +31,9 @@ const (
 	// gemm packing panels (pkg/tensor/gemm_blocked.go): a pooled job
 	// packs at most msRowsMax×kcMax of A and kcMax×ncMax of B.
 	gemmKC, gemmMSRows, gemmNC = 256, 4096, 4080
+	// tokeniseBatchBytes is the text pkg/data holds while tokenising (its
+	// batchBytes).
+	tokeniseBatchBytes = 16 << 20
 )
 
 // RuntimeBytes is the process overhead of training c with microbatches of

@@ -124,8 +124,8 @@ func TestPlanMatchesBuiltOptimizers(t *testing.T) {
 			if m != want {
 				t.Fatalf("run summary memory %+v, plan %+v", m, want)
 			}
-			if p.DataSource != DataFromFiles {
-				t.Fatalf("data source %q, want %q for the byte tokenizer over a file", p.DataSource, DataFromFiles)
+			if p.DataSource != DataFromFiles || p.TokeniseMax != p.Data+tokeniseBatchBytes {
+				t.Fatalf("data source %q, tokenising bound %d: want %q and data + one text batch for the byte tokenizer over a file", p.DataSource, p.TokeniseMax, DataFromFiles)
 			}
 			if p.Total != p.Weights+p.Grads+p.OptimizerState+p.Activations+p.Workspace+p.Data+p.Transient+p.Runtime {
 				t.Fatalf("total %d is not the sum of the lines %+v", p.Total, p)
