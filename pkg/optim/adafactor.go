@@ -170,7 +170,7 @@ func (o *Adafactor) Step(lr float64) {
 			alpha *= max(o.cfg.Eps2, rms)
 		}
 		var wd float32
-		if len(p.Shape) >= 2 {
+		if decayed(p) {
 			wd = float32(o.cfg.WeightDecay * alpha)
 		}
 		g := p.G

@@ -146,16 +146,11 @@ func (o *AdamMini) StateBytes() int64 {
 // Step implements Optimizer.
 func (o *AdamMini) Step(lr float64) {
 	o.t++
-	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
-	bc1 := 1 - math.Pow(b1, float64(o.t))
-	bc2 := 1 - math.Pow(b2, float64(o.t))
-	stepSize := float32(lr / bc1)
-	bc2Sqrt := float32(math.Sqrt(bc2))
-	eps := float32(o.cfg.Eps)
-	fb1, fb2 := float32(b1), float32(b2)
+	a := newAdamScalars(o.t, lr, o.cfg.Beta1, o.cfg.Beta2, o.cfg.Eps)
+	stepSize, bc2Sqrt, eps, fb1, fb2 := a.stepSize, a.bc2Sqrt, a.eps, a.b1, a.b2
 	for i, p := range o.params {
 		decay := float32(1)
-		if len(p.Shape) >= 2 {
+		if decayed(p) {
 			decay = float32(1 - lr*o.cfg.WeightDecay)
 		}
 		w, g, m, v, bs := p.W, p.G, o.m[i], o.v[i], o.block[i]

@@ -108,16 +108,11 @@ func (o *AdamW) Step(lr float64) {
 		return
 	}
 	o.t++
-	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
-	bc1 := 1 - math.Pow(b1, float64(o.t))
-	bc2 := 1 - math.Pow(b2, float64(o.t))
-	stepSize := float32(lr / bc1)
-	bc2Sqrt := float32(math.Sqrt(bc2))
-	eps := float32(o.cfg.Eps)
-	fb1, fb2 := float32(b1), float32(b2)
+	a := newAdamScalars(o.t, lr, o.cfg.Beta1, o.cfg.Beta2, o.cfg.Eps)
+	stepSize, bc2Sqrt, eps, fb1, fb2 := a.stepSize, a.bc2Sqrt, a.eps, a.b1, a.b2
 	for i, p := range o.params {
 		decay := float32(1)
-		if len(p.Shape) >= 2 {
+		if decayed(p) {
 			decay = float32(1 - lr*o.cfg.WeightDecay)
 		}
 		w, g, m, v := p.W, p.G, o.m[i], o.v[i]
@@ -154,7 +149,7 @@ func (o *AdamW) stepHF(lr float64) {
 	fb1, fb2 := float32(b1), float32(b2)
 	for i, p := range o.params {
 		var decay float32
-		if len(p.Shape) >= 2 {
+		if decayed(p) {
 			decay = float32(lr * o.cfg.WeightDecay)
 		}
 		w, g, m, v := p.W, p.G, o.m[i], o.v[i]

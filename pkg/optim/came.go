@@ -138,7 +138,7 @@ func (o *CAME) Step(lr float64) {
 	b1 := float32(o.cfg.Beta1)
 	for i, p := range o.params {
 		var wd float32
-		if len(p.Shape) >= 2 {
+		if decayed(p) {
 			wd = float32(lr * o.cfg.WeightDecay)
 		}
 		f, ok := factorOf(p.Shape)

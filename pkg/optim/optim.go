@@ -2,6 +2,7 @@ package optim
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/ternml/tern/pkg/model"
 )
@@ -85,4 +86,25 @@ func liveState(opt string, ts []NamedTensor) map[string][]float32 {
 		}
 	}
 	return dst
+}
+
+// decayed is tern's weight-decay policy, shared by every optimizer: matrices
+// (embedding, head, attention and MLP weights) are decayed, vectors (norm
+// weights) are not, as in the GPT-2/LLaMA reference training scripts.
+func decayed(p *model.Param) bool { return len(p.Shape) >= 2 }
+
+// adamScalars are the per-step constants of Adam's bias-corrected update in
+// PyTorch's form (Kingma & Ba 2015, Algorithm 1; torch.optim.Adam):
+// θ ← θ − (lr/(1−β1ᵗ))·m / (√v/√(1−β2ᵗ) + ε).
+type adamScalars struct {
+	stepSize, bc2Sqrt, eps, b1, b2 float32
+}
+
+func newAdamScalars(t int64, lr, beta1, beta2, eps float64) adamScalars {
+	bc1 := 1 - math.Pow(beta1, float64(t))
+	bc2 := 1 - math.Pow(beta2, float64(t))
+	return adamScalars{
+		stepSize: float32(lr / bc1), bc2Sqrt: float32(math.Sqrt(bc2)),
+		eps: float32(eps), b1: float32(beta1), b2: float32(beta2),
+	}
 }
