@@ -134,9 +134,9 @@ func attentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, sh attnShape
 	qs, ks := H*hd, KV*hd
 	group := H / KV
 	scale := sh.scale()
-	clear32(dq)
-	clear32(dk)
-	clear32(dv)
+	tensor.Zero(dq)
+	tensor.Zero(dk)
+	tensor.Zero(dv)
 	tensor.ParallelFor(B*KV, 1, func(lo, hi int) {
 		sc := getAttnScratch(hd, T)
 		defer attnScratchPool.Put(sc)

@@ -1,5 +1,7 @@
 package model
 
+import "github.com/ternml/tern/pkg/tensor"
+
 // A pre-norm LLaMA block:
 //
 //	x1 = x  + o_proj(attn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1))),  n1 = rmsnorm₁(x)
@@ -9,6 +11,7 @@ package model
 // the incoming gradient flow unchanged to both branches.
 
 type block struct {
+	dev                          tensor.Device
 	layer                        int
 	norm1, wq, wk, wv, wo, norm2 *Param
 	wg, wu, wd                   *Param
@@ -89,22 +92,23 @@ func (bl *block) forward(c Config, s *blockActs, rope *ropeCache, b, t int, x, o
 	n, d, f, hd := b*t, c.Dim, c.FFN, c.HeadDim()
 	qd, kd := c.Heads*hd, c.KVHeads*hd
 	eps := c.NormEps
+	dev := bl.dev
 	rmsnormForward(s.xn1, s.rstd1, x, bl.norm1.W, n, d, eps)
-	linearForward(s.q, s.xn1, bl.wq.W, n, d, qd, 0)
-	linearForward(s.k, s.xn1, bl.wk.W, n, d, kd, 0)
-	linearForward(s.v, s.xn1, bl.wv.W, n, d, kd, 0)
+	linearForward(dev, s.q, s.xn1, bl.wq.W, n, d, qd, 0)
+	linearForward(dev, s.k, s.xn1, bl.wk.W, n, d, kd, 0)
+	linearForward(dev, s.v, s.xn1, bl.wv.W, n, d, kd, 0)
 	ropeApply(s.q, n, t, c.Heads, hd, rope.cos, rope.sin, false)
 	ropeApply(s.k, n, t, c.KVHeads, hd, rope.cos, rope.sin, false)
 	attentionForward(s.o, s.lse, s.q, s.k, s.v, attnShape{b, t, c.Heads, c.KVHeads, hd})
-	copy(s.x1, x)
-	linearForward(s.x1, s.o, bl.wo.W, n, qd, d, 1)
+	dev.Copy(s.x1, x)
+	linearForward(dev, s.x1, s.o, bl.wo.W, n, qd, d, 1)
 	rmsnormForward(s.xn2, s.rstd2, s.x1, bl.norm2.W, n, d, eps)
-	linearForward(s.g, s.xn2, bl.wg.W, n, d, f, 0)
-	linearForward(s.u, s.xn2, bl.wu.W, n, d, f, 0)
+	linearForward(dev, s.g, s.xn2, bl.wg.W, n, d, f, 0)
+	linearForward(dev, s.u, s.xn2, bl.wu.W, n, d, f, 0)
 	swigluForward(s.hm, s.g, s.u)
 	if out != nil {
-		copy(out, s.x1)
-		linearForward(out, s.hm, bl.wd.W, n, f, d, 1)
+		dev.Copy(out, s.x1)
+		linearForward(dev, out, s.hm, bl.wd.W, n, f, d, 1)
 	}
 }
 
@@ -114,20 +118,21 @@ func (bl *block) forward(c Config, s *blockActs, rope *ropeCache, b, t int, x, o
 func (bl *block) backward(c Config, s *blockActs, gr *blockGrads, rope *ropeCache, b, t int, x, dres []float32) {
 	n, d, f, hd := b*t, c.Dim, c.FFN, c.HeadDim()
 	qd, kd := c.Heads*hd, c.KVHeads*hd
+	dev := bl.dev
 	// MLP branch: x2 = x1 + down(hm).
-	linearBackwardParam(gr.dhm, bl.wd, dres, s.hm, n, f, d, 0, gr.sel)
+	linearBackwardParam(dev, gr.dhm, bl.wd, dres, s.hm, n, f, d, 0, gr.sel)
 	swigluBackward(gr.dhm, gr.du, gr.dhm, s.g, s.u)
 	dg := gr.dhm
-	linearBackwardParam(gr.dxn, bl.wg, dg, s.xn2, n, d, f, 0, gr.sel)
-	linearBackwardParam(gr.dxn, bl.wu, gr.du, s.xn2, n, d, f, 1, gr.sel)
+	linearBackwardParam(dev, gr.dxn, bl.wg, dg, s.xn2, n, d, f, 0, gr.sel)
+	linearBackwardParam(dev, gr.dxn, bl.wu, gr.du, s.xn2, n, d, f, 1, gr.sel)
 	rmsnormBackward(dres, bl.norm2.G, gr.dxn, s.x1, bl.norm2.W, s.rstd2, n, d)
 	// Attention branch: x1 = x + o_proj(o).
-	linearBackwardParam(gr.do, bl.wo, dres, s.o, n, qd, d, 0, gr.sel)
+	linearBackwardParam(dev, gr.do, bl.wo, dres, s.o, n, qd, d, 0, gr.sel)
 	attentionBackward(gr.dq, gr.dk, gr.dv, gr.do, s.q, s.k, s.v, s.o, s.lse, attnShape{b, t, c.Heads, c.KVHeads, hd})
 	ropeApply(gr.dq, n, t, c.Heads, hd, rope.cos, rope.sin, true)
 	ropeApply(gr.dk, n, t, c.KVHeads, hd, rope.cos, rope.sin, true)
-	linearBackwardParam(gr.dxn, bl.wq, gr.dq, s.xn1, n, d, qd, 0, gr.sel)
-	linearBackwardParam(gr.dxn, bl.wk, gr.dk, s.xn1, n, d, kd, 1, gr.sel)
-	linearBackwardParam(gr.dxn, bl.wv, gr.dv, s.xn1, n, d, kd, 1, gr.sel)
+	linearBackwardParam(dev, gr.dxn, bl.wq, gr.dq, s.xn1, n, d, qd, 0, gr.sel)
+	linearBackwardParam(dev, gr.dxn, bl.wk, gr.dk, s.xn1, n, d, kd, 1, gr.sel)
+	linearBackwardParam(dev, gr.dxn, bl.wv, gr.dv, s.xn1, n, d, kd, 1, gr.sel)
 	rmsnormBackward(dres, bl.norm1.G, gr.dxn, x, bl.norm1.W, s.rstd1, n, d)
 }

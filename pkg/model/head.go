@@ -35,9 +35,9 @@ func newHeadStats(n int) HeadStats {
 
 // headForward fills logits [n, rows] and st. Sums are taken in float64 so
 // that 50k-term rows lose no precision.
-func headForward(logits []float32, st HeadStats, h, w []float32, lo, rows, d int, targets []int32) {
+func headForward(dev tensor.Device, logits []float32, st HeadStats, h, w []float32, lo, rows, d int, targets []int32) {
 	n := len(targets)
-	linearForward(logits, h, w, n, d, rows, 0)
+	linearForward(dev, logits, h, w, n, d, rows, 0)
 	tensor.ParallelFor(n, rowGrain(rows), func(a, b int) {
 		for i := a; i < b; i++ {
 			z := logits[i*rows : (i+1)*rows]
@@ -61,7 +61,7 @@ func headForward(logits []float32, st HeadStats, h, w []float32, lo, rows, d int
 }
 
 // headBackward turns logits into dz in place, then accumulates dW and dh.
-func headBackward(dw, dh, logits, h, w []float32, lo, rows, d int, targets []int32, gMax, gSum []float32, scale float32) {
+func headBackward(dev tensor.Device, dw, dh, logits, h, w []float32, lo, rows, d int, targets []int32, gMax, gSum []float32, scale float32) {
 	n := len(targets)
 	tensor.ParallelFor(n, rowGrain(rows), func(a, b int) {
 		for i := a; i < b; i++ {
@@ -83,8 +83,8 @@ func headBackward(dw, dh, logits, h, w []float32, lo, rows, d int, targets []int
 	if n == 0 || rows == 0 {
 		return
 	}
-	tensor.Gemm(true, false, rows, d, n, 1, logits, rows, h, d, 1, dw, d)
-	tensor.Gemm(false, false, n, d, rows, 1, logits, rows, w, d, 1, dh, d)
+	dev.Gemm(true, false, rows, d, n, 1, logits, rows, h, d, 1, dw, d)
+	dev.Gemm(false, false, n, d, rows, 1, logits, rows, w, d, 1, dh, d)
 }
 
 // CombineHeadStats merges the statistics of all vocabulary shards of the same

@@ -5,7 +5,12 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/ternml/tern/pkg/tensor"
 )
+
+// cpu runs the kernels under test.
+var cpu tensor.Device = tensor.CPU{}
 
 // Tolerances. The kernels compute in float32 (unit roundoff 6e-8) with sums
 // of up to a few hundred terms, so forward values carry relative errors of
@@ -24,13 +29,13 @@ func TestLinear(t *testing.T) {
 	n, in, out := 7, 13, 11
 	x, w := randVec(r, n*in, 1), randVec(r, out*in, 0.3)
 	y := make([]float32, n*out)
-	linearForward(y, x, w, n, in, out, 0)
+	linearForward(cpu, y, x, w, n, in, out, 0)
 	x64, w64 := to64(x), to64(w)
 	checkClose(t, "linear forward", y, refLinear(x64, w64, n, in, out), fwdTol)
 
 	dy := randVec(r, n*out, 1)
 	dx, dw := make([]float32, n*in), make([]float32, out*in)
-	linearBackward(dx, dw, dy, x, w, n, in, out, 0)
+	linearBackward(cpu, dx, dw, dy, x, w, n, in, out, 0)
 	dy64 := to64(dy)
 	f := func() float64 { return dot64(dy64, refLinear(x64, w64, n, in, out)) }
 	gradCheck(t, "linear dx", f, x64, dx, nil, gradTol)
@@ -170,7 +175,7 @@ func TestHeadShardCrossEntropy(t *testing.T) {
 				lo, hi := cuts[s], cuts[s+1]
 				parts[s] = newHeadStats(n)
 				logits[s] = make([]float32, n*(hi-lo))
-				headForward(logits[s], parts[s], h, w[lo*d:hi*d], lo, hi-lo, d, targets)
+				headForward(cpu, logits[s], parts[s], h, w[lo*d:hi*d], lo, hi-lo, d, targets)
 			}
 			gMax, gSum := make([]float32, n), make([]float32, n)
 			loss, count := CombineHeadStats(parts, gMax, gSum)
@@ -184,7 +189,7 @@ func TestHeadShardCrossEntropy(t *testing.T) {
 			dh, dw := make([]float32, n*d), make([]float32, v*d)
 			for s := range parts {
 				lo, hi := cuts[s], cuts[s+1]
-				headBackward(dw[lo*d:hi*d], dh, logits[s], h, w[lo*d:hi*d], lo, hi-lo, d, targets, gMax, gSum, scale)
+				headBackward(cpu, dw[lo*d:hi*d], dh, logits[s], h, w[lo*d:hi*d], lo, hi-lo, d, targets, gMax, gSum, scale)
 			}
 			fs := func() float64 { return scale * f() }
 			gradCheck(t, "head dh", fs, h64, dh, nil, gradTol)

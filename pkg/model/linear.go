@@ -7,23 +7,23 @@ import "github.com/ternml/tern/pkg/tensor"
 //	forward:  y = x·Wᵀ                 (x [n,in], y [n,out])
 //	backward: dx = dy·W,  dW += dyᵀ·x
 //
-// All three products go through tensor.Gemm.
+// All three products are the device's Gemm.
 
 // linearForward computes y = x·Wᵀ + beta·y.
-func linearForward(y, x, w []float32, n, in, out int, beta float32) {
+func linearForward(dev tensor.Device, y, x, w []float32, n, in, out int, beta float32) {
 	if n == 0 || out == 0 {
 		return
 	}
-	tensor.Gemm(false, true, n, out, in, 1, x, in, w, in, beta, y, out)
+	dev.Gemm(false, true, n, out, in, 1, x, in, w, in, beta, y, out)
 }
 
 // linearBackward computes dx = dy·W + dxBeta·dx and dW += dyᵀ·x.
-func linearBackward(dx, dw, dy, x, w []float32, n, in, out int, dxBeta float32) {
+func linearBackward(dev tensor.Device, dx, dw, dy, x, w []float32, n, in, out int, dxBeta float32) {
 	if n == 0 || out == 0 {
 		return
 	}
-	tensor.Gemm(false, false, n, in, out, 1, dy, out, w, in, dxBeta, dx, in)
-	tensor.Gemm(true, false, out, in, n, 1, dy, out, x, in, 1, dw, in)
+	dev.Gemm(false, false, n, in, out, 1, dy, out, w, in, dxBeta, dx, in)
+	dev.Gemm(true, false, out, in, n, 1, dy, out, x, in, 1, dw, in)
 }
 
 // rowGrain picks a ParallelFor grain for row-wise elementwise kernels: about
@@ -34,21 +34,6 @@ func rowGrain(rowLen int) int {
 		return 1
 	}
 	return max(1, elemsPerChunk/rowLen)
-}
-
-// addInto computes dst += src elementwise, in parallel.
-func addInto(dst, src []float32) {
-	tensor.ParallelFor(len(dst), 16384, func(lo, hi int) {
-		d, s := dst[lo:hi], src[lo:hi]
-		for i := range d {
-			d[i] += s[i]
-		}
-	})
-}
-
-// clear32 zeroes s in parallel.
-func clear32(s []float32) {
-	tensor.ParallelFor(len(s), 1<<16, func(lo, hi int) { clear(s[lo:hi]) })
 }
 
 // linearBackwardParam is linearBackward for the weight p. With p.RowSel nil
@@ -66,21 +51,21 @@ func clear32(s []float32) {
 // on n (tensor.Gemm's kc) and border tiles use the same kernel, so with the
 // "asm" and "go" backends every selected row is bitwise equal to that row of
 // the full dyᵀ·x. dx needs all of dy and is computed as usual.
-func linearBackwardParam(dx []float32, p *Param, dy, x []float32, n, in, out int, dxBeta float32, sel *[]float32) {
+func linearBackwardParam(dev tensor.Device, dx []float32, p *Param, dy, x []float32, n, in, out int, dxBeta float32, sel *[]float32) {
 	if p.RowSel == nil {
-		linearBackward(dx, p.G, dy, x, p.W, n, in, out, dxBeta)
+		linearBackward(dev, dx, p.G, dy, x, p.W, n, in, out, dxBeta)
 		return
 	}
 	if n == 0 || out == 0 {
 		return
 	}
-	tensor.Gemm(false, false, n, in, out, 1, dy, out, p.W, in, dxBeta, dx, in)
+	dev.Gemm(false, false, n, in, out, 1, dy, out, p.W, in, dxBeta, dx, in)
 	r := len(p.RowSel)
 	if r == 0 {
 		return
 	}
 	if cap(*sel) < n*r {
-		*sel = make([]float32, n*r)
+		*sel = dev.Alloc(n * r)
 	}
 	g := (*sel)[:n*r]
 	rows := p.RowSel
@@ -92,5 +77,5 @@ func linearBackwardParam(dx []float32, p *Param, dy, x []float32, n, in, out int
 			}
 		}
 	})
-	tensor.Gemm(true, false, r, in, n, 1, g, r, x, in, 1, p.GSel, in)
+	dev.Gemm(true, false, r, in, n, 1, g, r, x, in, 1, p.GSel, in)
 }

@@ -18,11 +18,12 @@ type Model struct {
 }
 
 // New builds the whole model with parameters initialised from seed;
-// recompute turns on per-block activation recomputation.
-func New(c Config, seed uint64, recompute bool) (*Model, error) {
+// recompute turns on per-block activation recomputation. It runs on the CPU
+// unless WithDevice says otherwise.
+func New(c Config, seed uint64, recompute bool, opts ...Option) (*Model, error) {
 	spec := FullStage(c)
 	spec.Recompute = recompute
-	s, err := NewStage(c, spec, seed)
+	s, err := NewStage(c, spec, seed, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("build model: %w", err)
 	}
@@ -69,11 +70,11 @@ func (m *Model) prepare(tokens, targets []int32, b, t int) {
 		panic("model: " + err.Error())
 	}
 	if m.acts == nil || m.acts.B != b || m.acts.T != t {
-		n := b * t
+		n, dev := b*t, m.stage.dev
 		m.acts = m.stage.NewActs(b, t)
-		m.in = make([]float32, n*m.cfg.Dim)
-		m.dh = make([]float32, n*m.cfg.Dim)
-		m.gMax, m.gSum = make([]float32, n), make([]float32, n)
+		m.in = dev.Alloc(n * m.cfg.Dim)
+		m.dh = dev.Alloc(n * m.cfg.Dim)
+		m.gMax, m.gSum = dev.Alloc(n), dev.Alloc(n)
 	}
 }
 
@@ -81,7 +82,7 @@ func (m *Model) forward(tokens, targets []int32) (h []float32, lossSum float64, 
 	s, a := m.stage, m.acts
 	s.EmbedForward(tokens, m.in)
 	h = s.BlocksForward(a, m.in)
-	st := s.HeadForward(a, h, targets)
+	st := s.HeadForward(a, h, targets) // synced: readable on the host
 	lossSum, count = CombineHeadStats([]HeadStats{st}, m.gMax, m.gSum)
 	return h, lossSum, count
 }
@@ -94,7 +95,7 @@ func (m *Model) ForwardBackward(tokens, targets []int32, b, t int, gradScale flo
 	m.prepare(tokens, targets, b, t)
 	s, a := m.stage, m.acts
 	h, lossSum, count := m.forward(tokens, targets)
-	clear32(m.dh)
+	s.dev.Zero(m.dh)
 	s.HeadBackward(a, h, targets, m.gMax, m.gSum, gradScale, m.dh)
 	dx := s.BlocksBackward(a, m.dh)
 	s.EmbedBackward(tokens, dx)

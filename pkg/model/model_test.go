@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/ternml/tern/pkg/tensor"
 )
 
 // testConfig is small enough for finite differences on the float64
@@ -162,7 +164,7 @@ func TestShardedStagesEqualSingleStage(t *testing.T) {
 	x, part := make([]float32, n*d), make([]float32, n*d)
 	for _, s := range st {
 		s.EmbedForward(tokens, part)
-		addInto(x, part)
+		tensor.Add(x, x, part)
 	}
 	h1 := st[0].BlocksForward(acts[0], x)
 	h2 := st[1].BlocksForward(acts[1], h1)

@@ -54,6 +54,18 @@ type Param struct {
 	// GSel. ZeroGrad clears GSel like G.
 	RowSel []int32
 	GSel   []float32
+
+	dev tensor.Device // holds W and G; nil means the CPU
+}
+
+// Device returns the device whose memory holds W and G, where kernels that
+// update the parameter (an optimizer step) run. A Param built outside this
+// package lives on the CPU.
+func (p *Param) Device() tensor.Device {
+	if p.dev == nil {
+		return tensor.CPU{}
+	}
+	return p.dev
 }
 
 // Size is the number of elements held locally.
@@ -66,10 +78,12 @@ const (
 	initStd = 0.02
 )
 
-// newParam allocates and initialises rows [lo, hi) of a global tensor of
-// shape global. Weights are N(0, std²) drawn row by row from streams keyed by
-// (seed, name, global row); std == 0 means a norm gain initialised to 1.
-func newParam(name string, role Role, global []int, lo, hi int, std float64, seed uint64) *Param {
+// newParam allocates on dev and initialises rows [lo, hi) of a global tensor
+// of shape global. Weights are N(0, std²) drawn row by row from streams keyed
+// by (seed, name, global row); std == 0 means a norm gain initialised to 1.
+// The values are written by the host into fresh buffers, before any kernel
+// sees them (see tensor.Device).
+func newParam(dev tensor.Device, name string, role Role, global []int, lo, hi int, std float64, seed uint64) *Param {
 	cols := 1
 	for _, d := range global[1:] {
 		cols *= d
@@ -79,9 +93,9 @@ func newParam(name string, role Role, global []int, lo, hi int, std float64, see
 		cols = 1
 		shape = []int{hi - lo}
 	}
-	p := &Param{Name: name, Role: role, Shape: shape, GlobalShape: append([]int(nil), global...), RowOffset: lo}
-	p.W = make([]float32, (hi-lo)*cols)
-	p.G = make([]float32, len(p.W))
+	p := &Param{Name: name, Role: role, Shape: shape, GlobalShape: append([]int(nil), global...), RowOffset: lo, dev: dev}
+	p.W = dev.Alloc((hi - lo) * cols)
+	p.G = dev.Alloc(len(p.W))
 	if std == 0 {
 		for i := range p.W {
 			p.W[i] = 1

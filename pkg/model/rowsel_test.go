@@ -137,7 +137,7 @@ func BenchmarkLinearBackwardRowSel(b *testing.B) {
 		var sel []float32
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				linearBackwardParam(dx, p, dy, x, n, in, out, 0, &sel)
+				linearBackwardParam(tensor.CPU{}, dx, p, dy, x, n, in, out, 0, &sel)
 			}
 		})
 	}

@@ -2,6 +2,8 @@ package model
 
 import (
 	"fmt"
+
+	"github.com/ternml/tern/pkg/tensor"
 )
 
 // RowRange is a half-open range [Lo, Hi) of vocabulary rows.
@@ -27,11 +29,20 @@ func FullStage(c Config) StageSpec {
 }
 
 // Stage holds part of the model's parameters and runs its forward and
-// backward pieces. Methods are not safe for concurrent use: a stage runs one
-// operation at a time, though many microbatches (Acts) may be in flight.
+// backward pieces on its device. Methods are not safe for concurrent use: a
+// stage runs one operation at a time, though many microbatches (Acts) may be
+// in flight.
+//
+// Parameters, activations and the buffers Stage methods return live in the
+// device's memory; HeadForward syncs the device before it returns, so its
+// statistics can be read on the host at once. Before reading any other
+// returned buffer on the host (to send it to another stage, say), call
+// Device().Sync(); buffers the caller passes in must come from the same
+// device's Alloc.
 type Stage struct {
 	cfg       Config
 	spec      StageSpec
+	dev       tensor.Device
 	embed     *Param
 	blocks    []*block
 	finalNorm *Param
@@ -49,10 +60,26 @@ type Stage struct {
 	selScratch []float32
 }
 
+// Option adjusts how New and NewStage build a model.
+type Option func(*options)
+
+type options struct{ dev tensor.Device }
+
+// WithDevice runs the model on dev (tensor.CPU{} by default): parameters,
+// activations and scratch are allocated by dev and every kernel is dev's.
+func WithDevice(dev tensor.Device) Option { return func(o *options) { o.dev = dev } }
+
 // NewStage builds the parameters of spec, initialised from seed. Every
 // parameter row draws from its own stream keyed by (seed, name, global row),
 // so the values do not depend on how the model is cut into stages.
-func NewStage(c Config, spec StageSpec, seed uint64) (*Stage, error) {
+func NewStage(c Config, spec StageSpec, seed uint64, opts ...Option) (*Stage, error) {
+	o := options{dev: tensor.CPU{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.dev == nil {
+		return nil, fmt.Errorf("model device: WithDevice got nil; leave the option out to run on the CPU")
+	}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -67,21 +94,21 @@ func NewStage(c Config, spec StageSpec, seed uint64) (*Stage, error) {
 			return nil, fmt.Errorf("stage %s rows [%d,%d) must satisfy 0 <= lo <= hi <= vocab %d", r.name, r.r.Lo, r.r.Hi, c.Vocab)
 		}
 	}
-	s := &Stage{cfg: c, spec: spec}
+	s := &Stage{cfg: c, spec: spec, dev: o.dev}
 	d, hd, f := c.Dim, c.HeadDim(), c.FFN
 	resid := residualStd(c.Layers)
 	if spec.Embed.Len() > 0 {
-		s.embed = newParam("model.embed_tokens.weight", RoleEmbedding, []int{c.Vocab, d}, spec.Embed.Lo, spec.Embed.Hi, initStd, seed)
+		s.embed = newParam(s.dev, "model.embed_tokens.weight", RoleEmbedding, []int{c.Vocab, d}, spec.Embed.Lo, spec.Embed.Hi, initStd, seed)
 		s.params = append(s.params, s.embed)
 	}
 	for l := spec.FirstLayer; l < spec.EndLayer; l++ {
 		pre := fmt.Sprintf("model.layers.%d.", l)
 		mk := func(name string, role Role, shape []int, std float64) *Param {
-			p := newParam(pre+name, role, shape, 0, shape[0], std, seed)
+			p := newParam(s.dev, pre+name, role, shape, 0, shape[0], std, seed)
 			s.params = append(s.params, p)
 			return p
 		}
-		bl := &block{layer: l}
+		bl := &block{dev: s.dev, layer: l}
 		bl.norm1 = mk("input_layernorm.weight", RoleNorm, []int{d}, 0)
 		bl.wq = mk("self_attn.q_proj.weight", RoleAttnQK, []int{c.Heads * hd, d}, initStd)
 		bl.wk = mk("self_attn.k_proj.weight", RoleAttnQK, []int{c.KVHeads * hd, d}, initStd)
@@ -94,11 +121,11 @@ func NewStage(c Config, spec StageSpec, seed uint64) (*Stage, error) {
 		s.blocks = append(s.blocks, bl)
 	}
 	if spec.FinalNorm {
-		s.finalNorm = newParam("model.norm.weight", RoleNorm, []int{d}, 0, d, 0, seed)
+		s.finalNorm = newParam(s.dev, "model.norm.weight", RoleNorm, []int{d}, 0, d, 0, seed)
 		s.params = append(s.params, s.finalNorm)
 	}
 	if spec.Head.Len() > 0 {
-		s.head = newParam("lm_head.weight", RoleHead, []int{c.Vocab, d}, spec.Head.Lo, spec.Head.Hi, initStd, seed)
+		s.head = newParam(s.dev, "lm_head.weight", RoleHead, []int{c.Vocab, d}, spec.Head.Lo, spec.Head.Hi, initStd, seed)
 		s.params = append(s.params, s.head)
 	}
 	return s, nil
@@ -110,6 +137,9 @@ func (s *Stage) Config() Config { return s.cfg }
 // Spec returns what the stage holds.
 func (s *Stage) Spec() StageSpec { return s.spec }
 
+// Device returns the device the stage computes on.
+func (s *Stage) Device() tensor.Device { return s.dev }
+
 // Params lists the stage's parameters: embedding, blocks in order (each in
 // Hugging Face order), final norm, head.
 func (s *Stage) Params() []*Param { return s.params }
@@ -117,14 +147,16 @@ func (s *Stage) Params() []*Param { return s.params }
 // ZeroGrad clears all gradients, including row-selected ones (Param.GSel).
 func (s *Stage) ZeroGrad() {
 	for _, p := range s.params {
-		clear32(p.G)
-		clear32(p.GSel)
+		s.dev.Zero(p.G)
+		s.dev.Zero(p.GSel)
 	}
 }
 
-// allocator hands out float32 buffers and counts their bytes; with dry set it
-// only counts, so memory estimates match what is allocated exactly.
+// allocator hands out float32 buffers from dev and counts their bytes; with
+// dry set it only counts, so memory estimates match what is allocated
+// exactly.
 type allocator struct {
+	dev   tensor.Device
 	dry   bool
 	bytes int64
 }
@@ -134,9 +166,10 @@ func (al *allocator) f32(n int) []float32 {
 	if al.dry {
 		return nil
 	}
-	return make([]float32, n)
+	return al.dev.Alloc(n)
 }
 
+// bools allocates host memory: per-token flags the host computes and reads.
 func (al *allocator) bools(n int) []bool {
 	al.bytes += int64(n)
 	if al.dry {
@@ -222,8 +255,8 @@ func (s *Stage) ensureWorkspace(al *allocator, b, t int) {
 // NewActs allocates the activations of one microbatch of B sequences of T
 // tokens, and grows the stage's shared backward scratch if needed.
 func (s *Stage) NewActs(b, t int) *Acts {
-	s.ensureWorkspace(&allocator{}, b, t)
-	return s.newActs(&allocator{}, b, t)
+	s.ensureWorkspace(&allocator{dev: s.dev}, b, t)
+	return s.newActs(&allocator{dev: s.dev}, b, t)
 }
 
 // ActsBytes is the size of one microbatch's Acts (allocated by NewActs).
@@ -262,7 +295,7 @@ func (s *Stage) EmbedForward(tokens []int32, out []float32) {
 		panic(fmt.Sprintf("model: embedding output has %d elements, want %d", len(out), len(tokens)*d))
 	}
 	if s.embed == nil {
-		clear32(out[:len(tokens)*d])
+		s.dev.Zero(out[:len(tokens)*d])
 		return
 	}
 	embeddingForward(out, s.embed.W, s.spec.Embed.Lo, s.spec.Embed.Hi, d, tokens)
@@ -283,7 +316,7 @@ func (s *Stage) BlocksForward(a *Acts, x []float32) []float32 {
 	c, b, t := s.cfg, a.B, a.T
 	n := b * t
 	s.checkActs(a, "block input", n*c.Dim, len(x))
-	copy(a.resid[0], x)
+	s.dev.Copy(a.resid[0], x)
 	var rc blockActs
 	if s.spec.Recompute && len(s.blocks) > 0 {
 		rc = s.rc.sized(c, b, t)
@@ -311,10 +344,10 @@ func (s *Stage) BlocksBackward(a *Acts, dy []float32) []float32 {
 	n := b * t
 	s.checkActs(a, "output gradient", n*c.Dim, len(dy))
 	if s.spec.FinalNorm {
-		clear32(a.dx)
+		s.dev.Zero(a.dx)
 		rmsnormBackward(a.dx, s.finalNorm.G, dy, a.resid[len(a.resid)-1], s.finalNorm.W, a.rstdF, n, c.Dim)
 	} else {
-		copy(a.dx, dy)
+		s.dev.Copy(a.dx, dy)
 	}
 	var rc blockActs
 	var gr blockGrads
@@ -348,8 +381,9 @@ func (s *Stage) HeadForward(a *Acts, h []float32, targets []int32) HeadStats {
 	if s.head == nil {
 		panic("model: HeadForward on a stage without LM head rows")
 	}
-	headForward(a.logits, a.stats, h, s.head.W, s.spec.Head.Lo, s.spec.Head.Len(), s.cfg.Dim, targets)
+	headForward(s.dev, a.logits, a.stats, h, s.head.W, s.spec.Head.Lo, s.spec.Head.Len(), s.cfg.Dim, targets)
 	a.logitsOK = true
+	s.dev.Sync()
 	return a.stats
 }
 
@@ -367,8 +401,8 @@ func (s *Stage) HeadBackward(a *Acts, h []float32, targets []int32, gMax, gSumEx
 	}
 	rows := s.spec.Head.Len()
 	if !a.logitsOK {
-		linearForward(a.logits, h, s.head.W, n, s.cfg.Dim, rows, 0)
+		linearForward(s.dev, a.logits, h, s.head.W, n, s.cfg.Dim, rows, 0)
 	}
 	a.logitsOK = false
-	headBackward(s.head.G, dh, a.logits, h, s.head.W, s.spec.Head.Lo, rows, s.cfg.Dim, targets, gMax, gSumExp, scale)
+	headBackward(s.dev, s.head.G, dh, a.logits, h, s.head.W, s.spec.Head.Lo, rows, s.cfg.Dim, targets, gMax, gSumExp, scale)
 }

@@ -114,27 +114,3 @@ func SetGemmBackend(name string) error {
 	gemmCurrent.Store(int32(kind))
 	return nil
 }
-
-// Backend is the compute device interface that layers call. It is kept to
-// what a GPU implementation can also offer; the CPU one forwards to the
-// package functions.
-type Backend interface {
-	// Name identifies the backend in logs and benchmark tables.
-	Name() string
-	// Gemm has the contract of the package-level Gemm.
-	Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
-}
-
-// CPU is the Backend that runs on this machine's cores with the GEMM backend
-// selected by SetGemmBackend.
-type CPU struct{}
-
-// Name returns "cpu/" followed by the GEMM backend in use, e.g. "cpu/asm".
-func (CPU) Name() string { return "cpu/" + GemmBackend() }
-
-// Gemm calls the package-level Gemm.
-func (CPU) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	Gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-}
-
-var _ Backend = CPU{}

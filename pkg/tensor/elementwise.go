@@ -14,6 +14,9 @@ const (
 	reduceChunk = 1 << 12
 	// reduceParallelMin is the length from which reductions use goroutines.
 	reduceParallelMin = 1 << 16
+	// zeroGrain is the chunk of Zero: clearing is bound by memory bandwidth,
+	// and 256 KiB chunks let several cores share a large buffer.
+	zeroGrain = 1 << 16
 )
 
 func checkLen(op string, want int, names string, got ...int) {
@@ -74,8 +77,17 @@ func add(dst, a, b []float32) {
 	}
 }
 
-// Zero sets every element of x to +0.
-func Zero(x []float32) { clear(x) }
+// Zero sets every element of x to +0. Large slices are cleared in parallel
+// chunks of zeroGrain elements.
+func Zero(x []float32) {
+	ParallelFor(len(x), zeroGrain, func(lo, hi int) { clear(x[lo:hi]) })
+}
+
+// Copy sets dst = src. Both must have equal lengths.
+func Copy(dst, src []float32) {
+	checkLen("Copy", len(dst), "dst, src", len(src))
+	copy(dst, src)
+}
 
 // SumSquares returns Σ x[i]² accumulated in float64 (for gradient norms and
 // RMS statistics). The sum is taken in fixed chunks of reduceChunk elements,

@@ -1,0 +1,55 @@
+package tensor
+
+// Device is the set of kernels the model and the optimizers run, so that the
+// layers in pkg/model can run on another device (a CUDA one, say) without
+// change. It is deliberately not an autograd: every layer's forward and
+// backward is a kernel of its own, and pkg/model decides the order of calls,
+// the shapes and which activations are kept.
+//
+// Memory contract (what lets a kernel take a []float32 on any device):
+//
+//   - Every float32 buffer given to a kernel comes from the same device's
+//     Alloc; sub-slices of such a buffer are fine. A device whose memory is
+//     host-addressable (CUDA managed memory, or plain host memory on the CPU)
+//     hands out slices that view it, so the host can still reach them.
+//   - The host reads or writes such a buffer only while no kernel that uses
+//     it is queued or running: after Sync, or before the buffer is first given
+//     to a kernel (initialisation). Results that return to the host
+//     (SumSquares) imply a Sync.
+//   - Index arguments (token ids, targets, selected columns: []int32) and
+//     scalars are host values: the device copies what it needs when the
+//     kernel is called, and the caller may reuse them once it returns.
+//   - Kernels may run asynchronously with respect to the host, in call
+//     order. The CPU device runs each one to completion before returning and
+//     its Sync does nothing.
+//
+// A device that cannot carry out a call (out of memory, a fault) panics with
+// a message naming the kernel; so does the CPU device when lengths and shapes
+// do not fit, which is a programming error. Callers do not call one device
+// concurrently (a GPU device drives one stream from one locked OS thread);
+// the CPU device happens to allow it.
+//
+// Unless stated, an output is overwritten ("writes") or added to
+// ("accumulates") as the method says, and outputs must not alias inputs.
+type Device interface {
+	// Name identifies the device in logs and benchmark tables.
+	Name() string
+	// Alloc returns n zeroed float32s in the device's memory.
+	Alloc(n int) []float32
+	// Sync waits until every kernel called so far has finished, so the host
+	// may read its outputs.
+	Sync()
+
+	// Gemm computes C = alpha·op(A)·op(B) + beta·C on row-major matrices,
+	// with the contract of the package-level Gemm.
+	Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int)
+
+	// Copy writes dst = src (equal lengths).
+	Copy(dst, src []float32)
+	// Zero writes +0 to every element of x.
+	Zero(x []float32)
+	// Scale computes x *= alpha.
+	Scale(alpha float32, x []float32)
+	// SumSquares returns Σ x[i]², accumulated in float64 (gradient norms).
+	SumSquares(x []float32) float64
+}
