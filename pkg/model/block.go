@@ -93,7 +93,7 @@ func (bl *block) forward(c Config, s *blockActs, rope *ropeCache, b, t int, x, o
 	qd, kd := c.Heads*hd, c.KVHeads*hd
 	eps := c.NormEps
 	dev := bl.dev
-	rmsnormForward(s.xn1, s.rstd1, x, bl.norm1.W, n, d, eps)
+	dev.RMSNormForward(s.xn1, s.rstd1, x, bl.norm1.W, n, d, eps)
 	linearForward(dev, s.q, s.xn1, bl.wq.W, n, d, qd, 0)
 	linearForward(dev, s.k, s.xn1, bl.wk.W, n, d, kd, 0)
 	linearForward(dev, s.v, s.xn1, bl.wv.W, n, d, kd, 0)
@@ -102,7 +102,7 @@ func (bl *block) forward(c Config, s *blockActs, rope *ropeCache, b, t int, x, o
 	attentionForward(s.o, s.lse, s.q, s.k, s.v, attnShape{b, t, c.Heads, c.KVHeads, hd})
 	dev.Copy(s.x1, x)
 	linearForward(dev, s.x1, s.o, bl.wo.W, n, qd, d, 1)
-	rmsnormForward(s.xn2, s.rstd2, s.x1, bl.norm2.W, n, d, eps)
+	dev.RMSNormForward(s.xn2, s.rstd2, s.x1, bl.norm2.W, n, d, eps)
 	linearForward(dev, s.g, s.xn2, bl.wg.W, n, d, f, 0)
 	linearForward(dev, s.u, s.xn2, bl.wu.W, n, d, f, 0)
 	swigluForward(s.hm, s.g, s.u)
@@ -125,7 +125,7 @@ func (bl *block) backward(c Config, s *blockActs, gr *blockGrads, rope *ropeCach
 	dg := gr.dhm
 	linearBackwardParam(dev, gr.dxn, bl.wg, dg, s.xn2, n, d, f, 0, gr.sel)
 	linearBackwardParam(dev, gr.dxn, bl.wu, gr.du, s.xn2, n, d, f, 1, gr.sel)
-	rmsnormBackward(dres, bl.norm2.G, gr.dxn, s.x1, bl.norm2.W, s.rstd2, n, d)
+	dev.RMSNormBackward(dres, bl.norm2.G, gr.dxn, s.x1, bl.norm2.W, s.rstd2, n, d)
 	// Attention branch: x1 = x + o_proj(o).
 	linearBackwardParam(dev, gr.do, bl.wo, dres, s.o, n, qd, d, 0, gr.sel)
 	attentionBackward(gr.dq, gr.dk, gr.dv, gr.do, s.q, s.k, s.v, s.o, s.lse, attnShape{b, t, c.Heads, c.KVHeads, hd})
@@ -134,5 +134,5 @@ func (bl *block) backward(c Config, s *blockActs, gr *blockGrads, rope *ropeCach
 	linearBackwardParam(dev, gr.dxn, bl.wq, gr.dq, s.xn1, n, d, qd, 0, gr.sel)
 	linearBackwardParam(dev, gr.dxn, bl.wk, gr.dk, s.xn1, n, d, kd, 1, gr.sel)
 	linearBackwardParam(dev, gr.dxn, bl.wv, gr.dv, s.xn1, n, d, kd, 1, gr.sel)
-	rmsnormBackward(dres, bl.norm1.G, gr.dxn, x, bl.norm1.W, s.rstd1, n, d)
+	dev.RMSNormBackward(dres, bl.norm1.G, gr.dxn, x, bl.norm1.W, s.rstd1, n, d)
 }

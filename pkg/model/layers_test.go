@@ -48,13 +48,13 @@ func TestRMSNorm(t *testing.T) {
 	eps := 1e-5
 	x, w := randVec(r, n*d, 1), randVec(r, d, 1)
 	y, rstd := make([]float32, n*d), make([]float32, n)
-	rmsnormForward(y, rstd, x, w, n, d, eps)
+	cpu.RMSNormForward(y, rstd, x, w, n, d, eps)
 	x64, w64 := to64(x), to64(w)
 	checkClose(t, "rmsnorm forward", y, refRMSNorm(x64, w64, n, d, eps), fwdTol)
 
 	dy := randVec(r, n*d, 1)
 	dx, dw := make([]float32, n*d), make([]float32, d)
-	rmsnormBackward(dx, dw, dy, x, w, rstd, n, d)
+	cpu.RMSNormBackward(dx, dw, dy, x, w, rstd, n, d)
 	dy64 := to64(dy)
 	f := func() float64 { return dot64(dy64, refRMSNorm(x64, w64, n, d, eps)) }
 	gradCheck(t, "rmsnorm dx", f, x64, dx, nil, gradTol)

@@ -332,7 +332,7 @@ func (s *Stage) BlocksForward(a *Acts, x []float32) []float32 {
 	if !s.spec.FinalNorm {
 		return last
 	}
-	rmsnormForward(a.out, a.rstdF, last, s.finalNorm.W, n, c.Dim, c.NormEps)
+	s.dev.RMSNormForward(a.out, a.rstdF, last, s.finalNorm.W, n, c.Dim, c.NormEps)
 	return a.out
 }
 
@@ -345,7 +345,7 @@ func (s *Stage) BlocksBackward(a *Acts, dy []float32) []float32 {
 	s.checkActs(a, "output gradient", n*c.Dim, len(dy))
 	if s.spec.FinalNorm {
 		s.dev.Zero(a.dx)
-		rmsnormBackward(a.dx, s.finalNorm.G, dy, a.resid[len(a.resid)-1], s.finalNorm.W, a.rstdF, n, c.Dim)
+		s.dev.RMSNormBackward(a.dx, s.finalNorm.G, dy, a.resid[len(a.resid)-1], s.finalNorm.W, a.rstdF, n, c.Dim)
 	} else {
 		s.dev.Copy(a.dx, dy)
 	}

@@ -1,5 +1,7 @@
 package tensor
 
+import "fmt"
+
 // CPU is the Device that runs on this machine's cores: pure Go kernels split
 // into fixed chunks over GOMAXPROCS goroutines (ParallelFor), and the GEMM
 // backend selected by SetGemmBackend. Its memory is the Go heap, so Sync has
@@ -34,3 +36,21 @@ func (CPU) Scale(alpha float32, x []float32) { Scale(alpha, x) }
 
 // SumSquares calls the package-level SumSquares.
 func (CPU) SumSquares(x []float32) float64 { return SumSquares(x) }
+
+// rowGrain picks a ParallelFor grain for row-wise kernels: about
+// rowChunkElems elements per chunk, so scheduling overhead stays small.
+func rowGrain(rowLen int) int {
+	const rowChunkElems = 16384
+	if rowLen <= 0 {
+		return 1
+	}
+	return max(1, rowChunkElems/rowLen)
+}
+
+// need panics unless x holds at least n elements: the kernels index their
+// arguments by the sizes they are given, so a short slice is a caller's bug.
+func need(op, name string, x []float32, n int) {
+	if len(x) < n {
+		panic(fmt.Sprintf("tensor.%s: %s has %d elements, need at least %d", op, name, len(x), n))
+	}
+}

@@ -52,4 +52,11 @@ type Device interface {
 	Scale(alpha float32, x []float32)
 	// SumSquares returns Σ x[i]², accumulated in float64 (gradient norms).
 	SumSquares(x []float32) float64
+
+	// RMSNormForward normalises the n rows of x [n, d]: y = x·r ∘ w with
+	// r = 1/sqrt(mean(x²) + eps), kept in rstd [n] for the backward pass.
+	RMSNormForward(y, rstd, x, w []float32, n, d int, eps float64)
+	// RMSNormBackward accumulates into dx [n, d] and dw [d] the gradients of
+	// <dy, y> from the forward pass that produced rstd.
+	RMSNormBackward(dx, dw, dy, x, w, rstd []float32, n, d int)
 }

@@ -1,10 +1,6 @@
-package model
+package tensor
 
-import (
-	"math"
-
-	"github.com/ternml/tern/pkg/tensor"
-)
+import "math"
 
 // RMSNorm (Zhang & Sennrich 2019, eq. 4), per row x of width d:
 //
@@ -17,8 +13,13 @@ import (
 // The mean of squares is accumulated in float64; r is kept per row for the
 // backward pass.
 
-func rmsnormForward(y, rstd, x, w []float32, n, d int, eps float64) {
-	tensor.ParallelFor(n, rowGrain(d), func(a, b int) {
+// RMSNormForward implements Device.
+func (CPU) RMSNormForward(y, rstd, x, w []float32, n, d int, eps float64) {
+	need("RMSNormForward", "x", x, n*d)
+	need("RMSNormForward", "y", y, n*d)
+	need("RMSNormForward", "rstd", rstd, n)
+	need("RMSNormForward", "w", w, d)
+	ParallelFor(n, rowGrain(d), func(a, b int) {
 		for i := a; i < b; i++ {
 			xr := x[i*d : (i+1)*d]
 			var ss float64
@@ -35,9 +36,16 @@ func rmsnormForward(y, rstd, x, w []float32, n, d int, eps float64) {
 	})
 }
 
-// rmsnormBackward accumulates dx += ∂/∂x and dw += ∂/∂w of <dy, y>.
-func rmsnormBackward(dx, dw, dy, x, w, rstd []float32, n, d int) {
-	tensor.ParallelFor(n, rowGrain(d), func(a, b int) {
+// RMSNormBackward implements Device: it accumulates dx += ∂/∂x and
+// dw += ∂/∂w of <dy, y>.
+func (CPU) RMSNormBackward(dx, dw, dy, x, w, rstd []float32, n, d int) {
+	need("RMSNormBackward", "dx", dx, n*d)
+	need("RMSNormBackward", "dy", dy, n*d)
+	need("RMSNormBackward", "x", x, n*d)
+	need("RMSNormBackward", "dw", dw, d)
+	need("RMSNormBackward", "w", w, d)
+	need("RMSNormBackward", "rstd", rstd, n)
+	ParallelFor(n, rowGrain(d), func(a, b int) {
 		for i := a; i < b; i++ {
 			xr, dyr, dxr := x[i*d:(i+1)*d], dy[i*d:(i+1)*d], dx[i*d:(i+1)*d]
 			r := rstd[i]
@@ -54,7 +62,7 @@ func rmsnormBackward(dx, dw, dy, x, w, rstd []float32, n, d int) {
 	})
 	// dw sums over rows; each chunk owns a column range and walks rows in
 	// order, so the result does not depend on the number of goroutines.
-	tensor.ParallelFor(d, 64, func(c0, c1 int) {
+	ParallelFor(d, 64, func(c0, c1 int) {
 		for i := 0; i < n; i++ {
 			r := rstd[i]
 			xr, dyr := x[i*d:(i+1)*d], dy[i*d:(i+1)*d]
