@@ -67,15 +67,16 @@ func TestRoPE(t *testing.T) {
 	n := b * tt
 	theta := 10000.0
 	x := randVec(r, n*heads*hd, 1)
-	cos, sin := ropeTables(tt, hd, theta)
+	cos, sin := make([]float32, tt*hd/2), make([]float32, tt*hd/2)
+	tensor.RoPETables(cos, sin, tt, hd, theta)
 	y := append([]float32(nil), x...)
-	ropeApply(y, n, tt, heads, hd, cos, sin, false)
+	cpu.RoPEForward(y, cos, sin, n, tt, heads, hd)
 	x64 := to64(x)
 	checkClose(t, "rope forward", y, refRope(x64, n, tt, heads, hd, theta), fwdTol)
 
 	dy := randVec(r, len(x), 1)
 	dx := append([]float32(nil), dy...)
-	ropeApply(dx, n, tt, heads, hd, cos, sin, true)
+	cpu.RoPEBackward(dx, cos, sin, n, tt, heads, hd)
 	dy64 := to64(dy)
 	f := func() float64 { return dot64(dy64, refRope(x64, n, tt, heads, hd, theta)) }
 	gradCheck(t, "rope dx", f, x64, dx, nil, gradTol)

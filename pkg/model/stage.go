@@ -178,6 +178,7 @@ func (al *allocator) bools(n int) []bool {
 	return make([]bool, n)
 }
 
+// ropeCache holds the RoPE rotation tables, [T, HeadDim/2] each.
 type ropeCache struct{ cos, sin []float32 }
 
 // Acts holds one microbatch's activations on a stage, from its forward pass
@@ -217,9 +218,9 @@ func (s *Stage) newActs(al *allocator, b, t int) *Acts {
 	a.dx = al.f32(n * c.Dim)
 	if nb > 0 {
 		half := c.HeadDim() / 2
-		al.bytes += 2 * 4 * int64(t*half)
+		a.rope.cos, a.rope.sin = al.f32(t*half), al.f32(t*half)
 		if !al.dry {
-			a.rope.cos, a.rope.sin = ropeTables(t, c.HeadDim(), c.RopeTheta)
+			tensor.RoPETables(a.rope.cos, a.rope.sin, t, c.HeadDim(), c.RopeTheta)
 		}
 	}
 	if s.spec.Head.Len() > 0 {

@@ -59,4 +59,10 @@ type Device interface {
 	// RMSNormBackward accumulates into dx [n, d] and dw [d] the gradients of
 	// <dy, y> from the forward pass that produced rstd.
 	RMSNormBackward(dx, dw, dy, x, w, rstd []float32, n, d int)
+
+	// RoPEForward rotates x [n, heads·hd] in place (rotate-half layout); the
+	// position of row r is r mod t, and cos, sin are [t, hd/2] (RoPETables).
+	RoPEForward(x, cos, sin []float32, n, t, heads, hd int)
+	// RoPEBackward applies the inverse rotation to dx in place.
+	RoPEBackward(dx, cos, sin []float32, n, t, heads, hd int)
 }
