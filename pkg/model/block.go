@@ -105,7 +105,7 @@ func (bl *block) forward(c Config, s *blockActs, rope *ropeCache, b, t int, x, o
 	dev.RMSNormForward(s.xn2, s.rstd2, s.x1, bl.norm2.W, n, d, eps)
 	linearForward(dev, s.g, s.xn2, bl.wg.W, n, d, f, 0)
 	linearForward(dev, s.u, s.xn2, bl.wu.W, n, d, f, 0)
-	swigluForward(s.hm, s.g, s.u)
+	dev.SwiGLUForward(s.hm, s.g, s.u)
 	if out != nil {
 		dev.Copy(out, s.x1)
 		linearForward(dev, out, s.hm, bl.wd.W, n, f, d, 1)
@@ -121,7 +121,7 @@ func (bl *block) backward(c Config, s *blockActs, gr *blockGrads, rope *ropeCach
 	dev := bl.dev
 	// MLP branch: x2 = x1 + down(hm).
 	linearBackwardParam(dev, gr.dhm, bl.wd, dres, s.hm, n, f, d, 0, gr.sel)
-	swigluBackward(gr.dhm, gr.du, gr.dhm, s.g, s.u)
+	dev.SwiGLUBackward(gr.dhm, gr.du, gr.dhm, s.g, s.u)
 	dg := gr.dhm
 	linearBackwardParam(dev, gr.dxn, bl.wg, dg, s.xn2, n, d, f, 0, gr.sel)
 	linearBackwardParam(dev, gr.dxn, bl.wu, gr.du, s.xn2, n, d, f, 1, gr.sel)

@@ -87,13 +87,13 @@ func TestSwiGLU(t *testing.T) {
 	n := 50
 	g, u := randVec(r, n, 2), randVec(r, n, 1)
 	h := make([]float32, n)
-	swigluForward(h, g, u)
+	cpu.SwiGLUForward(h, g, u)
 	g64, u64 := to64(g), to64(u)
 	checkClose(t, "swiglu forward", h, refSwiGLU(g64, u64), fwdTol)
 
 	dh := randVec(r, n, 1)
 	dg, du := append([]float32(nil), dh...), make([]float32, n)
-	swigluBackward(dg, du, dg, g, u) // dg aliases dh, as in the block
+	cpu.SwiGLUBackward(dg, du, dg, g, u) // dg aliases dh, as in the block
 	dh64 := to64(dh)
 	f := func() float64 { return dot64(dh64, refSwiGLU(g64, u64)) }
 	gradCheck(t, "swiglu dg", f, g64, dg, nil, gradTol)

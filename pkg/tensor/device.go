@@ -65,4 +65,9 @@ type Device interface {
 	RoPEForward(x, cos, sin []float32, n, t, heads, hd int)
 	// RoPEBackward applies the inverse rotation to dx in place.
 	RoPEBackward(dx, cos, sin []float32, n, t, heads, hd int)
+
+	// SwiGLUForward writes h = silu(g) ∘ u (equal lengths).
+	SwiGLUForward(h, g, u []float32)
+	// SwiGLUBackward writes dg and du from dh; dg may alias dh.
+	SwiGLUBackward(dg, du, dh, g, u []float32)
 }
