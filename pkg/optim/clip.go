@@ -20,6 +20,11 @@ func GradNorm(params []*model.Param) float64 {
 	return math.Sqrt(s)
 }
 
+// HeldGrad is the gradient buffer p holds this step: G, or GSel when only
+// the rows RowSel are computed (GRASS between refreshes). Data-parallel
+// replicas exchange exactly these buffers.
+func HeldGrad(p *model.Param) []float32 { return heldGrad(p) }
+
 // heldGrad is the gradient buffer p holds: G, or GSel when only selected
 // rows are computed.
 func heldGrad(p *model.Param) []float32 {

@@ -78,6 +78,12 @@ func (j *TrainingJob) applyDefaults(present func(path string) bool) {
 
 	fillTagDefaults("", reflect.ValueOf(j).Elem(), present)
 	s.Optimizer.applyDefaults(present)
+	if s.Communication.Exchange == "" && !present("spec.communication.exchange") {
+		s.Communication.Exchange = "dense"
+		if s.Optimizer.Name == "demo" {
+			s.Communication.Exchange = "none"
+		}
+	}
 
 	if s.Data.Include == nil && !present("spec.data.include") {
 		switch s.Data.Kind {
@@ -133,9 +139,10 @@ func fillTagDefaults(path string, v reflect.Value, present func(string) bool) {
 	}
 }
 
-// TokensPerStep is the number of tokens one optimizer step trains on.
+// TokensPerStep is the number of tokens one optimizer step trains on, over
+// all data-parallel replicas.
 func (j *TrainingJob) TokensPerStep() int {
-	return j.Spec.Batch.MicroBatchSize * j.Spec.Batch.MicroBatches * j.Spec.Model.SeqLen
+	return max(j.Spec.Parallel.Data, 1) * j.Spec.Batch.MicroBatchSize * j.Spec.Batch.MicroBatches * j.Spec.Model.SeqLen
 }
 
 // CanonicalJSON encodes the job with every default filled and the model

@@ -33,17 +33,17 @@ type Metadata struct {
 
 // JobSpec is the desired run.
 type JobSpec struct {
-	Seed          uint64         `json:"seed" default:"1" desc:"Seed for parameter initialisation and data sampling; same seed and spec give bitwise-identical runs."`
-	Steps         int            `json:"steps" default:"600" desc:"Number of optimizer steps to run."`
-	Model         ModelSpec      `json:"model" desc:"Model architecture: a preset and/or explicit sizes (explicit fields override the preset)."`
-	Data          DataSpec       `json:"data" desc:"Training corpus, tokenizer and validation split."`
-	Batch         BatchSpec      `json:"batch" desc:"Sequences per optimizer step."`
-	Optimizer     OptimizerSpec  `json:"optimizer" desc:"Optimizer, learning-rate schedule, weight decay and gradient clipping."`
-	Eval          EvalSpec       `json:"eval" desc:"Periodic evaluation on the validation split."`
-	Checkpoint    CheckpointSpec `json:"checkpoint" desc:"Durable checkpoints on disk."`
-	Parallel      Reserved       `json:"parallel,omitempty" desc:"Reserved for data and pipeline parallelism; must be empty in tern/v1."`
-	Communication Reserved       `json:"communication,omitempty" desc:"Reserved for gradient exchange settings; must be empty in tern/v1."`
-	Snapshot      Reserved       `json:"snapshot,omitempty" desc:"Reserved for in-memory snapshot settings; must be empty in tern/v1."`
+	Seed          uint64            `json:"seed" default:"1" desc:"Seed for parameter initialisation and data sampling; same seed and spec give bitwise-identical runs."`
+	Steps         int               `json:"steps" default:"600" desc:"Number of optimizer steps to run."`
+	Model         ModelSpec         `json:"model" desc:"Model architecture: a preset and/or explicit sizes (explicit fields override the preset)."`
+	Data          DataSpec          `json:"data" desc:"Training corpus, tokenizer and validation split."`
+	Batch         BatchSpec         `json:"batch" desc:"Sequences per optimizer step."`
+	Optimizer     OptimizerSpec     `json:"optimizer" desc:"Optimizer, learning-rate schedule, weight decay and gradient clipping."`
+	Eval          EvalSpec          `json:"eval" desc:"Periodic evaluation on the validation split."`
+	Checkpoint    CheckpointSpec    `json:"checkpoint" desc:"Durable checkpoints on disk."`
+	Parallel      ParallelSpec      `json:"parallel" desc:"How the job is laid out over ranks (processes)."`
+	Communication CommunicationSpec `json:"communication" desc:"How ranks exchange gradients, and how long they wait for each other."`
+	Snapshot      Reserved          `json:"snapshot,omitempty" desc:"Reserved for in-memory snapshot settings; must be empty in tern/v1."`
 }
 
 // Reserved is a section that later versions of the schema will define. It
@@ -185,6 +185,24 @@ type CheckpointSpec struct {
 	Keep       int    `json:"keep" default:"2" desc:"Number of most recent checkpoints kept; 0 keeps all."`
 }
 
+// ParallelSpec lays the job out over ranks.
+type ParallelSpec struct {
+	Data int `json:"data" default:"1" desc:"Data-parallel replicas, at most 256. Each trains on its own share of every step's batch (global batch = data × batch.microBatches × batch.microBatchSize sequences) and they exchange gradients as communication.exchange says. ternctl train starts this many worker processes on this machine."`
+}
+
+// CommunicationSpec sets the gradient exchange between replicas.
+type CommunicationSpec struct {
+	Exchange       string  `json:"exchange" default:"derived" desc:"Gradient exchange between data-parallel replicas: dense (ring all-reduce of float32 gradients), bf16 (the same with bfloat16 on the wire: half the bytes), none (no gradient all-reduce). Every optimizer except demo takes dense or bf16 (grass all-reduces only its selected rows); demo takes only none, because it exchanges its own compressed momentum (optimizer.demo). none with parallel.data > 1 is allowed only for demo. Default: none for demo, else dense."`
+	TimeoutSeconds float64 `json:"timeoutSeconds" default:"60" desc:"Seconds a rank waits for a peer's message before failing the step with an error that names the peer, > 0. A peer whose process exits is reported at once."`
+}
+
+// ExchangeNames are the supported spec.communication.exchange values.
+var ExchangeNames = []string{"dense", "bf16", "none"}
+
+// MaxDataParallel bounds spec.parallel.data: each replica is a process with
+// a connection to every other.
+const MaxDataParallel = 256
+
 // Closed value sets. Validate and Explain both read this table; adding an
 // optimizer means adding it to the optimizers table in optimizer.go, which
 // OptimizerNames lists.
@@ -214,14 +232,15 @@ func TokenizerVocab(name string) (int, bool) {
 // enums maps a field path to its allowed values.
 func enums() map[string][]string {
 	return map[string][]string{
-		"apiVersion":              {APIVersion},
-		"kind":                    {Kind},
-		"spec.model.preset":       model.PresetNames(),
-		"spec.model.tokenizer":    TokenizerNames,
-		"spec.data.kind":          DataKinds,
-		"spec.data.tokenizer":     TokenizerNames,
-		"spec.optimizer.name":     OptimizerNames,
-		"spec.optimizer.schedule": ScheduleNames,
+		"apiVersion":                  {APIVersion},
+		"kind":                        {Kind},
+		"spec.model.preset":           model.PresetNames(),
+		"spec.model.tokenizer":        TokenizerNames,
+		"spec.data.kind":              DataKinds,
+		"spec.data.tokenizer":         TokenizerNames,
+		"spec.optimizer.name":         OptimizerNames,
+		"spec.optimizer.schedule":     ScheduleNames,
+		"spec.communication.exchange": ExchangeNames,
 
 		"spec.optimizer.galore.projType":       {optim.GaLoreStd, optim.GaLoreReverseStd},
 		"spec.optimizer.apollo.scaleType":      {optim.ApolloChannel, optim.ApolloTensor},

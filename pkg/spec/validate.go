@@ -51,13 +51,9 @@ func (j *TrainingJob) Validate() error {
 	v.minInt("spec.checkpoint.everySteps", s.Checkpoint.EverySteps, 0)
 	v.minInt("spec.checkpoint.keep", s.Checkpoint.Keep, 0)
 
-	for _, r := range []struct {
-		path string
-		m    Reserved
-	}{{"spec.parallel", s.Parallel}, {"spec.communication", s.Communication}, {"spec.snapshot", s.Snapshot}} {
-		if len(r.m) > 0 {
-			es.add(r.path, "reserved for a later version of %s and must be empty; remove %s", APIVersion, strings.Join(sortedKeys(r.m), ", "))
-		}
+	v.parallel(s)
+	if len(s.Snapshot) > 0 {
+		es.add("spec.snapshot", "reserved for a later version of %s and must be empty; remove %s", APIVersion, strings.Join(sortedKeys(s.Snapshot), ", "))
 	}
 	return es.err()
 }
@@ -259,4 +255,26 @@ func (m *ModelSpec) Resolve() (model.Config, error) {
 		return model.Config{}, fmt.Errorf("spec.%w", err)
 	}
 	return c, nil
+}
+
+// parallel checks the layout and which gradient exchange goes with which
+// optimizer: demo exchanges its own compressed momentum and takes none;
+// every other optimizer needs its gradients all-reduced (dense or bf16) as
+// soon as there is more than one replica.
+func (v validator) parallel(s *JobSpec) {
+	p, c := s.Parallel, s.Communication
+	if p.Data < 1 || p.Data > MaxDataParallel {
+		v.es.add("spec.parallel.data", "%d is out of range: between 1 and %d replicas", p.Data, MaxDataParallel)
+	}
+	v.enum("spec.communication.exchange", c.Exchange, "supported")
+	if !(c.TimeoutSeconds > 0) || math.IsInf(c.TimeoutSeconds, 0) {
+		v.es.add("spec.communication.timeoutSeconds", "%v must be a positive number of seconds", c.TimeoutSeconds)
+	}
+	demo := s.Optimizer.Name == "demo"
+	switch {
+	case demo && c.Exchange != "none" && slices.Contains(ExchangeNames, c.Exchange):
+		v.es.add("spec.communication.exchange", "%q does not go with optimizer demo, which exchanges its own compressed momentum; use none (the default for demo) and set the wire format in optimizer.demo.values", c.Exchange)
+	case !demo && c.Exchange == "none" && p.Data > 1:
+		v.es.add("spec.communication.exchange", "none would let the %d replicas drift apart: optimizer %s needs its gradients all-reduced; use dense or bf16 (or optimizer demo, which exchanges compressed momentum)", p.Data, s.Optimizer.Name)
+	}
 }
