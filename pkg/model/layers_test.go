@@ -111,10 +111,10 @@ func TestEmbeddingShard(t *testing.T) {
 	for i := range out {
 		out[i] = float32(math.NaN()) // every element must be written
 	}
-	embeddingForward(out, shard, lo, hi, d, tokens)
+	cpu.EmbeddingForward(out, shard, lo, hi, d, tokens)
 	dOut := randVec(r, len(out), 1)
 	dw := make([]float32, len(shard))
-	embeddingBackward(dw, lo, hi, d, tokens, dOut)
+	cpu.EmbeddingBackward(dw, dOut, lo, hi, d, tokens)
 	wantDW := make([]float64, len(shard))
 	for n, tok := range tokens {
 		for j := 0; j < d; j++ {

@@ -299,7 +299,7 @@ func (s *Stage) EmbedForward(tokens []int32, out []float32) {
 		s.dev.Zero(out[:len(tokens)*d])
 		return
 	}
-	embeddingForward(out, s.embed.W, s.spec.Embed.Lo, s.spec.Embed.Hi, d, tokens)
+	s.dev.EmbeddingForward(out, s.embed.W, s.spec.Embed.Lo, s.spec.Embed.Hi, d, tokens)
 }
 
 // EmbedBackward accumulates the embedding gradient of the rows this stage
@@ -308,7 +308,7 @@ func (s *Stage) EmbedBackward(tokens []int32, dOut []float32) {
 	if s.embed == nil {
 		return
 	}
-	embeddingBackward(s.embed.G, s.spec.Embed.Lo, s.spec.Embed.Hi, s.cfg.Dim, tokens, dOut)
+	s.dev.EmbeddingBackward(s.embed.G, dOut, s.spec.Embed.Lo, s.spec.Embed.Hi, s.cfg.Dim, tokens)
 }
 
 // BlocksForward runs the stage's blocks (and the final norm if held) on x

@@ -53,6 +53,14 @@ type Device interface {
 	// SumSquares returns Σ x[i]², accumulated in float64 (gradient norms).
 	SumSquares(x []float32) float64
 
+	// EmbeddingForward writes out[i, :] = w[tokens[i]−lo, :] for tokens in
+	// the row shard [lo, hi) of the vocabulary and zero rows for the others;
+	// w is [hi−lo, d], out [len(tokens), d].
+	EmbeddingForward(out, w []float32, lo, hi, d int, tokens []int32)
+	// EmbeddingBackward accumulates dw[tokens[i]−lo, :] += dout[i, :] for the
+	// tokens in [lo, hi), in token order.
+	EmbeddingBackward(dw, dout []float32, lo, hi, d int, tokens []int32)
+
 	// RMSNormForward normalises the n rows of x [n, d]: y = x·r ∘ w with
 	// r = 1/sqrt(mean(x²) + eps), kept in rstd [n] for the backward pass.
 	RMSNormForward(y, rstd, x, w []float32, n, d int, eps float64)
