@@ -2,6 +2,8 @@ package model
 
 import (
 	"testing"
+
+	"github.com/ternml/tern/pkg/tensor"
 )
 
 // benchStep times one ForwardBackward of a preset at B×T tokens.
@@ -36,8 +38,8 @@ func BenchmarkStepGPT2ShapeB4T64(b *testing.B) { benchStep(b, "gpt2-shape", 4, 6
 // BenchmarkAttentionT1024 times forward+backward of one gpt2-shape layer's
 // attention (12 heads of 64) on one 1024-token sequence.
 func BenchmarkAttentionT1024(b *testing.B) {
-	sh := attnShape{b: 1, t: 1024, h: 12, kv: 12, hd: 64}
-	n, w := sh.b*sh.t, sh.h*sh.hd
+	sh := tensor.AttnShape{B: 1, T: 1024, H: 12, KV: 12, HD: 64}
+	n, w := sh.B*sh.T, sh.H*sh.HD
 	mk := func() []float32 {
 		x := make([]float32, n*w)
 		for i := range x {
@@ -46,11 +48,11 @@ func BenchmarkAttentionT1024(b *testing.B) {
 		return x
 	}
 	q, k, v, dout := mk(), mk(), mk(), mk()
-	o, lse := make([]float32, n*w), make([]float32, sh.h*sh.t)
+	o, lse := make([]float32, n*w), make([]float32, sh.H*sh.T)
 	dq, dk, dv := make([]float32, n*w), make([]float32, n*w), make([]float32, n*w)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		attentionForward(o, lse, q, k, v, sh)
-		attentionBackward(dq, dk, dv, dout, q, k, v, o, lse, sh)
+		cpu.AttentionForward(o, lse, q, k, v, sh)
+		cpu.AttentionBackward(dq, dk, dv, dout, q, k, v, o, lse, sh)
 	}
 }

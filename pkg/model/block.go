@@ -99,7 +99,7 @@ func (bl *block) forward(c Config, s *blockActs, rope *ropeCache, b, t int, x, o
 	linearForward(dev, s.v, s.xn1, bl.wv.W, n, d, kd, 0)
 	dev.RoPEForward(s.q, rope.cos, rope.sin, n, t, c.Heads, hd)
 	dev.RoPEForward(s.k, rope.cos, rope.sin, n, t, c.KVHeads, hd)
-	attentionForward(s.o, s.lse, s.q, s.k, s.v, attnShape{b, t, c.Heads, c.KVHeads, hd})
+	dev.AttentionForward(s.o, s.lse, s.q, s.k, s.v, tensor.AttnShape{B: b, T: t, H: c.Heads, KV: c.KVHeads, HD: hd})
 	dev.Copy(s.x1, x)
 	linearForward(dev, s.x1, s.o, bl.wo.W, n, qd, d, 1)
 	dev.RMSNormForward(s.xn2, s.rstd2, s.x1, bl.norm2.W, n, d, eps)
@@ -128,7 +128,7 @@ func (bl *block) backward(c Config, s *blockActs, gr *blockGrads, rope *ropeCach
 	dev.RMSNormBackward(dres, bl.norm2.G, gr.dxn, s.x1, bl.norm2.W, s.rstd2, n, d)
 	// Attention branch: x1 = x + o_proj(o).
 	linearBackwardParam(dev, gr.do, bl.wo, dres, s.o, n, qd, d, 0, gr.sel)
-	attentionBackward(gr.dq, gr.dk, gr.dv, gr.do, s.q, s.k, s.v, s.o, s.lse, attnShape{b, t, c.Heads, c.KVHeads, hd})
+	dev.AttentionBackward(gr.dq, gr.dk, gr.dv, gr.do, s.q, s.k, s.v, s.o, s.lse, tensor.AttnShape{B: b, T: t, H: c.Heads, KV: c.KVHeads, HD: hd})
 	dev.RoPEBackward(gr.dq, rope.cos, rope.sin, n, t, c.Heads, hd)
 	dev.RoPEBackward(gr.dk, rope.cos, rope.sin, n, t, c.KVHeads, hd)
 	linearBackwardParam(dev, gr.dxn, bl.wq, gr.dq, s.xn1, n, d, qd, 0, gr.sel)

@@ -137,19 +137,19 @@ func TestAttentionMatchesNaive(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("B%dT%dH%dKV%d", tc.b, tc.t, tc.h, tc.kv), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(tc.t), 11))
-			sh := attnShape{tc.b, tc.t, tc.h, tc.kv, tc.hd}
+			sh := tensor.AttnShape{B: tc.b, T: tc.t, H: tc.h, KV: tc.kv, HD: tc.hd}
 			n := tc.b * tc.t
 			qd, kd := tc.h*tc.hd, tc.kv*tc.hd
 			q, k, v := randVec(r, n*qd, 1), randVec(r, n*kd, 1), randVec(r, n*kd, 1)
 			o, lse := make([]float32, n*qd), make([]float32, tc.b*tc.h*tc.t)
-			attentionForward(o, lse, q, k, v, sh)
+			cpu.AttentionForward(o, lse, q, k, v, sh)
 			q64, k64, v64 := to64(q), to64(k), to64(v)
 			ref := func() []float64 { return refAttention(q64, k64, v64, tc.b, tc.t, tc.h, tc.kv, tc.hd) }
 			checkClose(t, "attention forward", o, ref(), fwdTol)
 
 			dout := randVec(r, len(o), 1)
 			dq, dk, dv := make([]float32, len(q)), make([]float32, len(k)), make([]float32, len(v))
-			attentionBackward(dq, dk, dv, dout, q, k, v, o, lse, sh)
+			cpu.AttentionBackward(dq, dk, dv, dout, q, k, v, o, lse, sh)
 			d64 := to64(dout)
 			f := func() float64 { return dot64(d64, ref()) }
 			const coords = 60 // finite differences of the naive O(T²) reference are costly

@@ -78,4 +78,16 @@ type Device interface {
 	SwiGLUForward(h, g, u []float32)
 	// SwiGLUBackward writes dg and du from dh; dg may alias dh.
 	SwiGLUBackward(dg, du, dh, g, u []float32)
+
+	// AttentionForward is causal grouped-query attention: it writes o and
+	// the row log-sum-exp lse [B, H, T] the backward pass needs. q and o are
+	// [B·T, H·hd], k and v [B·T, KV·hd].
+	AttentionForward(o, lse, q, k, v []float32, sh AttnShape)
+	// AttentionBackward writes dq, dk and dv, recomputing the attention
+	// weights from q, k and lse.
+	AttentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, sh AttnShape)
 }
+
+// AttnShape is the shape of one attention call: B sequences of T tokens, H
+// query heads and KV key/value heads (H a multiple of KV) of width HD.
+type AttnShape struct{ B, T, H, KV, HD int }

@@ -1,10 +1,9 @@
-package model
+package tensor
 
 import (
+	"fmt"
 	"math"
 	"sync"
-
-	"github.com/ternml/tern/pkg/tensor"
 )
 
 // Causal grouped-query attention with a blockwise online softmax, so the
@@ -55,18 +54,31 @@ func getAttnScratch(hd, t int) *attnScratch {
 	return sc
 }
 
-type attnShape struct{ b, t, h, kv, hd int }
+func (s AttnShape) scale() float32 { return float32(1 / math.Sqrt(float64(s.HD))) }
 
-func (s attnShape) scale() float32 { return float32(1 / math.Sqrt(float64(s.hd))) }
+// check panics unless the shape is usable and the buffers hold it.
+func (s AttnShape) check(op string, q, k, v, o []float32) {
+	if s.B < 0 || s.T < 0 || s.H <= 0 || s.KV <= 0 || s.HD <= 0 || s.H%s.KV != 0 {
+		panic(fmt.Sprintf("tensor.%s: shape %+v: need B, T >= 0, H, KV, HD > 0 and H a multiple of KV", op, s))
+	}
+	n := s.B * s.T
+	need(op, "q", q, n*s.H*s.HD)
+	need(op, "k", k, n*s.KV*s.HD)
+	need(op, "v", v, n*s.KV*s.HD)
+	need(op, "o", o, n*s.H*s.HD)
+}
 
-// attentionForward writes o [B·T, H·hd] and lse [B, H, T].
-func attentionForward(o, lse, q, k, v []float32, sh attnShape) {
-	B, T, H, KV, hd := sh.b, sh.t, sh.h, sh.kv, sh.hd
+// AttentionForward implements Device: it writes o [B·T, H·hd] and
+// lse [B, H, T].
+func (CPU) AttentionForward(o, lse, q, k, v []float32, sh AttnShape) {
+	sh.check("AttentionForward", q, k, v, o)
+	need("AttentionForward", "lse", lse, sh.B*sh.H*sh.T)
+	B, T, H, KV, hd := sh.B, sh.T, sh.H, sh.KV, sh.HD
 	qs, ks := H*hd, KV*hd
 	group := H / KV
 	scale := sh.scale()
 	negInf := float32(math.Inf(-1))
-	tensor.ParallelFor(B*H, 1, func(lo, hi int) {
+	ParallelFor(B*H, 1, func(lo, hi int) {
 		sc := getAttnScratch(hd, T)
 		defer attnScratchPool.Put(sc)
 		for task := lo; task < hi; task++ {
@@ -82,7 +94,7 @@ func attentionForward(o, lse, q, k, v []float32, sh attnShape) {
 				qi := q[((b*T+i0)*H+h)*hd:]
 				for j0 := 0; j0 < i0+br; j0 += attnBlock {
 					bc := min(attnBlock, T-j0)
-					tensor.Gemm(false, true, br, bc, hd, scale, qi, qs, k[((b*T+j0)*KV+g)*hd:], ks, 0, sc.s, attnBlock)
+					Gemm(false, true, br, bc, hd, scale, qi, qs, k[((b*T+j0)*KV+g)*hd:], ks, 0, sc.s, attnBlock)
 					for r := 0; r < br; r++ {
 						row := sc.s[r*attnBlock : r*attnBlock+bc]
 						last := min(i0+r-j0, bc-1) // last visible key column
@@ -111,7 +123,7 @@ func attentionForward(o, lse, q, k, v []float32, sh attnShape) {
 							}
 						}
 					}
-					tensor.Gemm(false, false, br, hd, bc, 1, sc.s, attnBlock, v[((b*T+j0)*KV+g)*hd:], ks, 1, acc, hd)
+					Gemm(false, false, br, hd, bc, 1, sc.s, attnBlock, v[((b*T+j0)*KV+g)*hd:], ks, 1, acc, hd)
 				}
 				for r := 0; r < br; r++ {
 					inv := 1 / l[r]
@@ -126,18 +138,21 @@ func attentionForward(o, lse, q, k, v []float32, sh attnShape) {
 	})
 }
 
-// attentionBackward overwrites dq, dk, dv. Work is split over (batch, kv
-// head): every query head of a group adds into the same dK, dV rows, so one
-// task owns the whole group and sums in a fixed order.
-func attentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, sh attnShape) {
-	B, T, H, KV, hd := sh.b, sh.t, sh.h, sh.kv, sh.hd
+// AttentionBackward implements Device: it overwrites dq, dk, dv. Work is
+// split over (batch, kv head): every query head of a group adds into the same
+// dK, dV rows, so one task owns the whole group and sums in a fixed order.
+func (CPU) AttentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, sh AttnShape) {
+	sh.check("AttentionBackward", q, k, v, o)
+	sh.check("AttentionBackward", dq, dk, dv, dout)
+	need("AttentionBackward", "lse", lse, sh.B*sh.H*sh.T)
+	B, T, H, KV, hd := sh.B, sh.T, sh.H, sh.KV, sh.HD
 	qs, ks := H*hd, KV*hd
 	group := H / KV
 	scale := sh.scale()
-	tensor.Zero(dq)
-	tensor.Zero(dk)
-	tensor.Zero(dv)
-	tensor.ParallelFor(B*KV, 1, func(lo, hi int) {
+	Zero(dq)
+	Zero(dk)
+	Zero(dv)
+	ParallelFor(B*KV, 1, func(lo, hi int) {
 		sc := getAttnScratch(hd, T)
 		defer attnScratchPool.Put(sc)
 		for task := lo; task < hi; task++ {
@@ -167,7 +182,7 @@ func attentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, sh attnShape
 						qi := q[((b*T+i0)*H+h)*hd:]
 						doi := dout[((b*T+i0)*H+h)*hd:]
 						dqi := dq[((b*T+i0)*H+h)*hd:]
-						tensor.Gemm(false, true, br, bc, hd, scale, qi, qs, kj, ks, 0, sc.s, attnBlock)
+						Gemm(false, true, br, bc, hd, scale, qi, qs, kj, ks, 0, sc.s, attnBlock)
 						for r := 0; r < br; r++ {
 							row := sc.s[r*attnBlock : r*attnBlock+bc]
 							last := min(i0+r-j0, bc-1)
@@ -177,8 +192,8 @@ func attentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, sh attnShape
 							}
 							clear(row[max(last+1, 0):])
 						}
-						tensor.Gemm(true, false, bc, hd, br, 1, sc.s, attnBlock, doi, qs, 1, dvj, ks)
-						tensor.Gemm(false, true, br, bc, hd, 1, doi, qs, vj, ks, 0, sc.dp, attnBlock)
+						Gemm(true, false, bc, hd, br, 1, sc.s, attnBlock, doi, qs, 1, dvj, ks)
+						Gemm(false, true, br, bc, hd, 1, doi, qs, vj, ks, 0, sc.dp, attnBlock)
 						for r := 0; r < br; r++ {
 							p := sc.s[r*attnBlock : r*attnBlock+bc]
 							ds := sc.dp[r*attnBlock : r*attnBlock+bc]
@@ -187,8 +202,8 @@ func attentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, sh attnShape
 								ds[c] = p[c] * (ds[c] - di)
 							}
 						}
-						tensor.Gemm(false, false, br, hd, bc, scale, sc.dp, attnBlock, kj, ks, 1, dqi, qs)
-						tensor.Gemm(true, false, bc, hd, br, scale, sc.dp, attnBlock, qi, qs, 1, dkj, ks)
+						Gemm(false, false, br, hd, bc, scale, sc.dp, attnBlock, kj, ks, 1, dqi, qs)
+						Gemm(true, false, bc, hd, br, scale, sc.dp, attnBlock, qi, qs, 1, dkj, ks)
 					}
 				}
 			}
