@@ -10,14 +10,16 @@ import (
 // (Vocabulary Parallelism, Yeung et al. 2024, Algorithm 2). A shard holding
 // rows [lo, hi) of W [V, D] computes logits z = h·Wᵀ for its rows only and
 // reports, per token, its local max mₛ, local Σ exp(z − mₛ) and the target
-// logit if the target is in the shard. The caller combines shards with the
-// log-sum-exp rule
+// logit if the target is in the shard (the device's CrossEntropyStats). The
+// caller combines shards with the log-sum-exp rule
 //
 //	m = maxₛ mₛ,   S = Σₛ Sₛ·exp(mₛ − m),   loss = log S + m − z_target
 //
 // and hands m and S back for the backward pass, where for every logit
 //
-//	dz = (exp(z − m)/S − [v = target])·scale,  dW += dzᵀ·h,  dh += dz·W.
+//	dz = (exp(z − m)/S − [v = target])·scale,  dW += dzᵀ·h,  dh += dz·W
+//
+// (dz from the device's CrossEntropyBackward, the products from its Gemm).
 //
 // Tokens whose target is negative are ignored: no loss, zero gradient.
 
@@ -33,53 +35,22 @@ func newHeadStats(n int) HeadStats {
 	return HeadStats{Max: make([]float32, n), SumExp: make([]float32, n), TargetLogit: make([]float32, n), HasTarget: make([]bool, n)}
 }
 
-// headForward fills logits [n, rows] and st. Sums are taken in float64 so
-// that 50k-term rows lose no precision.
+// headForward fills logits [n, rows] and st.
 func headForward(dev tensor.Device, logits []float32, st HeadStats, h, w []float32, lo, rows, d int, targets []int32) {
 	n := len(targets)
 	linearForward(dev, logits, h, w, n, d, rows, 0)
-	tensor.ParallelFor(n, rowGrain(rows), func(a, b int) {
-		for i := a; i < b; i++ {
-			z := logits[i*rows : (i+1)*rows]
-			mx := float32(math.Inf(-1))
-			for _, v := range z {
-				mx = max(mx, v)
-			}
-			var s float64
-			for _, v := range z {
-				s += float64(exp32(v - mx))
-			}
-			st.Max[i], st.SumExp[i] = mx, float32(s)
-			t := int(targets[i]) - lo
-			st.HasTarget[i] = targets[i] >= 0 && t >= 0 && t < rows
-			st.TargetLogit[i] = 0
-			if st.HasTarget[i] {
-				st.TargetLogit[i] = z[t]
-			}
-		}
-	})
+	dev.CrossEntropyStats(st.Max, st.SumExp, st.TargetLogit, logits, rows, lo, targets)
+	// Host flags from host targets: no device buffer is read.
+	for i, tg := range targets {
+		t := int(tg) - lo
+		st.HasTarget[i] = tg >= 0 && t >= 0 && t < rows
+	}
 }
 
 // headBackward turns logits into dz in place, then accumulates dW and dh.
 func headBackward(dev tensor.Device, dw, dh, logits, h, w []float32, lo, rows, d int, targets []int32, gMax, gSum []float32, scale float32) {
 	n := len(targets)
-	tensor.ParallelFor(n, rowGrain(rows), func(a, b int) {
-		for i := a; i < b; i++ {
-			z := logits[i*rows : (i+1)*rows]
-			if targets[i] < 0 {
-				clear(z)
-				continue
-			}
-			m := gMax[i]
-			k := float32(1/float64(gSum[i])) * scale
-			for j, v := range z {
-				z[j] = exp32(v-m) * k
-			}
-			if t := int(targets[i]) - lo; t >= 0 && t < rows {
-				z[t] -= scale
-			}
-		}
-	})
+	dev.CrossEntropyBackward(logits, gMax, gSum, rows, lo, targets, scale)
 	if n == 0 || rows == 0 {
 		return
 	}

@@ -86,6 +86,17 @@ type Device interface {
 	// AttentionBackward writes dq, dk and dv, recomputing the attention
 	// weights from q, k and lse.
 	AttentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, sh AttnShape)
+
+	// CrossEntropyStats reads logits [len(targets), rows] of the vocabulary
+	// rows [lo, lo+rows) and writes per token the max logit, Σ exp(logit −
+	// max) and the target's logit (0 where the target is not in the shard or
+	// is negative).
+	CrossEntropyStats(max, sumExp, targetLogit, logits []float32, rows, lo int, targets []int32)
+	// CrossEntropyBackward turns logits in place into the gradient of
+	// scale·Σ loss, given the global per-token max and sum of exponentials of
+	// all shards: (exp(z − gMax)/gSum − [row = target])·scale, and zero rows
+	// for negative targets.
+	CrossEntropyBackward(logits, gMax, gSum []float32, rows, lo int, targets []int32, scale float32)
 }
 
 // AttnShape is the shape of one attention call: B sequences of T tokens, H
