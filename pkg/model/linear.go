@@ -26,16 +26,6 @@ func linearBackward(dev tensor.Device, dx, dw, dy, x, w []float32, n, in, out in
 	dev.Gemm(true, false, out, in, n, 1, dy, out, x, in, 1, dw, in)
 }
 
-// rowGrain picks a ParallelFor grain for row-wise elementwise kernels: about
-// elemsPerChunk elements per chunk so scheduling overhead stays small.
-func rowGrain(rowLen int) int {
-	const elemsPerChunk = 16384
-	if rowLen <= 0 {
-		return 1
-	}
-	return max(1, elemsPerChunk/rowLen)
-}
-
 // linearBackwardParam is linearBackward for the weight p. With p.RowSel nil
 // it is exactly linearBackward into p.G. With p.RowSel set (structured sparse
 // gradients, GRASS: Muhamed et al. 2024, §3) it accumulates only the selected
@@ -47,10 +37,10 @@ func rowGrain(rowLen int) int {
 // cost is n·r·in multiply-adds instead of n·out·in, and the memory an r×in
 // buffer plus an n×r gather scratch (*sel, shared by a stage's layers and
 // grown on first use). The selected columns of dy are gathered into the
-// scratch so one Gemm computes all r rows. Its depth blocking depends only
-// on n (tensor.Gemm's kc) and border tiles use the same kernel, so with the
-// "asm" and "go" backends every selected row is bitwise equal to that row of
-// the full dyᵀ·x. dx needs all of dy and is computed as usual.
+// scratch (the device's GatherColumns) so one Gemm computes all r rows. On
+// the CPU the Gemm's depth blocking depends only on n (tensor.Gemm's kc) and
+// border tiles use the same kernel, so with the "asm" and "go" backends every
+// selected row is bitwise equal to that row of the full dyᵀ·x. dx needs all of dy and is computed as usual.
 func linearBackwardParam(dev tensor.Device, dx []float32, p *Param, dy, x []float32, n, in, out int, dxBeta float32, sel *[]float32) {
 	if p.RowSel == nil {
 		linearBackward(dev, dx, p.G, dy, x, p.W, n, in, out, dxBeta)
@@ -68,14 +58,6 @@ func linearBackwardParam(dev tensor.Device, dx []float32, p *Param, dy, x []floa
 		*sel = dev.Alloc(n * r)
 	}
 	g := (*sel)[:n*r]
-	rows := p.RowSel
-	tensor.ParallelFor(n, rowGrain(r), func(lo, hi int) {
-		for t := lo; t < hi; t++ {
-			src, dst := dy[t*out:(t+1)*out], g[t*r:(t+1)*r]
-			for j, i := range rows {
-				dst[j] = src[i]
-			}
-		}
-	})
+	dev.GatherColumns(g, dy, n, out, p.RowSel)
 	dev.Gemm(true, false, r, in, n, 1, g, r, x, in, 1, p.GSel, in)
 }

@@ -116,6 +116,16 @@ func newParam(dev tensor.Device, name string, role Role, global []int, lo, hi in
 	return p
 }
 
+// rowGrain picks a ParallelFor grain for row-wise initialisation: about
+// elemsPerChunk elements per chunk so scheduling overhead stays small.
+func rowGrain(rowLen int) int {
+	const elemsPerChunk = 16384
+	if rowLen <= 0 {
+		return 1
+	}
+	return max(1, elemsPerChunk/rowLen)
+}
+
 // residualStd is the initial std of the projections that write into the
 // residual stream (o_proj, down_proj): GPT-2 (Radford et al. 2019, §2.3)
 // scales them by 1/sqrt(N) with N = 2·layers residual additions, keeping the

@@ -54,3 +54,18 @@ func need(op, name string, x []float32, n int) {
 		panic(fmt.Sprintf("tensor.%s: %s has %d elements, need at least %d", op, name, len(x), n))
 	}
 }
+
+// GatherColumns implements Device; rows are gathered in parallel.
+func (CPU) GatherColumns(dst, src []float32, rows, srcCols int, cols []int32) {
+	r := len(cols)
+	need("GatherColumns", "src", src, rows*srcCols)
+	need("GatherColumns", "dst", dst, rows*r)
+	ParallelFor(rows, rowGrain(r), func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			s, d := src[t*srcCols:(t+1)*srcCols], dst[t*r:(t+1)*r]
+			for j, i := range cols {
+				d[j] = s[i]
+			}
+		}
+	})
+}

@@ -52,6 +52,10 @@ type Device interface {
 	Scale(alpha float32, x []float32)
 	// SumSquares returns Σ x[i]², accumulated in float64 (gradient norms).
 	SumSquares(x []float32) float64
+	// GatherColumns writes dst[r, j] = src[r, cols[j]] for r < rows, where src
+	// is [rows, srcCols] and dst is [rows, len(cols)] (row-selected weight
+	// gradients).
+	GatherColumns(dst, src []float32, rows, srcCols int, cols []int32)
 
 	// EmbeddingForward writes out[i, :] = w[tokens[i]−lo, :] for tokens in
 	// the row shard [lo, hi) of the vocabulary and zero rows for the others;
