@@ -117,6 +117,7 @@ func adaptiveGoldenSpecs() []adaptiveGoldenSpec {
 		{name: "came-defaults", opt: "came", cfg: DefaultCAMEConfig(), lr: 1e-3},
 		{name: "came-llama1b-decay", opt: "came", cfg: cameLlama, lr: 1e-3},
 		{name: "adam-mini", opt: "adam-mini", cfg: miniConfig(), lr: 1e-2, mini: true},
+		{name: "adam-mini-v1.0", opt: "adam-mini", cfg: miniConfigV10(), lr: 1e-2, mini: true},
 		{name: "adamw-pytorch", opt: "adamw", cfg: adam, lr: 1e-2},
 		{name: "adamw-hf", opt: "adamw", cfg: adamHF, lr: 1e-2},
 	}

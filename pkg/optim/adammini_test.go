@@ -2,6 +2,7 @@ package optim
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/ternml/tern/pkg/model"
@@ -89,6 +90,91 @@ func miniConfig() AdamMiniConfig {
 	return c
 }
 
+func miniConfigV10() AdamMiniConfig {
+	c := miniConfig()
+	c.Partition = AdamMiniV10
+	return c
+}
+
+// miniBlocksV10 are miniParams' block sizes under the v1.0 partition: heads
+// of 3 rows for q and k, single elements for the embedding and head, the
+// whole tensor for v, o, up and the norm.
+var miniBlocksV10 = []int{15, 15, 30, 60, 35, 1, 1, 5}
+
+// refAdamMiniV10 transcribes in float64 the step of the reference code's
+// releases up to 1.0.4 (zyushun/Adam-mini adam_mini.py, Adam_mini.step)
+// branch by branch, without block sizes: the embedding and output layers
+// are torch AdamW; query and key keep one v per head of headDim rows; every
+// other tensor keeps one v, fed with Σg²/numel. Each branch decays
+// matrices by (1 − lr·λ) before the update and adds ε after bias-correcting
+// √v.
+type refAdamMiniV10 struct {
+	cfg  AdamMiniConfig
+	m, v [][]float64
+	t    int
+}
+
+func (r *refAdamMiniV10) step(ps []*model.Param, w, g [][]float64, lr float64) {
+	c := r.cfg
+	r.t++
+	if r.m == nil {
+		for _, p := range ps {
+			r.m = append(r.m, make([]float64, len(p.W)))
+			n := 1
+			switch p.Role {
+			case model.RoleEmbedding, model.RoleHead:
+				n = len(p.W)
+			case model.RoleAttnQK:
+				n = p.Shape[0] / c.HeadDim
+			}
+			r.v = append(r.v, make([]float64, n))
+		}
+	}
+	bc1 := 1 - math.Pow(c.Beta1, float64(r.t))
+	bc2 := 1 - math.Pow(c.Beta2, float64(r.t))
+	for i, p := range ps {
+		wi, gi, mi, vi := w[i], g[i], r.m[i], r.v[i]
+		if len(p.Shape) >= 2 {
+			for j := range wi {
+				wi[j] *= 1 - lr*c.WeightDecay
+			}
+		}
+		for j := range mi {
+			mi[j] += (1 - c.Beta1) * (gi[j] - mi[j]) // m.lerp_(g, 1−β1)
+		}
+		// v index of element j.
+		var at func(j int) int
+		switch p.Role {
+		case model.RoleEmbedding, model.RoleHead:
+			for j := range vi {
+				vi[j] = c.Beta2*vi[j] + (1-c.Beta2)*gi[j]*gi[j]
+			}
+			at = func(j int) int { return j }
+		case model.RoleAttnQK:
+			headNumel := len(gi) / len(vi)
+			for h := range vi {
+				var mean float64
+				for _, x := range gi[h*headNumel : (h+1)*headNumel] {
+					mean += x * x
+				}
+				vi[h] = c.Beta2*vi[h] + (1-c.Beta2)*mean/float64(headNumel)
+			}
+			at = func(j int) int { return j / headNumel }
+		default:
+			var sum float64
+			for _, x := range gi {
+				sum += x * x
+			}
+			vi[0] = c.Beta2*vi[0] + (1-c.Beta2)*sum/float64(len(gi))
+			at = func(int) int { return 0 }
+		}
+		for j := range wi {
+			h := math.Sqrt(vi[at(j)])/math.Sqrt(bc2) + c.Eps
+			wi[j] -= lr / bc1 * mi[j] / h
+		}
+	}
+}
+
 func TestAdamMiniBlocksByRole(t *testing.T) {
 	ps, want := miniParams()
 	o, err := NewAdamMini(ps, miniConfig())
@@ -135,6 +221,70 @@ func TestAdamMiniBlocksByRole(t *testing.T) {
 	if _, err := NewAdamMini(ps, c); err == nil || !contains(err.Error(), "not a multiple") {
 		t.Errorf("12 rows in heads of 4 work, 6 must not: got %v", err)
 	}
+	// v1.0: per head for query and key, per element for the embedding and
+	// head, one block for everything else.
+	o10, err := NewAdamMini(ps, miniConfigV10())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range o10.Blocks() {
+		if n*miniBlocksV10[i] != len(ps[i].W) {
+			t.Errorf("v1.0 %s (%s): %d blocks, want %d", ps[i].Name, ps[i].Role, n, len(ps[i].W)/miniBlocksV10[i])
+		}
+	}
+	om10, err := NewAdamMini(m.Params(), DefaultAdamMiniConfig().ForModel(mc).withPartition(AdamMiniV10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range om10.Blocks() {
+		p := m.Params()[i]
+		want := 1
+		switch {
+		case p.Role == model.RoleEmbedding || p.Role == model.RoleHead:
+			want = len(p.W)
+		case p.Role == model.RoleAttnQK && contains(p.Name, "q_proj"):
+			want = mc.Heads
+		case p.Role == model.RoleAttnQK:
+			want = mc.KVHeads
+		}
+		if n != want {
+			t.Errorf("v1.0 %s: %d blocks, want %d", p.Name, n, want)
+		}
+	}
+}
+
+func (c AdamMiniConfig) withPartition(p string) AdamMiniConfig {
+	c.Partition = p
+	return c
+}
+
+func TestAdamMiniV10MatchesFloat64Reference(t *testing.T) {
+	// miniParams has every role; adaptiveParams(true) adds value and norm
+	// tensors of 76 800 elements, one block each, whose Σg² is split over
+	// goroutines.
+	cfg := miniConfigV10()
+	for name, ps := range map[string][]*model.Param{"roles": must(miniParams), "large": adaptiveParams(true)} {
+		t.Run(name, func(t *testing.T) {
+			o := newAdamMiniT(t, cfg)(ps)
+			ref := &refAdamMiniV10{cfg: cfg}
+			w := adaWeights64(ps)
+			for s := 0; s < 20; s++ {
+				adaSetGrads(ps, s)
+				lr := 1e-2 * (1 + 0.1*float64(s%3))
+				o.Step(lr)
+				ref.step(ps, w, adaGrads64(ps), lr)
+			}
+			// Same bound as the v1.1 reference test (20 steps ≤ 1.3e-2 each).
+			if d := adaMaxDiff(ps, w); d > 1e-5 {
+				t.Errorf("max |float32 − float64| = %g", d)
+			}
+		})
+	}
+}
+
+func must[T, U any](f func() (T, U)) T {
+	v, _ := f()
+	return v
 }
 
 func TestAdamMiniOneElementBlocksEqualAdamW(t *testing.T) {
@@ -244,30 +394,71 @@ func TestAdamMiniMatchesFloat64Reference(t *testing.T) {
 }
 
 func TestAdamMiniStateAndBytes(t *testing.T) {
-	cfg := miniConfig()
-	adaCheckRoundTrip(t, newAdamMiniT(t, cfg))
-	adaCheckDeterministic(t, newAdamMiniT(t, cfg))
-	ps, blocks := miniParams()
-	o := newAdamMiniT(t, cfg)(ps)
-	want := int64(2)
-	for i, p := range ps {
-		want += int64(len(p.W) + len(p.W)/blocks[i])
+	_, blocksV11 := miniParams()
+	for _, c := range []struct {
+		cfg    AdamMiniConfig
+		blocks []int
+	}{{miniConfig(), blocksV11}, {miniConfigV10(), miniBlocksV10}} {
+		t.Run(c.cfg.Partition, func(t *testing.T) {
+			adaCheckRoundTrip(t, newAdamMiniT(t, c.cfg))
+			adaCheckDeterministic(t, newAdamMiniT(t, c.cfg))
+			ps, _ := miniParams()
+			o := newAdamMiniT(t, c.cfg)(ps)
+			want := int64(2)
+			for i, p := range ps {
+				want += int64(len(p.W) + len(p.W)/c.blocks[i])
+			}
+			if got := o.StateBytes(); got != 4*want || adaStateFloats(o) != want {
+				t.Errorf("StateBytes %d (exported %d floats), want %d bytes", got, adaStateFloats(o), 4*want)
+			}
+		})
 	}
-	if got := o.StateBytes(); got != 4*want || adaStateFloats(o) != want {
-		t.Errorf("StateBytes %d (exported %d floats), want %d bytes", got, adaStateFloats(o), 4*want)
+	// State of one partition does not load into the other.
+	a, _ := miniParams()
+	b, _ := miniParams()
+	if err := newAdamMiniT(t, miniConfigV10())(b).SetState(newAdamMiniT(t, miniConfig())(a).State()); err == nil {
+		t.Error("v1.1 state loaded into a v1.0 optimizer")
 	}
+	// An unset partition is v1.1.
+	c := miniConfig()
+	c.Partition = ""
+	ps, _ := miniParams()
+	blocks := func(c AdamMiniConfig) []int {
+		o, err := NewAdamMini(ps, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o.Blocks()
+	}
+	if got := blocks(c); !slices.Equal(got, blocks(miniConfig())) {
+		t.Errorf("partition \"\" gives blocks %v, not v1.1's", got)
+	}
+	// A whole-tensor block of a row shard is refused (its mean needs the
+	// other shards); per-row blocks of the same shard are not.
+	shard := &model.Param{Name: "up", Role: model.RoleMLP, Shape: []int{2, 4}, GlobalShape: []int{6, 4}, W: make([]float32, 8), G: make([]float32, 8)}
+	if _, err := NewAdamMini([]*model.Param{shard}, miniConfigV10()); err == nil || !contains(err.Error(), "shard") {
+		t.Errorf("v1.0 on a shard of an MLP weight: got %v", err)
+	}
+	if _, err := NewAdamMini([]*model.Param{shard}, miniConfig()); err != nil {
+		t.Errorf("v1.1 on a shard of an MLP weight: %v", err)
+	}
+	ps, _ = miniParams()
 	for field, mut := range map[string]func(*AdamMiniConfig){
 		"beta1":       func(c *AdamMiniConfig) { c.Beta1 = 1 },
 		"beta2":       func(c *AdamMiniConfig) { c.Beta2 = -0.5 },
 		"eps":         func(c *AdamMiniConfig) { c.Eps = 0 },
 		"weightDecay": func(c *AdamMiniConfig) { c.WeightDecay = math.NaN() },
 		"headDim":     func(c *AdamMiniConfig) { c.HeadDim = -3 },
+		"partition":   func(c *AdamMiniConfig) { c.Partition = "v2" },
 	} {
 		c := miniConfig()
 		mut(&c)
 		if _, err := NewAdamMini(ps, c); err == nil || !contains(err.Error(), "optimizer.adam-mini."+field) {
 			t.Errorf("%s: got %v", field, err)
 		}
+	}
+	if _, err := NewAdamMini(ps, miniConfig().withPartition("paper")); err == nil || !contains(err.Error(), `must be one of v1.1, v1.0, got "paper"`) {
+		t.Errorf("unknown partition: got %v", err)
 	}
 }
 

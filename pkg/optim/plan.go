@@ -156,31 +156,19 @@ func CAMEStateBytes(shapes []ParamShape) int64 {
 }
 
 // AdamMiniStateBytes is AdamMini.StateBytes for cfg: the first moment and
-// one scalar per block of the role's partition (cfg.HeadDim must be set for
+// one scalar per block of cfg's partition (cfg.HeadDim must be set for
 // attn-qk weights, as NewAdamMini requires).
 func AdamMiniStateBytes(shapes []ParamShape, cfg AdamMiniConfig) (int64, error) {
-	var n int64
+	if err := checkAdamMiniPartition(cfg.Partition); err != nil {
+		return 0, err
+	}
+	n := int64(0)
 	for _, s := range shapes {
-		if len(s.Shape) == 0 || s.Shape[0] <= 0 {
-			return 0, fmt.Errorf("adam-mini: parameter %s has shape %v, want at least one row", s.Name, s.Shape)
+		block, err := adamMiniBlock(s.Name, s.Role, s.Shape, cfg)
+		if err != nil {
+			return 0, err
 		}
-		size := s.Size()
-		rowLen := size / s.Shape[0]
-		var block int
-		switch s.Role {
-		case model.RoleAttnQK:
-			if cfg.HeadDim <= 0 || s.Shape[0]%cfg.HeadDim != 0 {
-				return 0, fmt.Errorf("adam-mini: parameter %s has %d rows: optimizer.adam-mini.headDim must be > 0 and divide them, got %d", s.Name, s.Shape[0], cfg.HeadDim)
-			}
-			block = cfg.HeadDim * rowLen
-		case model.RoleEmbedding, model.RoleHead, model.RoleAttnV, model.RoleAttnO, model.RoleMLP:
-			block = rowLen
-		case model.RoleNorm:
-			block = size
-		default:
-			return 0, fmt.Errorf("adam-mini: parameter %s has role %s, which has no block rule", s.Name, s.Role)
-		}
-		n += int64(size + size/block)
+		n += int64(s.Size() + s.Size()/block)
 	}
 	return 4*n + 8, nil
 }

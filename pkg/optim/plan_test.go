@@ -46,6 +46,8 @@ func TestPlanStateBytesEqualsBuilt(t *testing.T) {
 	af.Beta1 = 0.9
 	mini := DefaultAdamMiniConfig()
 	mini.HeadDim = 4
+	mini10 := mini
+	mini10.Partition = AdamMiniV10
 	ma := DefaultMicroAdamConfig()
 	ma.TopKBlockSize = 50
 	ma.QuantBlockSize = 7
@@ -67,6 +69,7 @@ func TestPlanStateBytesEqualsBuilt(t *testing.T) {
 			{"adafactor", planShapes, PlanConfigs{Adafactor: af}, func(ps []*model.Param) (Optimizer, error) { return NewAdafactor(ps, af) }},
 			{"came", planShapes, PlanConfigs{}, func(ps []*model.Param) (Optimizer, error) { return NewCAME(ps, DefaultCAMEConfig()) }},
 			{"adam-mini", flat, PlanConfigs{AdamMini: mini}, func(ps []*model.Param) (Optimizer, error) { return NewAdamMini(ps, mini) }},
+			{"adam-mini", flat, PlanConfigs{AdamMini: mini10}, func(ps []*model.Param) (Optimizer, error) { return NewAdamMini(ps, mini10) }},
 			{"microadam", planShapes, PlanConfigs{MicroAdam: ma}, func(ps []*model.Param) (Optimizer, error) { return NewMicroAdam(ps, ma) }},
 			{"galore", flat, PlanConfigs{GaLore: gal}, func(ps []*model.Param) (Optimizer, error) { return NewGaLoreRouted(ps, gal, adam) }},
 			{"galore", flat, PlanConfigs{GaLore: galRev}, func(ps []*model.Param) (Optimizer, error) { return NewGaLoreRouted(ps, galRev, adam) }},
@@ -92,6 +95,10 @@ func TestPlanStateBytesEqualsBuilt(t *testing.T) {
 	}
 	if _, err := PlanStateBytes("adam-mini", flat, PlanConfigs{AdamMini: DefaultAdamMiniConfig()}); err == nil {
 		t.Fatal("adam-mini without a head size was planned; NewAdamMini rejects it")
+	}
+	mini.Partition = "paper"
+	if _, err := PlanStateBytes("adam-mini", flat, PlanConfigs{AdamMini: mini}); err == nil {
+		t.Fatal("adam-mini with an unknown partition was planned; NewAdamMini rejects it")
 	}
 }
 

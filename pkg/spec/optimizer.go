@@ -28,13 +28,13 @@ type optimizerInfo struct {
 }
 
 // optimizers is the table of supported optimizers, in the order users see
-// them. adam-mini has no section: its only setting of its own, the head
-// size, comes from the model.
+// them. adam-mini's section holds its partition only: the head size comes
+// from the model.
 var optimizers = []optimizerInfo{
 	{"adamw", "", func() any { return adamwDefaults }},
 	{"adafactor", "adafactor", func() any { return optim.DefaultAdafactorConfig() }},
 	{"came", "came", func() any { return optim.DefaultCAMEConfig() }},
-	{"adam-mini", "", func() any { return optim.DefaultAdamMiniConfig() }},
+	{"adam-mini", "adam-mini", func() any { return optim.DefaultAdamMiniConfig() }},
 	{"galore", "galore", func() any { return optim.DefaultGaLoreConfig() }},
 	{"apollo", "apollo", func() any { return optim.DefaultApolloConfig() }},
 	{"apollo-mini", "apollo-mini", func() any { return optim.DefaultApolloMiniConfig() }},
@@ -352,7 +352,7 @@ func (o *OptimizerSpec) CAMEConfig() optim.CAMEConfig {
 // the head size with ForModel.
 func (o *OptimizerSpec) AdamMiniConfig() optim.AdamMiniConfig {
 	c := optim.DefaultAdamMiniConfig()
-	o.resolve(&c, (*struct{})(nil))
+	o.resolve(&c, o.AdamMini)
 	return c
 }
 

@@ -41,6 +41,8 @@ func TestOptimizerErrors(t *testing.T) {
 		{"microadam block", withOptimizer("{name: microadam, microadam: {topKBlockSize: 70000}}"), []string{"spec.optimizer.microadam.topKBlockSize: must be in [1, 65536], got 70000"}},
 		{"galore eps", withOptimizer("{name: galore, eps: 0}"), []string{"spec.optimizer.eps: must be > 0, got 0"}},
 		{"adam-mini weight decay", withOptimizer("{name: adam-mini, weightDecay: -1}"), []string{"spec.optimizer.weightDecay: must be >= 0, got -1"}},
+		{"adam-mini partition", withOptimizer("{name: adam-mini, adam-mini: {partition: paper}}"), []string{`spec.optimizer.adam-mini.partition: "paper" is not allowed (allowed: v1.1, v1.0)`}},
+		{"adam-mini section with adamw", withOptimizer("{adam-mini: {partition: v1.0}}"), []string{"spec.optimizer.adam-mini: set, but spec.optimizer.name is adamw; remove it or set name: adam-mini"}},
 		{"grass selection", withOptimizer("{name: grass, grass: {selection: random}}"), []string{`spec.optimizer.grass.selection`, "random"}},
 		{"grass rank", withOptimizer("{name: grass, grass: {rank: 0}}"), []string{"spec.optimizer.grass.rank"}},
 		{"section not an object", withOptimizer("{name: galore, galore: 3}"), []string{"spec.optimizer.galore: must be an object with fields (rank, updateProjGap, scale, projType)"}},
@@ -105,6 +107,28 @@ func TestOptimizerDefaultsAreReference(t *testing.T) {
 				t.Fatalf("canonical JSON does not round-trip: %v", err)
 			}
 		})
+	}
+}
+
+// TestAdamMiniPartition checks that the partition reaches pkg/optim from a
+// document and from --set, and defaults to the reference release's.
+func TestAdamMiniPartition(t *testing.T) {
+	for _, c := range []struct {
+		doc  string
+		set  []string
+		want string
+	}{
+		{"{name: adam-mini}", nil, optim.AdamMiniV11},
+		{"{name: adam-mini, adam-mini: {partition: v1.0}}", nil, optim.AdamMiniV10},
+		{"{name: adam-mini}", []string{"optimizer.adam-mini.partition=v1.0"}, optim.AdamMiniV10},
+	} {
+		j, err := Parse([]byte(withOptimizer(c.doc)), c.set)
+		if err != nil {
+			t.Fatalf("%s %v: %v", c.doc, c.set, err)
+		}
+		if got := j.Spec.Optimizer.AdamMiniConfig().Partition; got != c.want {
+			t.Errorf("%s %v: partition %q, want %q", c.doc, c.set, got, c.want)
+		}
 	}
 }
 

@@ -104,6 +104,7 @@ type OptimizerSpec struct {
 
 	Adafactor  *AdafactorSpec `json:"adafactor,omitempty" desc:"Adafactor's own settings (Hugging Face transformers' Adafactor arguments); only with name adafactor."`
 	CAME       *CAMESpec      `json:"came,omitempty" desc:"CAME's own settings (reference code yangluo7/CAME); only with name came."`
+	AdamMini   *AdamMiniSpec  `json:"adam-mini,omitempty" desc:"Adam-mini's partition (reference code zyushun/Adam-mini); only with name adam-mini. The head size comes from the model."`
 	GaLore     *GaLoreSpec    `json:"galore,omitempty" desc:"GaLore's projection settings (reference code jiaweizzhao/GaLore); only with name galore."`
 	Apollo     *ApolloSpec    `json:"apollo,omitempty" desc:"APOLLO's projection and scaling settings (reference code zhuhanqing/APOLLO); only with name apollo."`
 	ApolloMini *ApolloSpec    `json:"apollo-mini,omitempty" desc:"APOLLO-Mini's settings: the fields of apollo, with APOLLO-Mini's reference defaults (a rank-1 projection, tensor-wise scaling); only with name apollo-mini."`
@@ -132,6 +133,11 @@ type CAMESpec struct {
 	Eps1          float64 `json:"eps1" default:"reference" desc:"Added to g² before averaging, > 0."`
 	Eps2          float64 `json:"eps2" default:"reference" desc:"Added to the instability (u - m)², > 0."`
 	ClipThreshold float64 `json:"clipThreshold" default:"reference" desc:"Update clipping threshold d, > 0: the update is divided by max(1, RMS(update)/d)."`
+}
+
+// AdamMiniSpec is spec.optimizer.adam-mini.
+type AdamMiniSpec struct {
+	Partition string `json:"partition" default:"reference" desc:"Which parameters share one second moment, as in a release of the reference code: v1.1 (releases 1.1.0-1.1.1, the current one) one per attention head for query and key, one per row for the embedding, head, value, attention output and MLP, one per norm; v1.0 (releases up to 1.0.4) AdamW (one per element) for the embedding and head, one per head for query and key, one per whole tensor for everything else."`
 }
 
 // GaLoreSpec is spec.optimizer.galore.
@@ -243,6 +249,7 @@ func enums() map[string][]string {
 		"spec.communication.exchange": ExchangeNames,
 
 		"spec.optimizer.galore.projType":       {optim.GaLoreStd, optim.GaLoreReverseStd},
+		"spec.optimizer.adam-mini.partition":   optim.AdamMiniPartitions,
 		"spec.optimizer.apollo.scaleType":      {optim.ApolloChannel, optim.ApolloTensor},
 		"spec.optimizer.apollo-mini.scaleType": {optim.ApolloChannel, optim.ApolloTensor},
 	}

@@ -16,8 +16,12 @@ References (all float64):
     as copied into GaLore's galore_torch/adamw.py;
   - CAME: transcription of yangluo7/CAME came_pytorch/CAME.py, and the
     package itself when `came_pytorch` is installed;
-  - Adam-mini: transcription of zyushun/Adam-mini v1.1.1's per-block step,
-    blocks by role (attn-qk: head_dim rows, norm: whole tensor, else a row).
+  - Adam-mini: transcription of zyushun/Adam-mini's per-block step, blocks
+    by role and the case's Partition: "v1.1" (releases 1.1.0-1.1.1; also
+    when the field is absent) gives attn-qk head_dim rows, norm the whole
+    tensor, every other role a row; "v1.0" (releases up to 1.0.4) gives the
+    embedding and head one block per element (AdamW), attn-qk head_dim rows,
+    every other role the whole tensor.
 Output: the worst |tern − reference| per case; exit status 1 if any case
 exceeds TOL (float32 rounding over five steps of size <= 2e-2 on weights of
 magnitude <= 0.5 stays below 3e-7; a formula slip is >= 1e-5).
@@ -175,18 +179,27 @@ def came_package(case, ps):
     return run_torch_optimizer(case, ps, opt)
 
 
+def adam_mini_blocks(role, p, hd, partition):
+    """Number of second-moment blocks of a parameter (each a run of rows)."""
+    if partition not in ("", "v1.1", "v1.0"):
+        raise SystemExit(f"unknown Adam-mini partition {partition!r}")
+    v10 = partition == "v1.0"
+    if role == "attn-qk":
+        return p.shape[0] // hd
+    if role in ("embedding", "head"):
+        return p.numel() if v10 else p.shape[0]
+    if role in ("attn-v", "attn-o", "mlp"):
+        return 1 if v10 else p.shape[0]
+    if role == "norm":
+        return 1
+    raise SystemExit(f"Adam-mini has no block rule for role {role!r}")
+
+
 def adam_mini(case, ps):
     c = case["config"]
     b1, b2, eps, wd, hd = c["Beta1"], c["Beta2"], c["Eps"], c["WeightDecay"], c["HeadDim"]
-    blocks = []
-    for meta, p in zip(case["params"], ps):
-        rows = p.shape[0]
-        if meta["role"] == "attn-qk":
-            blocks.append(rows // hd)
-        elif meta["role"] == "norm":
-            blocks.append(1)
-        else:
-            blocks.append(rows)
+    partition = c.get("Partition", "")
+    blocks = [adam_mini_blocks(meta["role"], p, hd, partition) for meta, p in zip(case["params"], ps)]
     m = [torch.zeros_like(p) for p in ps]
     v = [torch.zeros(n, dtype=F64) for n in blocks]
     with torch.no_grad():
@@ -221,7 +234,7 @@ def references(case):
         except ImportError:
             print("  (came_pytorch not installed: transcription only)")
     elif opt == "adam-mini":
-        yield "Adam-mini transcription", adam_mini
+        yield "Adam-mini " + (case["config"].get("Partition") or "v1.1") + " transcription", adam_mini
     else:
         raise SystemExit(f"unknown optimizer {opt!r} in case {case['name']}")
 
@@ -239,7 +252,7 @@ def main(path):
                     tw = torch.tensor(tern_w, dtype=F64).reshape(ref_w.shape)
                     worst = max(worst, (tw - ref_w).abs().max().item())
             flag = "ok" if worst <= TOL else "FAIL"
-            print(f"{case['name']:32s} vs {ref_name:24s} max |tern - ref| = {worst:.3e}  {flag}")
+            print(f"{case['name']:32s} vs {ref_name:28s} max |tern - ref| = {worst:.3e}  {flag}")
             ok &= worst <= TOL
     sys.exit(0 if ok else 1)
 
