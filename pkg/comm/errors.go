@@ -37,3 +37,7 @@ func (e *PeerError) Unwrap() error { return e.Err }
 
 // ErrTimeout is wrapped by a PeerError when a peer did not answer in time.
 var ErrTimeout = errors.New("timed out")
+
+// ErrPeerClosed is wrapped by a PeerError when the peer's transport is closed
+// or its process is gone, so waiting longer cannot help.
+var ErrPeerClosed = errors.New("peer closed")
