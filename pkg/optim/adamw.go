@@ -75,8 +75,9 @@ func NewAdamW(params []*model.Param, cfg AdamWConfig) (*AdamW, error) {
 	}
 	o := &AdamW{cfg: cfg, params: params}
 	for _, p := range params {
-		o.m = append(o.m, make([]float32, len(p.W)))
-		o.v = append(o.v, make([]float32, len(p.W)))
+		dev := p.Device()
+		o.m = append(o.m, dev.Alloc(len(p.W)))
+		o.v = append(o.v, dev.Alloc(len(p.W)))
 	}
 	return o, nil
 }
@@ -97,11 +98,13 @@ func (o *AdamW) StateBytes() int64 {
 	return 8*n + 8
 }
 
-// adamGrain is the chunk size of the parallel update: large enough to amortise
-// scheduling, small enough to balance two cores on small tensors.
+// adamGrain is the chunk size of the other optimizers' parallel updates:
+// large enough to amortise scheduling, small enough to balance two cores on
+// small tensors.
 const adamGrain = 1 << 15
 
-// Step implements Optimizer.
+// Step implements Optimizer. The update itself is the parameter's device's
+// AdamW kernel, so it runs where the parameter lives.
 func (o *AdamW) Step(lr float64) {
 	if o.cfg.Convention == AdamWHF {
 		o.stepHF(lr)
@@ -109,23 +112,13 @@ func (o *AdamW) Step(lr float64) {
 	}
 	o.t++
 	a := newAdamScalars(o.t, lr, o.cfg.Beta1, o.cfg.Beta2, o.cfg.Eps)
-	stepSize, bc2Sqrt, eps, fb1, fb2 := a.stepSize, a.bc2Sqrt, a.eps, a.b1, a.b2
+	u := tensor.AdamWUpdate{Form: tensor.AdamWTorch, Beta1: a.b1, Beta2: a.b2, Eps: a.eps, StepSize: a.stepSize, BC2Sqrt: a.bc2Sqrt}
 	for i, p := range o.params {
-		decay := float32(1)
+		u.Decay = 1
 		if decayed(p) {
-			decay = float32(1 - lr*o.cfg.WeightDecay)
+			u.Decay = float32(1 - lr*o.cfg.WeightDecay)
 		}
-		w, g, m, v := p.W, p.G, o.m[i], o.v[i]
-		tensor.ParallelFor(len(w), adamGrain, func(lo, hi int) {
-			for j := lo; j < hi; j++ {
-				gj := g[j]
-				mj := fb1*m[j] + (1-fb1)*gj
-				vj := fb2*v[j] + (1-fb2)*gj*gj
-				m[j], v[j] = mj, vj
-				denom := float32(math.Sqrt(float64(vj)))/bc2Sqrt + eps
-				w[j] = w[j]*decay - stepSize*mj/denom
-			}
-		})
+		p.Device().AdamW(p.W, p.G, o.m[i], o.v[i], u)
 	}
 }
 
@@ -144,25 +137,17 @@ func (o *AdamW) stepHF(lr float64) {
 	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
 	bc1 := 1 - math.Pow(b1, float64(o.t))
 	bc2 := 1 - math.Pow(b2, float64(o.t))
-	stepSize := float32(lr * math.Sqrt(bc2) / bc1)
-	eps := float32(o.cfg.Eps)
-	fb1, fb2 := float32(b1), float32(b2)
+	u := tensor.AdamWUpdate{
+		Form:  tensor.AdamWHF,
+		Beta1: float32(b1), Beta2: float32(b2), Eps: float32(o.cfg.Eps),
+		StepSize: float32(lr * math.Sqrt(bc2) / bc1),
+	}
 	for i, p := range o.params {
-		var decay float32
+		u.Decay = 0
 		if decayed(p) {
-			decay = float32(lr * o.cfg.WeightDecay)
+			u.Decay = float32(lr * o.cfg.WeightDecay)
 		}
-		w, g, m, v := p.W, p.G, o.m[i], o.v[i]
-		tensor.ParallelFor(len(w), adamGrain, func(lo, hi int) {
-			for j := lo; j < hi; j++ {
-				gj := g[j]
-				mj := fb1*m[j] + (1-fb1)*gj
-				vj := fb2*v[j] + (1-fb2)*gj*gj
-				m[j], v[j] = mj, vj
-				wj := w[j] - stepSize*(mj/(float32(math.Sqrt(float64(vj)))+eps))
-				w[j] = wj - decay*wj
-			}
-		})
+		p.Device().AdamW(p.W, p.G, o.m[i], o.v[i], u)
 	}
 }
 

@@ -101,8 +101,42 @@ type Device interface {
 	// all shards: (exp(z − gMax)/gSum − [row = target])·scale, and zero rows
 	// for negative targets.
 	CrossEntropyBackward(logits, gMax, gSum []float32, rows, lo int, targets []int32, scale float32)
+
+	// AdamW applies one AdamW update to the parameter w in place from its
+	// gradient g, updating the moments m and v (equal lengths).
+	AdamW(w, g, m, v []float32, u AdamWUpdate)
 }
 
 // AttnShape is the shape of one attention call: B sequences of T tokens, H
 // query heads and KV key/value heads (H a multiple of KV) of width HD.
 type AttnShape struct{ B, T, H, KV, HD int }
+
+// AdamWForm picks where ε and weight decay enter an AdamW update.
+type AdamWForm uint8
+
+// AdamW forms (pkg/optim documents both conventions).
+const (
+	// AdamWTorch is torch.optim.AdamW:
+	//	w ← w·Decay − StepSize·m / (√v/BC2Sqrt + Eps)
+	AdamWTorch AdamWForm = iota
+	// AdamWHF is the Hugging Face transformers AdamW:
+	//	w' ← w − StepSize·(m / (√v + Eps)),  w ← w' − Decay·w'
+	AdamWHF
+)
+
+// AdamWUpdate holds the float32 constants of one AdamW step, computed by the
+// optimizer in float64 and rounded once. Both forms first update the moments
+// m ← β1·m + (1−β1)·g and v ← β2·v + (1−β2)·g².
+type AdamWUpdate struct {
+	Form         AdamWForm
+	Beta1, Beta2 float32
+	Eps          float32
+	// StepSize is lr/(1−β1ᵗ) (AdamWTorch) or lr·√(1−β2ᵗ)/(1−β1ᵗ) (AdamWHF).
+	StepSize float32
+	// BC2Sqrt is √(1−β2ᵗ); AdamWTorch only.
+	BC2Sqrt float32
+	// Decay is the multiplier 1−lr·λ applied before the update (AdamWTorch;
+	// 1 means none) or the fraction lr·λ removed after it (AdamWHF; 0 means
+	// none).
+	Decay float32
+}
