@@ -134,7 +134,7 @@ func newRootCmd(e *env, entered *bool) *cobra.Command {
 	root.SuggestionsMinimumDistance = 2
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 
-	for _, c := range []*cobra.Command{newTrainCmd(e), newPlanCmd(e), newExplainCmd(e), newVersionCmd(e), newCompletionCmd(e, root)} {
+	for _, c := range []*cobra.Command{newTrainCmd(e), newPlanCmd(e), newExplainCmd(e), newVersionCmd(e), newCompletionCmd(e, root), newRankCmd(e)} {
 		markEntered(c, entered)
 		root.AddCommand(c)
 	}

@@ -102,9 +102,16 @@ func trainRun(ctx context.Context, e *env, f *trainFlags) error {
 	fmt.Fprintf(e.stderr, "job %s: model %s, %s params (dim %d, %d layers, %d heads, seq %d, vocab %d %s)\n",
 		job.Metadata.Name, preset, fmtCount(float64(cfg.NumParams())), cfg.Dim, cfg.Layers, cfg.Heads, cfg.SeqLen, cfg.Vocab, cfg.Tokenizer)
 	o := job.Spec.Optimizer
-	fmt.Fprintf(e.stderr, "%d steps of %s tokens (%d x %d x %d), %s lr %.1e -> %.1e %s, warmup %d\n",
-		job.Spec.Steps, fmtCount(float64(job.TokensPerStep())), b.MicroBatchSize, b.MicroBatches, cfg.SeqLen,
+	shape := fmt.Sprintf("%d x %d x %d", b.MicroBatchSize, b.MicroBatches, cfg.SeqLen)
+	if n := job.Spec.Parallel.Data; n > 1 {
+		shape = fmt.Sprintf("%d replicas x %s", n, shape)
+	}
+	fmt.Fprintf(e.stderr, "%d steps of %s tokens (%s), %s lr %.1e -> %.1e %s, warmup %d\n",
+		job.Spec.Steps, fmtCount(float64(job.TokensPerStep())), shape,
 		o.Name, o.LR, o.MinLR, o.Schedule, o.WarmupSteps)
+	if n := job.Spec.Parallel.Data; n > 1 {
+		fmt.Fprintf(e.stderr, "%d data-parallel worker processes on this machine, %s gradient exchange\n", n, job.Spec.Communication.Exchange)
+	}
 
 	var dataProgress io.Writer = e.stderr
 	if f.quiet {
@@ -114,7 +121,7 @@ func trainRun(ctx context.Context, e *env, f *trainFlags) error {
 	if ckptDir == "" {
 		ckptDir = job.Spec.Checkpoint.Dir
 	}
-	sum, err := runTraining(ctx, job, train.Options{CheckpointDir: ckptDir, Resume: f.resume, Observer: p, Progress: dataProgress})
+	sum, err := runJob(ctx, e, job, train.Options{CheckpointDir: ckptDir, Resume: f.resume, Observer: p, Progress: dataProgress})
 	p.finish()
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {

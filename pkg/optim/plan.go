@@ -74,6 +74,7 @@ type PlanConfigs struct {
 	Apollo    ApolloConfig // apollo and apollo-mini
 	MicroAdam MicroAdamConfig
 	Grass     GrassConfig
+	Demo      DemoConfig
 }
 
 // PlanStateBytes is the StateBytes of the optimizer the job spec names
@@ -96,6 +97,8 @@ func PlanStateBytes(name string, shapes []ParamShape, c PlanConfigs) (int64, err
 			sizes[i] = s.Size()
 		}
 		return MicroAdamStateBytes(sizes, c.MicroAdam), nil
+	case "demo":
+		return DemoStateBytes(shapes), nil
 	case "galore", "apollo", "apollo-mini", "grass":
 		proj, rest := SplitProjectedShapes(shapes)
 		var n int64
@@ -109,7 +112,20 @@ func PlanStateBytes(name string, shapes []ParamShape, c PlanConfigs) (int64, err
 		}
 		return n + AdamWStateBytes(rest), nil
 	}
-	return 0, fmt.Errorf("plan optimizer state: optimizer %q has no memory plan (allowed: adamw, adafactor, came, adam-mini, galore, apollo, apollo-mini, microadam, grass)", name)
+	return 0, fmt.Errorf("plan optimizer state: optimizer %q has no memory plan (allowed: adamw, adafactor, came, adam-mini, galore, apollo, apollo-mini, microadam, grass, demo)", name)
+}
+
+// PlanTransientBytes is the memory the optimizer the job spec names holds
+// only during some steps, on top of its state, when its steps run on up to
+// workers goroutines: GaLore's SVD buffers at projection refreshes
+// (GaLoreTransientBytes); 0 for the others. (GRASS's full gradients at
+// selection steps are gradient memory: PlanGradElems.)
+func PlanTransientBytes(name string, shapes []ParamShape, c PlanConfigs, workers int) int64 {
+	if name != "galore" {
+		return 0
+	}
+	proj, _ := SplitProjectedShapes(shapes)
+	return GaLoreTransientBytes(proj, c.GaLore, workers)
 }
 
 // AdamWStateBytes is AdamW.StateBytes: m and v per element and the step.

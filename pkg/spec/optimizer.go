@@ -40,6 +40,7 @@ var optimizers = []optimizerInfo{
 	{"apollo-mini", "apollo-mini", func() any { return optim.DefaultApolloMiniConfig() }},
 	{"microadam", "microadam", func() any { return optim.DefaultMicroAdamConfig() }},
 	{"grass", "grass", func() any { return optim.DefaultGrassConfig() }},
+	{"demo", "demo", func() any { return optim.DefaultDemoConfig() }},
 }
 
 func optimizerNames() []string {
@@ -281,6 +282,8 @@ func (o *OptimizerSpec) check() error {
 		err = o.MicroAdamConfig().Validate()
 	case "grass":
 		_, err = optim.NewGrass(nil, o.GrassConfig())
+	case "demo":
+		err = o.DemoConfig().Validate()
 	}
 	return err
 }
@@ -380,6 +383,13 @@ func (o *OptimizerSpec) ApolloConfig() optim.ApolloConfig {
 func (o *OptimizerSpec) MicroAdamConfig() optim.MicroAdamConfig {
 	c := optim.DefaultMicroAdamConfig()
 	o.resolve(&c, o.MicroAdam)
+	return c
+}
+
+// DemoConfig is the DeMo configuration of the job.
+func (o *OptimizerSpec) DemoConfig() optim.DemoConfig {
+	c := optim.DefaultDemoConfig()
+	o.resolve(&c, o.Demo)
 	return c
 }
 

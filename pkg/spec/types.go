@@ -109,6 +109,7 @@ type OptimizerSpec struct {
 	Apollo     *ApolloSpec    `json:"apollo,omitempty" desc:"APOLLO's projection and scaling settings (reference code zhuhanqing/APOLLO); only with name apollo."`
 	ApolloMini *ApolloSpec    `json:"apollo-mini,omitempty" desc:"APOLLO-Mini's settings: the fields of apollo, with APOLLO-Mini's reference defaults (a rank-1 projection, tensor-wise scaling); only with name apollo-mini."`
 	MicroAdam  *MicroAdamSpec `json:"microadam,omitempty" desc:"MicroAdam's window and compression settings (reference code IST-DASLab/ISTA-DASLab-Optimizers); only with name microadam."`
+	Demo       *DemoSpec      `json:"demo,omitempty" desc:"DeMo's compression settings (reference code bloc97/DeMo); only with name demo."`
 	Grass      *GrassSpec     `json:"grass,omitempty" desc:"GRASS's row-selection settings (Muhamed et al. 2024; no public reference code); only with name grass."`
 }
 
@@ -165,6 +166,16 @@ type MicroAdamSpec struct {
 	Density        float64 `json:"density" default:"reference" desc:"Fraction of each top-k block kept per step, in (0, 1]."`
 	TopKBlockSize  int     `json:"topKBlockSize" default:"reference" desc:"Length of the blocks top-k runs on, in [1, 65536]; fixed so results do not depend on the machine."`
 	QuantBlockSize int     `json:"quantBlockSize" default:"reference" desc:"Elements sharing one min/max pair of the 4-bit error feedback, in [1, 16777216]."`
+}
+
+// DemoSpec is spec.optimizer.demo. DeMo's update is sign(...) times lr, so
+// every weight moves by exactly lr per step: its lr is typically lower than
+// AdamW's peak.
+type DemoSpec struct {
+	TopK   int     `json:"topK" default:"reference" desc:"DCT coefficients each replica sends per chunk, in [1, chunk²] (the reference's compression_topk)."`
+	Chunk  int     `json:"chunk" default:"reference" desc:"Side s of the s×s chunks the momentum is transformed in, in [1, 256] (compression_chunk); a dimension it does not divide is zero-padded."`
+	Decay  float64 `json:"decay" default:"reference" desc:"Momentum decay β in [0, 1) (compression_decay); the gradient is added times lr, without (1−β)."`
+	Values string  `json:"values" default:"reference" desc:"How the selected coefficients travel: bf16 (2 bytes each) or sign (1 bit each plus one bf16 scale per chunk, as in Psyche)."`
 }
 
 // GrassSpec is spec.optimizer.grass. Sampled selections derive from
@@ -252,5 +263,6 @@ func enums() map[string][]string {
 		"spec.optimizer.adam-mini.partition":   optim.AdamMiniPartitions,
 		"spec.optimizer.apollo.scaleType":      {optim.ApolloChannel, optim.ApolloTensor},
 		"spec.optimizer.apollo-mini.scaleType": {optim.ApolloChannel, optim.ApolloTensor},
+		"spec.optimizer.demo.values":           {"bf16", "sign"},
 	}
 }

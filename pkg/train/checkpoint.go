@@ -2,8 +2,10 @@ package train
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/ternml/tern/pkg/data"
 	"github.com/ternml/tern/pkg/optim"
@@ -20,15 +22,78 @@ type rngState struct {
 }
 
 // checkpoint writes the current weights, optimizer state, data cursor and
-// spec as step r.step.
-func (r *runner) checkpoint() (string, error) {
+// spec as step r.step. Data-parallel replicas hold identical state, so
+// replica 0 writes and tells the others whether it succeeded; every replica
+// returns the same path or the same failure.
+func (r *runner) checkpoint(ctx context.Context) (string, error) {
+	if r.dp == nil {
+		return r.writeCheckpoint()
+	}
+	// Optimizer state that differs between replicas (DeMo's momentum) is
+	// gathered to replica 0, which stores each replica's under its own
+	// prefix.
+	var replicaState [][]optim.NamedTensor
+	if r.perReplicaState() {
+		all, err := r.dp.g.AllGather(context.WithoutCancel(ctx), encodeNamed(r.opt.State()))
+		if err != nil {
+			return "", fmt.Errorf("checkpoint step %d: gather optimizer state: %w", r.step, err)
+		}
+		if r.dp.rank == 0 {
+			for rank, b := range all {
+				st, err := decodeNamed(b)
+				if err != nil {
+					return "", fmt.Errorf("checkpoint step %d: optimizer state of replica %d: %w", r.step, rank, err)
+				}
+				replicaState = append(replicaState, st)
+			}
+		}
+	}
+	status := []byte{}
+	if r.dp.rank == 0 {
+		if _, err := r.writeCheckpointWith(replicaState); err != nil {
+			status = []byte(err.Error())
+		}
+	}
+	all, err := r.dp.g.AllGather(context.WithoutCancel(ctx), status)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint step %d: %w", r.step, err)
+	}
+	if len(all[0]) > 0 {
+		return "", fmt.Errorf("checkpoint step %d (written by replica 0): %s", r.step, all[0])
+	}
+	r.lastCkptStep = r.step
+	return snapshot.StepDir(r.ckptDir, int64(r.step)), nil
+}
+
+func (r *runner) writeCheckpoint() (string, error) { return r.writeCheckpointWith(nil) }
+
+// perReplicaState reports whether the replicas' optimizer states differ:
+// DeMo keeps each replica's momentum residual to itself.
+func (r *runner) perReplicaState() bool {
+	_, demo := r.opt.(*optim.Demo)
+	return demo && r.dp != nil && r.dp.size > 1
+}
+
+// replicaPrefix names replica rank's optimizer state in a checkpoint.
+func replicaPrefix(rank int) string { return fmt.Sprintf("replica.%d.", rank) }
+
+// writeCheckpointWith writes the checkpoint; replicaState, when set, is
+// every replica's optimizer state, stored instead of this one's.
+func (r *runner) writeCheckpointWith(replicaState [][]optim.NamedTensor) (string, error) {
 	var ts []snapshot.Tensor
 	for _, p := range r.model.Params() {
 		t := safetensors.F32(p.Name, p.Shape, p.W)
 		ts = append(ts, snapshot.Tensor{Tensor: t, GlobalShape: p.GlobalShape, RowLo: p.RowOffset, RowHi: p.RowOffset + p.Shape[0]})
 	}
-	for _, o := range r.opt.State() {
-		ts = append(ts, snapshot.Whole(safetensors.F32(o.Name, o.Shape, o.Data)))
+	if replicaState == nil {
+		for _, o := range r.opt.State() {
+			ts = append(ts, snapshot.Whole(safetensors.F32(o.Name, o.Shape, o.Data)))
+		}
+	}
+	for rank, st := range replicaState {
+		for _, o := range st {
+			ts = append(ts, snapshot.Whole(safetensors.F32(replicaPrefix(rank)+o.Name, o.Shape, o.Data)))
+		}
 	}
 	cursor, err := json.Marshal(r.sampler.Cursor(int64(r.step)))
 	if err != nil {
@@ -97,6 +162,13 @@ func (r *runner) resume(path string) error {
 	}
 	var ost []optim.NamedTensor
 	for name, t := range byName {
+		if r.perReplicaState() {
+			mine := replicaPrefix(r.dp.rank)
+			if !strings.HasPrefix(name, mine) {
+				continue // another replica's
+			}
+			name = strings.TrimPrefix(name, mine)
+		}
 		v, err := t.Float32s()
 		if err != nil {
 			return fmt.Errorf("resume from %s: %s: %w", path, name, err)
@@ -120,6 +192,14 @@ func compatible(saved json.RawMessage, job *spec.TrainingJob) error {
 		return fmt.Errorf("checkpoint spec: %w", err)
 	}
 	cur := *job
+	// Checkpoints written before the parallel and communication sections
+	// existed trained as one replica with a dense exchange.
+	if old.Spec.Parallel.Data == 0 {
+		old.Spec.Parallel.Data = 1
+	}
+	if old.Spec.Communication.Exchange == "" {
+		old.Spec.Communication = cur.Spec.Communication
+	}
 	for _, j := range []*spec.TrainingJob{&old, &cur} {
 		j.Metadata = spec.Metadata{}
 		j.Spec.Steps = 0

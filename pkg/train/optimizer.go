@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 
+	"github.com/ternml/tern/pkg/comm"
 	"github.com/ternml/tern/pkg/model"
 	"github.com/ternml/tern/pkg/optim"
 	"github.com/ternml/tern/pkg/spec"
@@ -14,7 +15,10 @@ import (
 // Adam-mini's head size from the model, APOLLO's projection seed from
 // spec.seed (APOLLO's projections, GRASS's samples), and the AdamW that the projection optimizers' reference code
 // runs on the parameters they do not project.
-func newOptimizer(job *spec.TrainingJob, cfg model.Config, params []*model.Param) (optim.Optimizer, error) {
+//
+// g is the data-parallel group (nil for one replica), through which DeMo
+// exchanges its compressed momentum.
+func newOptimizer(job *spec.TrainingJob, cfg model.Config, params []*model.Param, g *comm.Group) (optim.Optimizer, error) {
 	o := &job.Spec.Optimizer
 	var (
 		opt optim.Optimizer
@@ -43,6 +47,12 @@ func newOptimizer(job *spec.TrainingJob, cfg model.Config, params []*model.Param
 		c := o.GrassConfig()
 		c.Seed = job.Spec.Seed // sampled selections agree on every rank
 		opt, err = optim.NewGrassRouted(params, c, restAdamW(o))
+	case "demo":
+		var gather optim.Gatherer
+		if g != nil {
+			gather = g
+		}
+		opt, err = optim.NewDemo(params, o.DemoConfig(), gather)
 	default:
 		return nil, fmt.Errorf("spec.optimizer.name: %q is not supported (allowed: %v)", o.Name, spec.OptimizerNames)
 	}

@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/ternml/tern/pkg/model"
 	"github.com/ternml/tern/pkg/optim"
@@ -36,6 +37,11 @@ type MemoryPlan struct {
 	// Transient is what exists only during some steps but stays in the peak:
 	// GRASS's full gradients at selection steps.
 	Transient int64 `json:"transient_bytes"`
+	// OptimizerTransient is working memory the optimizer holds only during
+	// some steps (optim.PlanTransientBytes): GaLore's float64 SVD buffers
+	// at projection refreshes, one set per goroutine refreshing at once,
+	// for GOMAXPROCS goroutines as in the planning process.
+	OptimizerTransient int64 `json:"optimizer_transient_bytes"`
 	// Runtime is the process overhead (RuntimeBytes): the Go runtime and
 	// binary, the tokenizer's tables and the GEMM packing panels.
 	Runtime int64 `json:"runtime_bytes"`
@@ -56,7 +62,8 @@ func (p *MemoryPlan) Lines() []PlanLine {
 	return []PlanLine{
 		{"weights", p.Weights}, {"gradients", p.Grads}, {"optimizer", p.OptimizerState},
 		{"activations", p.Activations}, {"workspace", p.Workspace}, {"data", p.Data},
-		{"transient", p.Transient}, {"runtime", p.Runtime}, {"total", p.Total},
+		{"transient", p.Transient}, {"optimizer transient", p.OptimizerTransient},
+		{"runtime", p.Runtime}, {"total", p.Total},
 	}
 }
 
@@ -98,14 +105,15 @@ func Plan(job *spec.TrainingJob) (*MemoryPlan, error) {
 		Job: job.Metadata.Name, Optimizer: name, Params: cfg.NumParams(),
 		Weights: 4 * cfg.NumParams(), Grads: 4 * grads.Steady, OptimizerState: state,
 		Activations: acts + modelBufferBytes(cfg, b, t), Workspace: ws,
-		Transient: 4 * grads.Selection,
+		Transient:          4 * grads.Selection,
+		OptimizerTransient: optim.PlanTransientBytes(name, shapes, pc, runtime.GOMAXPROCS(0)),
 	}
 	p.Data, p.DataSource = estimateData(&s.Data, cfg)
 	if p.DataSource == DataFromFiles || p.DataSource == DataFromText {
 		p.TokeniseMax = p.Data + tokeniseBatchBytes
 	}
 	p.Runtime = RuntimeBytes(cfg, b, t)
-	p.Total = p.Weights + p.Grads + p.OptimizerState + p.Activations + p.Workspace + p.Data + p.Transient + p.Runtime
+	p.Total = p.Weights + p.Grads + p.OptimizerState + p.Activations + p.Workspace + p.Data + p.Transient + p.OptimizerTransient + p.Runtime
 	return p, nil
 }
 
@@ -128,6 +136,8 @@ func planConfigs(o *spec.OptimizerSpec, cfg model.Config) optim.PlanConfigs {
 		pc.MicroAdam = o.MicroAdamConfig()
 	case "grass":
 		pc.Grass = o.GrassConfig()
+	case "demo":
+		pc.Demo = o.DemoConfig()
 	}
 	return pc
 }

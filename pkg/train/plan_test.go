@@ -127,8 +127,13 @@ func TestPlanMatchesBuiltOptimizers(t *testing.T) {
 			if p.DataSource != DataFromFiles || p.TokeniseMax != p.Data+tokeniseBatchBytes {
 				t.Fatalf("data source %q, tokenising bound %d: want %q and data + one text batch for the byte tokenizer over a file", p.DataSource, p.TokeniseMax, DataFromFiles)
 			}
-			if p.Total != p.Weights+p.Grads+p.OptimizerState+p.Activations+p.Workspace+p.Data+p.Transient+p.Runtime {
+			if p.Total != p.Weights+p.Grads+p.OptimizerState+p.Activations+p.Workspace+p.Data+p.Transient+p.OptimizerTransient+p.Runtime {
 				t.Fatalf("total %d is not the sum of the lines %+v", p.Total, p)
+			}
+			// Only GaLore holds working memory of its own between steps
+			// (its SVD buffers at refreshes).
+			if (p.OptimizerTransient > 0) != (job.Spec.Optimizer.Name == "galore") {
+				t.Fatalf("%s: optimizer transient %d bytes", job.Spec.Optimizer.Name, p.OptimizerTransient)
 			}
 		})
 	}

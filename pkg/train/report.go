@@ -13,8 +13,16 @@ type StepReport struct {
 	EvalLoss   *float64 `json:"eval_loss,omitempty"`
 	// OptimizerStateBytes is the optimizer's state after this step
 	// (optim.Optimizer.StateBytes), for comparing optimizers' memory.
-	OptimizerStateBytes int64   `json:"optimizer_state_bytes"`
-	ETASeconds          float64 `json:"-"`
+	OptimizerStateBytes int64 `json:"optimizer_state_bytes"`
+	// BytesSent and BytesRecv are what this replica put on and took off
+	// the wire for the gradient exchange of this step (payload and
+	// framing; PayloadSent and PayloadRecv count the payload alone).
+	// Zero for a single replica.
+	BytesSent   int64   `json:"bytes_sent"`
+	BytesRecv   int64   `json:"bytes_recv"`
+	PayloadSent int64   `json:"payload_sent"`
+	PayloadRecv int64   `json:"payload_recv"`
+	ETASeconds  float64 `json:"-"`
 }
 
 // Summary is the result of a finished run; `ternctl train -o json` prints it.
@@ -35,9 +43,14 @@ type Summary struct {
 	Memory      Memory  `json:"memory"`
 	// OptimizerStateBytes is Memory.Optimizer, at the top level so that
 	// scripts comparing optimizers read it like the other headline numbers.
-	OptimizerStateBytes int64  `json:"optimizer_state_bytes"`
-	Checkpoint          string `json:"checkpoint,omitempty"` // last checkpoint written, if any
-	Stopped             bool   `json:"stopped"`              // true if interrupted before the last step
+	OptimizerStateBytes int64 `json:"optimizer_state_bytes"`
+	// BytesSentPerStep and BytesRecvPerStep are the largest per-step
+	// gradient-exchange traffic of the run (StepReport.BytesSent and
+	// BytesRecv), over steps and, for several workers, over workers.
+	BytesSentPerStep int64  `json:"bytes_sent_per_step"`
+	BytesRecvPerStep int64  `json:"bytes_recv_per_step"`
+	Checkpoint       string `json:"checkpoint,omitempty"` // last checkpoint written, if any
+	Stopped          bool   `json:"stopped"`              // true if interrupted before the last step
 }
 
 // Observer receives progress from a running loop. Calls come from the loop's

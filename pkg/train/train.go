@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ternml/tern/pkg/atomicfile"
+	"github.com/ternml/tern/pkg/comm"
 
 	"github.com/ternml/tern/pkg/data"
 	"github.com/ternml/tern/pkg/model"
@@ -30,6 +31,13 @@ type Options struct {
 	Observer Observer
 	// Progress receives data-loading progress bars; nil means none.
 	Progress io.Writer
+	// Group connects this process, as one data-parallel replica, to the
+	// others; its transport's rank is the replica's rank. Required when
+	// spec.parallel.data > 1, nil otherwise. With a group, collectives
+	// are not cancelled by ctx (a replica cannot leave a collective alone):
+	// cancelling ctx asks every replica to stop after the current step,
+	// and the transport's timeout bounds any wait.
+	Group *comm.Group
 }
 
 type nopObserver struct{}
@@ -79,12 +87,15 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 	var steady time.Duration
 	var steadySteps int
 	for r.step < r.steps {
-		if ctx.Err() != nil {
+		if r.dp == nil && ctx.Err() != nil {
 			sum.Stopped = true
 			break
 		}
 		t0 := time.Now()
-		rep := r.trainStep()
+		rep, stop, err := r.trainStep(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", r.step+1, err)
+		}
 		dt := time.Since(t0)
 		if len(stepMS) > 0 {
 			steady += dt
@@ -101,21 +112,30 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 		rep.ETASeconds = per.Seconds() * float64(r.steps-r.step)
 		sum.FinalLoss = rep.Loss
 		if r.evalDue() {
-			ev := r.evaluate()
+			ev, err := r.evaluate(ctx)
+			if err != nil {
+				return nil, err
+			}
 			rep.EvalLoss = &ev
 			sum.FinalEvalLoss = ev
 		}
+		sum.BytesSentPerStep = max(sum.BytesSentPerStep, rep.BytesSent)
+		sum.BytesRecvPerStep = max(sum.BytesRecvPerStep, rep.BytesRecv)
 		obs.Step(rep)
 		if r.checkpointDue() {
-			path, err := r.checkpoint()
+			path, err := r.checkpoint(ctx)
 			if err != nil {
 				return nil, err
 			}
 			sum.Checkpoint = path
 		}
+		if stop && r.step < r.steps {
+			sum.Stopped = true
+			break
+		}
 	}
 	if sum.Stopped && r.ckptDir != "" && r.lastCkptStep != r.step && r.step > 0 {
-		path, err := r.checkpoint()
+		path, err := r.checkpoint(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("checkpoint on interrupt: %w", err)
 		}
@@ -123,7 +143,11 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 		obs.Log("interrupted: wrote checkpoint " + path)
 	}
 	if !sum.Stopped && math.IsNaN(sum.FinalEvalLoss) && r.eval != nil {
-		sum.FinalEvalLoss = r.evaluate()
+		ev, err := r.evaluate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		sum.FinalEvalLoss = ev
 	}
 	sum.Steps = r.step
 	if steadySteps > 0 {
@@ -159,6 +183,8 @@ type runner struct {
 	ckptDir      string
 	lastCkptStep int
 	resumedFrom  string
+
+	dp *replicas // nil for a single replica
 }
 
 func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runner, error) {
@@ -195,7 +221,10 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 		return nil, err
 	}
 	o := s.Optimizer
-	if r.opt, err = newOptimizer(job, cfg, r.model.Params()); err != nil {
+	if err := r.connect(job, opts); err != nil {
+		return nil, err
+	}
+	if r.opt, err = newOptimizer(job, cfg, r.model.Params(), opts.Group); err != nil {
 		return nil, err
 	}
 	if r.sched, err = optim.NewSchedule(o.Schedule, o.LR, o.MinLR, o.WarmupSteps, s.Steps); err != nil {
@@ -235,15 +264,22 @@ func (r *runner) memory() Memory {
 
 func (r *runner) tokensPerStep() int { return r.B * r.T * r.micro }
 
-// trainStep runs forward/backward over every microbatch (gradient
-// accumulation), clips and applies one optimizer update.
-func (r *runner) trainStep() StepReport {
+// trainStep runs forward/backward over this replica's microbatches
+// (gradient accumulation), exchanges gradients with the other replicas,
+// clips and applies one optimizer update. stop reports that some replica
+// was asked to stop (always false for a single replica, which checks ctx
+// itself).
+func (r *runner) trainStep(ctx context.Context) (rep StepReport, stop bool, err error) {
 	r.model.ZeroGrad()
 	scale := float32(1 / float64(r.tokensPerStep()))
 	var lossSum float64
 	var count int
+	dpRank, dpSize := 0, 1
+	if r.dp != nil {
+		dpRank, dpSize = r.dp.rank, r.dp.size
+	}
 	for mb := 0; mb < r.micro; mb++ {
-		if err := r.sampler.Batch(int64(r.step), 0, 1, mb, r.micro, r.B, r.inputs, r.targets); err != nil {
+		if err := r.sampler.Batch(int64(r.step), dpRank, dpSize, mb, r.micro, r.B, r.inputs, r.targets); err != nil {
 			// The sampler was built for these shapes: this is a programming error.
 			panic(fmt.Sprintf("sample step %d microbatch %d: %v", r.step, mb, err))
 		}
@@ -251,11 +287,63 @@ func (r *runner) trainStep() StepReport {
 		lossSum += l
 		count += n
 	}
+	var before comm.Stats
+	cctx := ctx
+	if r.dp != nil {
+		// Collectives must not be abandoned by one replica alone: a stop
+		// request travels in the step result instead.
+		cctx = context.WithoutCancel(ctx)
+		before = r.dp.tr.Stats()
+		if err := r.dp.syncGrads(cctx, r.model.Params()); err != nil {
+			return rep, false, err
+		}
+	}
 	norm := optim.ClipGradNorm(r.model.Params(), r.job.Spec.Optimizer.ClipNorm)
 	lr := r.sched.LR(r.step)
-	r.opt.Step(lr)
+	if err := r.stepOptimizer(cctx, lr); err != nil {
+		return rep, false, err
+	}
 	r.step++
-	return StepReport{Step: r.step, Loss: lossSum / float64(max(count, 1)), LR: lr, GradNorm: norm, OptimizerStateBytes: r.opt.StateBytes()}
+	rep = StepReport{Step: r.step, LR: lr, GradNorm: norm, OptimizerStateBytes: r.opt.StateBytes()}
+	if r.dp != nil {
+		d := r.dp.tr.Stats().Sub(before)
+		rep.BytesSent, rep.BytesRecv = d.Sent.Total(), d.Recv.Total()
+		rep.PayloadSent, rep.PayloadRecv = d.Sent.Payload, d.Recv.Payload
+		tot, err := r.dp.combine(cctx, stepResult{LossSum: lossSum, Count: int64(count), Stop: ctx.Err() != nil})
+		if err != nil {
+			return rep, false, err
+		}
+		lossSum, count, stop = tot.LossSum, int(tot.Count), tot.Stop
+	}
+	rep.Loss = lossSum / float64(max(count, 1))
+	return rep, stop, nil
+}
+
+// stepOptimizer applies the update. An optimizer that exchanges its own
+// compressed state (DeMo) does so here, through the replicas' group.
+func (r *runner) stepOptimizer(ctx context.Context, lr float64) error {
+	if s, ok := r.opt.(optim.ContextStepper); ok {
+		return s.StepContext(ctx, lr)
+	}
+	r.opt.Step(lr)
+	return nil
+}
+
+// connect validates and records the data-parallel group.
+func (r *runner) connect(job *spec.TrainingJob, opts Options) error {
+	n := job.Spec.Parallel.Data
+	if opts.Group == nil {
+		if n > 1 {
+			return fmt.Errorf("spec.parallel.data is %d: this process is one replica and needs its peers (ternctl train starts them; the worker command takes --rank, --world and --peers)", n)
+		}
+		return nil
+	}
+	tr := opts.Group.Transport()
+	if tr.World() != n {
+		return fmt.Errorf("spec.parallel.data is %d but the transport connects %d ranks", n, tr.World())
+	}
+	r.dp = &replicas{g: opts.Group, tr: tr, rank: tr.Rank(), size: n, exchange: job.Spec.Communication.Exchange}
+	return nil
 }
 
 func (r *runner) evalDue() bool {
@@ -265,21 +353,41 @@ func (r *runner) evalDue() bool {
 
 // evaluate returns the mean loss over the first spec.eval.batches validation
 // batches (the same windows every time, so evals are comparable).
-func (r *runner) evaluate() float64 {
+// evaluate returns the mean loss over the first eval.batches validation
+// batches. Replicas share the batches (batch i goes to replica i mod
+// data) and gather the per-batch sums, which are added in batch order: the
+// result is the same bits for any number of replicas.
+func (r *runner) evaluate(ctx context.Context) (float64, error) {
 	if r.eval == nil {
-		return math.NaN()
+		return math.NaN(), nil
 	}
-	var lossSum float64
-	var count int
-	for i := 0; i < r.job.Spec.Eval.Batches; i++ {
+	nb := r.job.Spec.Eval.Batches
+	rank, size := 0, 1
+	if r.dp != nil {
+		rank, size = r.dp.rank, r.dp.size
+	}
+	// mine[2*j], mine[2*j+1]: loss sum and tokens of this replica's j-th batch.
+	mine := make([]float64, 2*((nb+size-1)/size))
+	for i, j := rank, 0; i < nb; i, j = i+size, j+1 {
 		if err := r.eval.EvalBatch(i, r.B, r.inputs, r.targets); err != nil {
 			panic(fmt.Sprintf("eval batch %d: %v", i, err))
 		}
 		l, n := r.model.Loss(r.inputs, r.targets, r.B, r.T)
-		lossSum += l
-		count += n
+		mine[2*j], mine[2*j+1] = l, float64(n)
 	}
-	return lossSum / float64(max(count, 1))
+	all := [][]float64{mine}
+	if r.dp != nil {
+		var err error
+		if all, err = r.dp.gatherFloat64s(context.WithoutCancel(ctx), mine); err != nil {
+			return 0, fmt.Errorf("evaluation exchange: %w", err)
+		}
+	}
+	var lossSum, count float64
+	for i := 0; i < nb; i++ {
+		lossSum += all[i%size][2*(i/size)]
+		count += all[i%size][2*(i/size)+1]
+	}
+	return lossSum / max(count, 1), nil
 }
 
 func (r *runner) checkpointDue() bool {

@@ -1,0 +1,210 @@
+package launch
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/ternml/tern/pkg/snapshot"
+	"github.com/ternml/tern/pkg/spec"
+	"github.com/ternml/tern/pkg/train"
+)
+
+// The test binary doubles as the worker: with childEnv set it runs Child
+// instead of the tests, as ternctl's hidden rank command does.
+const childEnv = "TERN_LAUNCH_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		if err := Child(context.Background(), os.Stdin, os.Stdout, os.Stderr); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func testOptions(t *testing.T) Options {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Options{Exe: exe, Env: []string{childEnv + "=1"}, Stderr: testWriter{t}}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func tinyJob(t *testing.T, cache string, sets ...string) *spec.TrainingJob {
+	t.Helper()
+	text, err := filepath.Abs("../../examples/tiny.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := spec.Load("../../examples/tiny.yaml", append([]string{"data.path=" + text, "data.cacheDir=" + cache}, sets...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return job
+}
+
+type losses struct {
+	mu     sync.Mutex
+	steps  []train.StepReport
+	onStep func(train.StepReport)
+}
+
+func (l *losses) Started(train.RunInfo) {}
+func (l *losses) Log(string)            {}
+func (l *losses) Step(r train.StepReport) {
+	l.mu.Lock()
+	l.steps = append(l.steps, r)
+	l.mu.Unlock()
+	if l.onStep != nil {
+		l.onStep(r)
+	}
+}
+
+func weights(t *testing.T, dir string) map[string][]float32 {
+	t.Helper()
+	st, err := snapshot.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]float32{}
+	for _, ts := range st.Tensors {
+		if strings.HasPrefix(ts.Name, "model.") || strings.HasPrefix(ts.Name, "lm_head") {
+			v, err := ts.Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[ts.Name] = v
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no weights in the checkpoint")
+	}
+	return out
+}
+
+// Two worker processes over real gRPC train like one process with the same
+// global batch (up to float32 summation order), and two such runs are
+// bitwise identical.
+func TestTwoProcessesMatchOneAndRepeat(t *testing.T) {
+	const steps = 8
+	cache := t.TempDir()
+	single := tinyJob(t, cache, "steps="+strconv.Itoa(steps), "batch.microBatches=2")
+	ref := &losses{}
+	if _, err := train.Run(context.Background(), single, train.Options{Observer: ref}); err != nil {
+		t.Fatal(err)
+	}
+	job := tinyJob(t, cache, "steps="+strconv.Itoa(steps), "parallel.data=2")
+	var runs [2]*losses
+	var dirs [2]string
+	for i := range runs {
+		runs[i] = &losses{}
+		dirs[i] = t.TempDir()
+		sum, err := Run(context.Background(), job, train.Options{Observer: runs[i], CheckpointDir: dirs[i]}, testOptions(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum.Steps != steps || sum.Stopped || sum.BytesSentPerStep == 0 {
+			t.Fatalf("summary %+v", sum)
+		}
+	}
+	if len(runs[0].steps) != steps || len(runs[1].steps) != steps {
+		t.Fatalf("got %d and %d step reports, want %d", len(runs[0].steps), len(runs[1].steps), steps)
+	}
+	for i := range steps {
+		a, b, want := runs[0].steps[i].Loss, runs[1].steps[i].Loss, ref.steps[i].Loss
+		if math.Float64bits(a) != math.Float64bits(b) {
+			t.Errorf("step %d: two identical 2-process runs gave losses %v and %v", i+1, a, b)
+		}
+		// Same global batch, summed in a different order: float32
+		// rounding, amplified a little by 8 Adam steps.
+		if d := math.Abs(a-want) / want; d > 1e-4 {
+			t.Errorf("step %d: loss %v with 2 processes, %v with one (relative %.2g)", i+1, a, want, d)
+		}
+		if runs[0].steps[i].BytesSent == 0 {
+			t.Errorf("step %d: no exchange bytes reported", i+1)
+		}
+	}
+	wa, wb := weights(t, dirs[0]), weights(t, dirs[1])
+	for name, a := range wa {
+		b := wb[name]
+		for j := range a {
+			if math.Float32bits(a[j]) != math.Float32bits(b[j]) {
+				t.Fatalf("%s[%d]: %v vs %v in two identical runs", name, j, a[j], b[j])
+			}
+		}
+	}
+}
+
+// A worker killed with SIGKILL stops the run with an error naming its rank
+// and how it died; the other workers do not linger.
+func TestKilledWorkerIsReported(t *testing.T) {
+	job := tinyJob(t, t.TempDir(), "steps=100000", "parallel.data=3", "eval.everySteps=0")
+	pids := make([]int, 3)
+	var once sync.Once
+	obs := &losses{}
+	obs.onStep = func(r train.StepReport) {
+		if r.Step == 3 {
+			once.Do(func() { _ = syscall.Kill(pids[1], syscall.SIGKILL) })
+		}
+	}
+	lo := testOptions(t)
+	lo.OnStart = func(rank, pid int) { pids[rank] = pid }
+	_, err := Run(context.Background(), job, train.Options{Observer: obs}, lo)
+	if err == nil {
+		t.Fatal("the run survived a killed worker")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "rank 1 (pid "+strconv.Itoa(pids[1])+") exited before finishing (signal: killed)") {
+		t.Fatalf("error does not name the killed rank: %v", err)
+	}
+	for rank, pid := range pids {
+		if syscall.Kill(pid, 0) == nil {
+			// A zombie still answers; a reaped process does not.
+			t.Errorf("rank %d (pid %d) is still running after Run returned", rank, pid)
+		}
+	}
+}
+
+// Cancelling the launcher's context stops every worker after the same step,
+// with a checkpoint, like Ctrl-C in a single process.
+func TestCancelStopsAllWorkersWithCheckpoint(t *testing.T) {
+	job := tinyJob(t, t.TempDir(), "steps=100000", "parallel.data=2", "eval.everySteps=0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	obs := &losses{}
+	obs.onStep = func(r train.StepReport) {
+		if r.Step == 4 {
+			cancel()
+		}
+	}
+	dir := t.TempDir()
+	sum, err := Run(ctx, job, train.Options{Observer: obs, CheckpointDir: dir}, testOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sum.Stopped || sum.Steps < 4 {
+		t.Fatalf("summary: stopped %v after %d steps", sum.Stopped, sum.Steps)
+	}
+	latest, err := snapshot.Latest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := snapshot.StepDir(dir, int64(sum.Steps)); latest != want {
+		t.Fatalf("latest checkpoint %s, want %s", latest, want)
+	}
+}

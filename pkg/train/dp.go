@@ -1,0 +1,233 @@
+package train
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/ternml/tern/pkg/comm"
+	"github.com/ternml/tern/pkg/model"
+	"github.com/ternml/tern/pkg/optim"
+)
+
+// bucketElems bounds the gradient bucket that is all-reduced at once (16 MiB
+// of float32): small tensors are packed together so that a step sends a few
+// large messages, and the extra memory is one bucket.
+const bucketElems = 4 << 20
+
+// replicas is a data-parallel rank's view of the others: the group it
+// exchanges gradients and step results with, and the transport under it for
+// the byte counters.
+type replicas struct {
+	g        *comm.Group
+	tr       comm.Transport
+	rank     int
+	size     int
+	exchange string // spec.communication.exchange
+	bucket   []float32
+}
+
+func (d *replicas) wire() comm.Wire {
+	if d.exchange == "bf16" {
+		return comm.WireBF16
+	}
+	return comm.WireFloat32
+}
+
+// syncGrads replaces every held gradient with its mean over the replicas,
+// in parameter order, packed into buckets. A weight whose gradient is
+// row-selected (GRASS between refreshes) exchanges only its selected rows;
+// at refresh steps the full gradient exists and is exchanged, so every
+// replica selects rows from the same mean gradient.
+func (d *replicas) syncGrads(ctx context.Context, params []*model.Param) error {
+	if d.exchange == "none" {
+		return nil
+	}
+	var pending [][]float32
+	n := 0
+	flush := func() error {
+		if n == 0 {
+			return nil
+		}
+		buf := d.bucket[:n]
+		off := 0
+		for _, g := range pending {
+			off += copy(buf[off:], g)
+		}
+		if err := d.g.AllReduce(ctx, buf, comm.Mean, d.wire()); err != nil {
+			return fmt.Errorf("gradient all-reduce: %w", err)
+		}
+		off = 0
+		for _, g := range pending {
+			off += copy(g, buf[off:])
+		}
+		pending, n = pending[:0], 0
+		return nil
+	}
+	for _, p := range params {
+		g := optim.HeldGrad(p)
+		if len(g) == 0 {
+			continue
+		}
+		if len(g) >= bucketElems {
+			// Large tensors are reduced in place, without a copy.
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := d.g.AllReduce(ctx, g, comm.Mean, d.wire()); err != nil {
+				return fmt.Errorf("gradient all-reduce of %s: %w", p.Name, err)
+			}
+			continue
+		}
+		if n+len(g) > bucketElems {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if d.bucket == nil {
+			d.bucket = make([]float32, bucketElems)
+		}
+		pending = append(pending, g)
+		n += len(g)
+	}
+	return flush()
+}
+
+// stepResult is what the replicas tell each other at the end of a step: the
+// loss sum and token count of their share of the batch, and whether they
+// were asked to stop.
+type stepResult struct {
+	LossSum float64
+	Count   int64
+	Stop    bool
+}
+
+const stepResultBytes = 17
+
+func (s stepResult) encode() []byte {
+	b := make([]byte, stepResultBytes)
+	binary.LittleEndian.PutUint64(b, math.Float64bits(s.LossSum))
+	binary.LittleEndian.PutUint64(b[8:], uint64(s.Count))
+	if s.Stop {
+		b[16] = 1
+	}
+	return b
+}
+
+func decodeStepResult(b []byte) (stepResult, error) {
+	if len(b) != stepResultBytes || b[16] > 1 {
+		return stepResult{}, fmt.Errorf("malformed step result of %d bytes", len(b))
+	}
+	return stepResult{
+		LossSum: math.Float64frombits(binary.LittleEndian.Uint64(b)),
+		Count:   int64(binary.LittleEndian.Uint64(b[8:])),
+		Stop:    b[16] == 1,
+	}, nil
+}
+
+// combine gathers every replica's result and returns the global-batch loss
+// sum and count (summed in rank order, so every replica gets the same bits)
+// and whether any replica wants to stop.
+func (d *replicas) combine(ctx context.Context, mine stepResult) (stepResult, error) {
+	all, err := d.g.AllGather(ctx, mine.encode())
+	if err != nil {
+		return stepResult{}, fmt.Errorf("step result exchange: %w", err)
+	}
+	var tot stepResult
+	for rank, b := range all {
+		s, err := decodeStepResult(b)
+		if err != nil {
+			return stepResult{}, fmt.Errorf("step result from rank %d: %w", rank, err)
+		}
+		tot.LossSum += s.LossSum
+		tot.Count += s.Count
+		tot.Stop = tot.Stop || s.Stop
+	}
+	return tot, nil
+}
+
+// gatherFloat64s all-gathers a fixed-length vector of float64 from every
+// replica, indexed by rank.
+func (d *replicas) gatherFloat64s(ctx context.Context, xs []float64) ([][]float64, error) {
+	b := make([]byte, 8*len(xs))
+	for i, x := range xs {
+		binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(x))
+	}
+	all, err := d.g.AllGather(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float64, len(all))
+	for rank, a := range all {
+		if len(a) != len(b) {
+			return nil, fmt.Errorf("rank %d sent %d bytes, want %d", rank, len(a), len(b))
+		}
+		out[rank] = make([]float64, len(xs))
+		for i := range xs {
+			out[rank][i] = math.Float64frombits(binary.LittleEndian.Uint64(a[8*i:]))
+		}
+	}
+	return out, nil
+}
+
+// encodeNamed serialises named tensors for a gather: per tensor the name
+// length (u16), the name, the rank (u8), the dimensions (u32 each) and the
+// float32 values, little-endian.
+func encodeNamed(ts []optim.NamedTensor) []byte {
+	var b []byte
+	for _, t := range ts {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(t.Name)))
+		b = append(b, t.Name...)
+		b = append(b, byte(len(t.Shape)))
+		for _, d := range t.Shape {
+			b = binary.LittleEndian.AppendUint32(b, uint32(d))
+		}
+		for _, v := range t.Data {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		}
+	}
+	return b
+}
+
+// decodeNamed is encodeNamed's inverse, validating every length against
+// what is left of b.
+func decodeNamed(b []byte) ([]optim.NamedTensor, error) {
+	var out []optim.NamedTensor
+	for len(b) > 0 {
+		if len(b) < 2 {
+			return nil, fmt.Errorf("truncated tensor header")
+		}
+		n := int(binary.LittleEndian.Uint16(b))
+		b = b[2:]
+		if len(b) < n+1 {
+			return nil, fmt.Errorf("truncated tensor name")
+		}
+		t := optim.NamedTensor{Name: string(b[:n])}
+		nd := int(b[n])
+		b = b[n+1:]
+		if len(b) < 4*nd {
+			return nil, fmt.Errorf("%s: truncated shape", t.Name)
+		}
+		size := 1
+		for i := 0; i < nd; i++ {
+			d := int(binary.LittleEndian.Uint32(b[4*i:]))
+			if d < 0 || (d > 0 && size > math.MaxInt32/d) {
+				return nil, fmt.Errorf("%s: dimension %d too large", t.Name, d)
+			}
+			size *= d
+			t.Shape = append(t.Shape, d)
+		}
+		b = b[4*nd:]
+		if len(b) < 4*size {
+			return nil, fmt.Errorf("%s: %d values announced, %d bytes left", t.Name, size, len(b))
+		}
+		t.Data = make([]float32, size)
+		for i := range t.Data {
+			t.Data[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+		b = b[4*size:]
+		out = append(out, t)
+	}
+	return out, nil
+}
