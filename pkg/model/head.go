@@ -31,10 +31,6 @@ type HeadStats struct {
 	HasTarget   []bool    // the target is a row of this shard
 }
 
-func newHeadStats(n int) HeadStats {
-	return HeadStats{Max: make([]float32, n), SumExp: make([]float32, n), TargetLogit: make([]float32, n), HasTarget: make([]bool, n)}
-}
-
 // headForward fills logits [n, rows] and st.
 func headForward(dev tensor.Device, logits []float32, st HeadStats, h, w []float32, lo, rows, d int, targets []int32) {
 	n := len(targets)

@@ -160,6 +160,10 @@ func TestAttentionMatchesNaive(t *testing.T) {
 	}
 }
 
+func newHeadStats(n int) HeadStats {
+	return HeadStats{Max: make([]float32, n), SumExp: make([]float32, n), TargetLogit: make([]float32, n), HasTarget: make([]bool, n)}
+}
+
 func TestHeadShardCrossEntropy(t *testing.T) {
 	r := rand.New(rand.NewPCG(12, 13))
 	n, d, v := 6, 8, 11

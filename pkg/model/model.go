@@ -90,7 +90,9 @@ func (m *Model) forward(tokens, targets []int32) (h []float32, lossSum float64, 
 // ForwardBackward runs one microbatch of B sequences of T tokens (row-major
 // [B,T]; targets -1 are ignored) and accumulates the gradients of
 // gradScale·Σ per-token loss. It returns the summed loss and the number of
-// tokens with a target. It panics if the batch fails CheckBatch.
+// tokens with a target, with the device synced, so the gradients can be read
+// on the host (clipping, the data-parallel exchange, host-side optimizers).
+// It panics if the batch fails CheckBatch.
 func (m *Model) ForwardBackward(tokens, targets []int32, b, t int, gradScale float32) (lossSum float64, count int) {
 	m.prepare(tokens, targets, b, t)
 	s, a := m.stage, m.acts
@@ -99,6 +101,7 @@ func (m *Model) ForwardBackward(tokens, targets []int32, b, t int, gradScale flo
 	s.HeadBackward(a, h, targets, m.gMax, m.gSum, gradScale, m.dh)
 	dx := s.BlocksBackward(a, m.dh)
 	s.EmbedBackward(tokens, dx)
+	s.dev.Sync()
 	return lossSum, count
 }
 
