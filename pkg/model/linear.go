@@ -40,7 +40,8 @@ func linearBackward(dev tensor.Device, dx, dw, dy, x, w []float32, n, in, out in
 // scratch (the device's GatherColumns) so one Gemm computes all r rows. On
 // the CPU the Gemm's depth blocking depends only on n (tensor.Gemm's kc) and
 // border tiles use the same kernel, so with the "asm" and "go" backends every
-// selected row is bitwise equal to that row of the full dyᵀ·x. dx needs all of dy and is computed as usual.
+// selected row is bitwise equal to that row of the full dyᵀ·x. dx needs all
+// of dy and is computed as usual.
 func linearBackwardParam(dev tensor.Device, dx []float32, p *Param, dy, x []float32, n, in, out int, dxBeta float32, sel *[]float32) {
 	if p.RowSel == nil {
 		linearBackward(dev, dx, p.G, dy, x, p.W, n, in, out, dxBeta)
