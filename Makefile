@@ -4,19 +4,29 @@ GO ?= go
 BIN := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose code runs goroutines: their tests also run under the race detector.
-RACE_PKGS := ./pkg/tensor/... ./pkg/model/... ./pkg/data/... ./pkg/optim/... ./pkg/train/... ./cmd/ternctl/...
+RACE_PKGS := ./pkg/tensor/... ./pkg/model/... ./pkg/data/... ./pkg/optim/... ./pkg/train/... ./pkg/comm/... ./cmd/ternctl/...
 FUZZTIME ?= 30s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test demo bench fuzz fmt vet lint
+.PHONY: help build test demo bench fuzz fmt vet lint proto proto-check
+# Protobuf tools, pinned and built from the Go module proxy into bin/tools
+# (buf compiles .proto files itself: no protoc needed). A stamp per version
+# rebuilds a tool when its pin changes.
+TOOLS := $(BIN)/tools
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+# buf finds the plugins on PATH; the pinned ones come first.
+BUF = PATH="$(abspath $(TOOLS)):$$PATH" $(TOOLS)/buf
+PROTO_TOOLS := $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION) $(TOOLS)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 build: ## build ternctl, coordinator and worker into bin/ (static, no cgo)
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./cmd/...
 
-test: vet ## go vet + the whole test suite (race detector on concurrent packages)
+test: vet proto-check ## go vet + generated-code check + the whole test suite (race detector on concurrent packages)
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -timeout 20m -race -short $(RACE_PKGS)
 
@@ -39,6 +49,25 @@ fmt: ## gofmt every Go file
 vet: ## go vet, and fail if any file needs gofmt
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+proto: $(PROTO_TOOLS) ## lint proto/ and regenerate its Go code with pinned buf and plugins
+	$(BUF) lint
+	$(BUF) generate
+
+proto-check: $(PROTO_TOOLS) ## fail if the generated code under proto/ differs from what make proto writes
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(BUF) lint && $(BUF) generate -o "$$tmp" && \
+	if ! diff -r -x '*.proto' proto "$$tmp/proto"; then echo "generated code under proto/ is stale: run make proto and commit the result"; exit 1; fi
+
+$(TOOLS)/.buf-$(BUF_VERSION):
+	GOBIN=$(abspath $(TOOLS)) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	@touch $@
+$(TOOLS)/.protoc-gen-go-$(PROTOC_GEN_GO_VERSION):
+	GOBIN=$(abspath $(TOOLS)) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@touch $@
+$(TOOLS)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION):
+	GOBIN=$(abspath $(TOOLS)) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	@touch $@
 
 lint: ## staticcheck, fetched from the Go module proxy
 	$(GO) run $(STATICCHECK) ./...
