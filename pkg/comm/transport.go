@@ -48,8 +48,9 @@ func (t Tag) String() string { return fmt.Sprintf("%s/%d/%d", t.Kind, t.Seq, t.P
 // flow control); the receiver may take ownership of the payload, so the
 // caller must not modify it afterwards. Recv returns the payload of the
 // message from rank from with tag, waiting for it if needed. Both respect ctx,
-// the transport's timeout, the peer's liveness and the epoch: whatever stops
-// them is reported as an error, never a hang.
+// the transport's timeout, the peer's liveness and the epoch (including an
+// epoch bound to ctx with WithEpoch): whatever stops them is reported as an
+// error, never a hang.
 type Transport interface {
 	// Rank is this process's rank, World the number of ranks.
 	Rank() int
@@ -67,4 +68,25 @@ type Transport interface {
 	Stats() Stats
 	// Close releases the transport; blocked calls fail with ErrClosed.
 	Close() error
+}
+
+type epochKey struct{}
+
+// WithEpoch binds the Send and Recv calls made with ctx to epoch: a
+// transport refuses such a call with an *EpochError{Have: epoch, Now:
+// current} when its epoch is no longer epoch, checked atomically with the
+// call's start. A collective binds its calls to the epoch it started in, so
+// that a call issued just as SetEpoch runs fails like the calls that were
+// already blocked, instead of slipping into the next epoch, where it would
+// wait for a message nobody sends or take one meant for the next epoch's
+// collectives.
+func WithEpoch(ctx context.Context, epoch uint64) context.Context {
+	return context.WithValue(ctx, epochKey{}, epoch)
+}
+
+// BoundEpoch returns the epoch ctx binds calls to, if WithEpoch set one.
+// Transports check it when a Send or Recv starts.
+func BoundEpoch(ctx context.Context) (uint64, bool) {
+	e, ok := ctx.Value(epochKey{}).(uint64)
+	return e, ok
 }
