@@ -1,6 +1,7 @@
 package optim
 
 import (
+	"runtime"
 	"testing"
 
 	"github.com/ternml/tern/pkg/model"
@@ -166,5 +167,52 @@ func TestPlanGradElems(t *testing.T) {
 	}
 	if g := PlanGradElems("adamw", flat, PlanConfigs{}); g.Steady != all || g.Selection != 0 {
 		t.Fatalf("adamw: plan %+v, want %d steady values and none transient", g, all)
+	}
+}
+
+// TestGaLoreTransientBytes checks the planned SVD buffers of a refresh
+// against what one allocates: with one goroutine, one buffer set for all
+// weights (gonum's own scratch at these sizes is a few KiB), never one per
+// weight; with two, at most two sets.
+func TestGaLoreTransientBytes(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts: checked without the race detector")
+	}
+	shapes := [][2]int{{96, 40}, {40, 96}, {64, 64}, {7, 3}}
+	cfg := DefaultGaLoreConfig()
+	cfg.Rank = 8
+	const slack = 64 << 10
+	for _, procs := range []int{1, 2} {
+		withProcs(procs, func() {
+			ps := projParams(3, shapes...)
+			o, err := NewGaLore(ps, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			projGrads(ps, 0, 1)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			o.refresh()
+			runtime.ReadMemStats(&after)
+			got := int64(after.TotalAlloc - before.TotalAlloc)
+			plan := PlanTransientBytes("galore", ShapesOf(ps), PlanConfigs{GaLore: cfg}, procs)
+			one := plan / int64(procs)
+			// One set: 96·40 + 40·40 + 40 + dgesvd's workspace floats.
+			if lo := 8 * int64(96*40+40*40+40); one < lo {
+				t.Fatalf("planned set of %d bytes, below the %d of its matrices", one, lo)
+			}
+			if got < one || got > plan+slack {
+				t.Errorf("GOMAXPROCS %d: a refresh allocated %d bytes, planned %d (sets of %d)", procs, got, plan, one)
+			}
+		})
+	}
+	for _, name := range []string{"adamw", "apollo", "grass", "adam-mini"} {
+		if n := PlanTransientBytes(name, planShapes, PlanConfigs{}, 2); n != 0 {
+			t.Errorf("%s: transient %d, want 0", name, n)
+		}
+	}
+	if n := PlanTransientBytes("galore", nil, PlanConfigs{GaLore: cfg}, 2); n != 0 {
+		t.Errorf("galore without projected weights: transient %d", n)
 	}
 }
