@@ -32,7 +32,8 @@
 // # Wire format
 //
 // A Layout fixes the tensors of a payload, in order: 2-D tensors sparse,
-// 1-D tensors dense (float32). It is derived identically on every rank from
+// 1-D tensors dense (every value a bfloat16, rounded as the sparse values
+// are, in both value formats). It is derived identically on every rank from
 // the model, so shapes are never sent; the header carries a layout hash and
 // each tensor's kind, count and k, which Decode checks along with every
 // length, index and value before anything is used. Payload lengths are exact
@@ -41,11 +42,13 @@
 //	header  20 + 9·tensors bytes
 //	sparse  chunks · (2k + 2k)            bf16
 //	        chunks · (2k + ⌈k/8⌉ + 2)     sign
-//	dense   4 · elements
+//	dense   2 · elements                  bf16, in both formats
 //
 // At the defaults (64×64 chunks, k = 32) that is 128 bytes per 4096
 // weights with bf16 values and 70 with signs, against 384 for the
-// reference's int64 indices and float32 values.
+// reference's int64 indices and float32 values. The header's version
+// byte (2) changes whenever the encoding does: version 1 sent dense tensors
+// as float32, and Decode rejects a payload of any other version by name.
 //
 // # Combine
 //

@@ -61,7 +61,9 @@ func (f Format) valid() bool { return f == BF16 || f == Sign }
 const (
 	IndexBytes = 2 // a uint16 index within a chunk
 	bf16Bytes  = 2
-	denseBytes = 4 // a float32 value of a dense tensor
+	// denseBytes is one value of a dense tensor: a bfloat16, rounded
+	// like the sparse values (the float32 of wire version 1 took 4).
+	denseBytes = bf16Bytes
 )
 
 // ValueBytes is the number of bytes the k values of one chunk take in

@@ -25,7 +25,8 @@ type Kind uint8
 
 // Tensor kinds.
 const (
-	// Dense tensors travel whole, as float32.
+	// Dense tensors travel whole, every value a bfloat16 (round to
+	// nearest, ties to even, as tensor.ToBF16).
 	Dense Kind = 0
 	// Sparse tensors travel as the top-k DCT coefficients of every chunk.
 	Sparse Kind = 1
@@ -66,7 +67,8 @@ func (s Spec) Entries() int {
 }
 
 // BodyBytes is the number of bytes the tensor's data takes in format f:
-// chunks·ChunkBytes(f, K) for a sparse tensor, 4·Len for a dense one.
+// chunks·ChunkBytes(f, K) for a sparse tensor, 2·Len for a dense one (in
+// either format).
 func (s Spec) BodyBytes(f Format) int {
 	if s.Kind == Sparse {
 		return s.Grid.Chunks() * ChunkBytes(f, s.K)
@@ -95,7 +97,8 @@ const maxWireCount = math.MaxUint32
 // compresses 1-D tensors too, keeping k = 32 of every 64 coefficients with
 // 8-byte indices, more bytes than the dense tensor
 // (research/demo-and-decentralized.md §1.8, pitfall 3); sending them whole
-// costs 4 bytes per value and they are a small fraction of a model.
+// costs 2 bytes per value (bfloat16) and they are a small fraction of a
+// model.
 func NewLayout(shapes []TensorShape, o Options) (*Layout, error) {
 	if !o.Format.valid() {
 		return nil, fmt.Errorf("layout: value format %v is not %s or %s", o.Format, BF16, Sign)
@@ -154,8 +157,12 @@ func PayloadBytes(shapes []TensorShape, o Options) (int, error) {
 // hash and the tensor count, then per tensor its kind, count and k.
 var wireMagic = [4]byte{'D', 'C', 'T', 'Z'}
 
+// wireVersion 2 sends dense tensors as bfloat16; version 1 sent them as
+// float32. A payload of another version is rejected by its header, before
+// its length is looked at, so a rank running an older build gets an error
+// that names the versions rather than a length mismatch.
 const (
-	wireVersion      = 1
+	wireVersion      = 2
 	fixedHeaderBytes = 4 + 1 + 1 + 2 + 8 + 4
 	tensorEntryBytes = 1 + 4 + 4
 )

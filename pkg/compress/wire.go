@@ -26,17 +26,19 @@ var ErrInvalidPayload = errors.New("invalid compressed payload")
 // Encode appends the payload of ts to dst[:0] and returns it; it is
 // exactly l.Bytes() long. Little-endian throughout:
 //
-//	header   "DCTZ", version 1 (u8), format (u8), 0 (u16), layout hash (u64),
+//	header   "DCTZ", version 2 (u8), format (u8), 0 (u16), layout hash (u64),
 //	         tensor count (u32), then per tensor: kind (u8), count (u32), k (u32)
 //	sparse   per chunk: k indices (u16), then the values:
 //	           bf16: k bfloat16
 //	           sign: the scale (bfloat16), ⌈k/8⌉ bytes of sign bits, LSB first
-//	dense    the values as float32
+//	dense    the values as bfloat16 (in either format)
 //
 // (count is the number of chunks of a sparse tensor, of values of a dense
 // one; k is 0 for a dense tensor.) It rejects entries that do not match the
 // layout, indices out of range or not increasing within a chunk, and values
-// that are not finite or overflow bfloat16.
+// that are not finite or overflow bfloat16. Values are rounded to bfloat16
+// (ties to even); a caller that keeps error feedback subtracts what Decode
+// returns for its own payload, not what it passed in.
 func (l *Layout) Encode(dst []byte, ts []Tensor) ([]byte, error) {
 	if len(ts) != len(l.Tensors) {
 		return nil, fmt.Errorf("encode: %d tensors, want %d", len(ts), len(l.Tensors))
@@ -75,7 +77,11 @@ func (l *Layout) encodeTensor(b []byte, s Spec, t Tensor) ([]byte, error) {
 			if !finite(v) {
 				return nil, fmt.Errorf("value %d is %v, want a finite number", j, v)
 			}
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+			h := tensor.ToBF16(v)
+			if !finite(h.Float32()) {
+				return nil, fmt.Errorf("value %d (%v) overflows bfloat16", j, v)
+			}
+			b = binary.LittleEndian.AppendUint16(b, uint16(h))
 		}
 		return b, nil
 	}
@@ -167,7 +173,7 @@ func (l *Layout) checkHeader(b []byte) error {
 		return fmt.Errorf("magic %q, want %q", b[:4], wireMagic[:])
 	}
 	if b[4] != wireVersion {
-		return fmt.Errorf("version %d, want %d", b[4], wireVersion)
+		return fmt.Errorf("wire format version %d, want %d: every rank of a job must run a build with the same DeMo wire format", b[4], wireVersion)
 	}
 	if Format(b[5]) != l.Format {
 		return fmt.Errorf("value format %v, want %v", Format(b[5]), l.Format)
@@ -203,7 +209,7 @@ func (l *Layout) decodeTensor(b []byte, s Spec, t *Tensor) error {
 		t.Idx = t.Idx[:0]
 		t.Val = resize(t.Val, s.Len)
 		for j := range t.Val {
-			v := math.Float32frombits(binary.LittleEndian.Uint32(b[4*j:]))
+			v := tensor.BF16(binary.LittleEndian.Uint16(b[denseBytes*j:])).Float32()
 			if !finite(v) {
 				return fmt.Errorf("value %d is %v, want a finite number", j, v)
 			}

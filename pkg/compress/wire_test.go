@@ -69,8 +69,10 @@ func TestPayloadBytes(t *testing.T) {
 		{[]TensorShape{{"w", []int{64, 64}}}, Options{64, 8, Sign}, 29 + 19},
 		// k = 3 signs still take a whole byte per chunk.
 		{[]TensorShape{{"w", []int{8, 8}}}, Options{4, 3, Sign}, 29 + 4*(6+1+2)},
-		// 176×64 pads to three chunks; the 64-vector travels dense.
-		{[]TensorShape{{"w", []int{176, 64}}, {"g", []int{64}}}, Options{64, 32, BF16}, 20 + 18 + 3*128 + 256},
+		// 176×64 pads to three chunks; the 64-vector travels dense, 2 bytes
+		// a value in either format.
+		{[]TensorShape{{"w", []int{176, 64}}, {"g", []int{64}}}, Options{64, 32, BF16}, 20 + 18 + 3*128 + 128},
+		{[]TensorShape{{"w", []int{176, 64}}, {"g", []int{64}}}, Options{64, 8, Sign}, 20 + 18 + 3*19 + 128},
 		// k clamps to the 15 coefficients of a 5×3 tensor.
 		{[]TensorShape{{"w", []int{5, 3}}}, Options{64, 32, BF16}, 29 + 15*4},
 	}
@@ -91,7 +93,7 @@ func TestPayloadBytes(t *testing.T) {
 			want := 20 + 9*len(wireShapes)
 			for _, s := range wireShapes {
 				if len(s.Shape) == 1 {
-					want += 4 * s.Shape[0]
+					want += 2 * s.Shape[0]
 					continue
 				}
 				g, _ := NewGrid(s.Shape, 64)
@@ -134,8 +136,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 				for j, v := range in[i].Val {
 					want := v
 					switch {
-					case s.Kind == Dense:
-					case f == BF16:
+					case s.Kind == Dense || f == BF16:
 						want = tensor.ToBF16(v).Float32()
 					default:
 						c := j / s.K
@@ -213,6 +214,18 @@ func TestDecodeRejectsCorruptPayloads(t *testing.T) {
 		return func(b []byte) []byte { b[off] = v; return b }
 	}
 	bf16Body := hdr + 4*12 // dense values of the bf16 layout
+	// version1 rewrites the payload as wire version 1 encoded it: the
+	// same header and sparse tensors, the dense values as float32. It is
+	// rejected by its version, not by its length or hash.
+	version1 := func(b []byte) []byte {
+		b[4] = 1
+		out := append([]byte(nil), b[:bf16Body]...)
+		for j := 0; j < 3; j++ {
+			v := tensor.BF16(binary.LittleEndian.Uint16(b[bf16Body+2*j:])).Float32()
+			out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v))
+		}
+		return out
+	}
 	cases := []struct {
 		name   string
 		format Format
@@ -222,7 +235,8 @@ func TestDecodeRejectsCorruptPayloads(t *testing.T) {
 		{"empty", BF16, func(b []byte) []byte { return nil }, "0 bytes, shorter than the 20-byte header"},
 		{"short header", BF16, func(b []byte) []byte { return b[:30] }, "30 bytes, shorter than the 38-byte header of 2 tensors"},
 		{"magic", BF16, set(0, 'X'), `magic "XCTZ", want "DCTZ"`},
-		{"version", BF16, set(4, 2), "version 2, want 1"},
+		{"version", BF16, set(4, 3), "wire format version 3, want 2"},
+		{"version 1", BF16, version1, "wire format version 1, want 2: every rank of a job must run a build with the same DeMo wire format"},
 		{"format", BF16, set(5, byte(Sign)), "value format sign, want bf16"},
 		{"unknown format", BF16, set(5, 9), "value format format(9), want bf16"},
 		{"reserved", BF16, set(7, 1), "reserved header bytes are 0, 1, want 0"},
@@ -232,15 +246,16 @@ func TestDecodeRejectsCorruptPayloads(t *testing.T) {
 		{"chunk count", BF16, put32(21, 5), "tensor 0 (w) is sparse with count 5 and k 3"},
 		{"k", BF16, put32(25, 4), "tensor 0 (w) is sparse with count 4 and k 4"},
 		{"dense count", BF16, put32(30, 4), "tensor 1 (g) is dense with count 4"},
-		{"truncated", BF16, func(b []byte) []byte { return b[:len(b)-1] }, "bytes, want 98 for this layout"},
-		{"trailing byte", BF16, func(b []byte) []byte { return append(b, 0) }, "99 bytes, want 98"},
+		{"truncated", BF16, func(b []byte) []byte { return b[:len(b)-1] }, "91 bytes, want 92 for this layout"},
+		{"trailing byte", BF16, func(b []byte) []byte { return append(b, 0) }, "93 bytes, want 92"},
 		{"index out of range", BF16, put16(hdr+2, 16), "tensor 0 (w): chunk 0: index 16 is out of range [0, 16)"},
 		{"duplicate index", BF16, put16(hdr+2, 0), "chunk 0: index 0 follows 0; indices must be strictly increasing"},
 		{"decreasing index", BF16, put16(hdr+12+4, 0), "chunk 1: index 0 follows 2"},
 		{"bf16 NaN", BF16, put16(hdr+6, 0x7fc0), "chunk 0: value 0 is NaN"},
 		{"bf16 Inf", BF16, put16(hdr+12+10, 0xff80), "chunk 1: value 2 is -Inf"},
-		{"dense NaN", BF16, put32(bf16Body+4, 0x7fc00000), "tensor 1 (g): value 1 is NaN"},
-		{"dense Inf", BF16, put32(bf16Body, 0x7f800000), "tensor 1 (g): value 0 is +Inf"},
+		{"dense NaN", BF16, put16(bf16Body+2, 0x7fc0), "tensor 1 (g): value 1 is NaN"},
+		{"dense Inf", BF16, put16(bf16Body, 0x7f80), "tensor 1 (g): value 0 is +Inf"},
+		{"sign dense -Inf", Sign, put16(hdr+4*9+4, 0xff80), "tensor 1 (g): value 2 is -Inf"},
 		{"sign scale NaN", Sign, put16(hdr+6, 0x7fc1), "chunk 0: scale is NaN, want a finite number >= +0"},
 		{"sign scale negative", Sign, put16(hdr+6, 0xbf80), "chunk 0: scale is -1"},
 		{"sign scale -0", Sign, put16(hdr+9+6, 0x8000), "chunk 1: scale is -0"},
@@ -306,12 +321,52 @@ func TestEncodeRejects(t *testing.T) {
 		{"NaN", func(ts []Tensor) []Tensor { ts[0].Val[7] = float32(math.NaN()); return ts }, "chunk 2: value 1 is NaN"},
 		{"bf16 overflow", func(ts []Tensor) []Tensor { ts[0].Val[0] = math.MaxFloat32; return ts }, "overflows bfloat16"},
 		{"dense Inf", func(ts []Tensor) []Tensor { ts[1].Val[2] = float32(math.Inf(1)); return ts }, "tensor 1 (g): value 2 is +Inf"},
+		{"dense bf16 overflow", func(ts []Tensor) []Tensor { ts[1].Val[1] = -math.MaxFloat32; return ts }, "tensor 1 (g): value 1 (-3.4028235e+38) overflows bfloat16"},
 		{"dense indices", func(ts []Tensor) []Tensor { ts[1].Idx = []uint16{0}; return ts }, "dense tensor has 1 indices"},
 	}
 	for _, c := range cases {
 		_, err := l.Encode(nil, c.edit(good()))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want it to contain %q", c.name, err, c.want)
+		}
+	}
+}
+
+// Dense values are rounded to the nearest bfloat16, ties to even, in both
+// formats: the cases sit on and beside the midpoints of 1's neighbours
+// (bfloat16 keeps 7 fraction bits, so its spacing at 1 is 2⁻⁷).
+func TestDenseValuesRoundToNearestEven(t *testing.T) {
+	const ulp = 1.0 / 128
+	cases := []struct{ in, want float32 }{
+		{1 + ulp/2, 1},                     // tie: to the even 1
+		{1 + 3*ulp/2, 1 + 2*ulp},           // tie: to the even 1 + 2⁻⁶
+		{1 + ulp/2 + 1.0/(1<<20), 1 + ulp}, // above the tie: up
+		{-(1 + ulp/2 + 1.0/(1<<20)), -(1 + ulp)},
+		{0.1, 0.10009765625}, // 0x3dcd: 0x3dcccccd rounds up
+		{float32(math.Copysign(0, -1)), float32(math.Copysign(0, -1))},
+		{1e-40, float32(math.Float32frombits(0x00010000))}, // subnormal: 0x000116c2 rounds down
+	}
+	for _, f := range []Format{BF16, Sign} {
+		l := mustLayout(t, []TensorShape{{"g", []int{len(cases)}}}, Options{64, 8, f})
+		in := make([]float32, len(cases))
+		for j, c := range cases {
+			in[j] = c.in
+		}
+		b, err := l.Encode(nil, []Tensor{{Val: in}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := l.HeaderBytes() + 2*len(cases); len(b) != want {
+			t.Fatalf("%v: %d bytes, want %d", f, len(b), want)
+		}
+		out, err := l.Decode(b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, c := range cases {
+			if math.Float32bits(out[0].Val[j]) != math.Float32bits(c.want) {
+				t.Errorf("%v: %v decoded to %v, want %v", f, c.in, out[0].Val[j], c.want)
+			}
 		}
 	}
 }

@@ -73,7 +73,7 @@ type ContextStepper interface {
 // "DeMo: Decoupled Momentum Optimization", arXiv 2411.19870), step for step
 // as its authors implement it (bloc97/DeMo demo.py;
 // research/demo-and-decentralized.md §1.1). With η = lr, per 2-D parameter
-// x with gradient g on rank i:
+// x with gradient g on rank i (1-D parameters: see the differences below):
 //
 //	x ← (1 − η·λ)·x                           matrices only (decayed)
 //	Δ ← β·Δ + η·g                             lr folded in, no (1−β)
@@ -97,12 +97,17 @@ type ContextStepper interface {
 //     feedback subtracts the decoded values, i.e. exactly what the others
 //     receive, so the rounding or sign quantisation error stays in Δ
 //     (with the reference's float32 values this is the reference);
-//   - 1-D parameters (norm gains) are not transformed: each rank sends η·g
-//     dense as float32, the ranks' mean m is formed and x ← x − η·sign(m).
-//     That is DeMo's own rule with every coefficient selected and the
-//     identity for the transform: Δ = β·0 + η·g is sent whole, the error
-//     feedback leaves Δ = 0, so no momentum is kept for them. (The
-//     reference compresses them with k = 32 of every 64 coefficients.)
+//   - 1-D parameters (norm gains) are not transformed: DeMo's own rule
+//     with the identity for the transform and every coefficient selected.
+//     Δ ← β·Δ + η·g is sent whole as bf16(Δ) (2 bytes a value, in both
+//     value formats), the error feedback leaves the rounding residual
+//     Δ − bf16(Δ) in Δ as it leaves the 2-D rounding error, the ranks'
+//     mean m of bf16(Δ) is formed and x ← x − η·sign(m). The residual is
+//     at most 2⁻⁸|Δ| (half a bfloat16 ulp), so the momentum kept is small;
+//     it is state all the same (exported and restored), or a resumed run
+//     would not be the same bits. (The reference compresses 1-D tensors
+//     with k = 32 of every 64 coefficients and 8-byte indices, more bytes
+//     than sending them whole.)
 //
 // Step count, weights and momentum never depend on the number of cores.
 type Demo struct {
@@ -111,10 +116,10 @@ type Demo struct {
 	gather Gatherer
 	layout *compress.Layout
 	tr     *compress.Transform
-	delta  [][]float32 // Δ per 2-D parameter; nil for 1-D ones
+	delta  [][]float32 // Δ per parameter; after a step, a 1-D one's bf16 rounding residual
 	t      int64
 
-	own     []compress.Tensor   // this rank's selection
+	own     []compress.Tensor   // this rank's selection; a 1-D parameter's is its Δ
 	sentDec []compress.Tensor   // this rank's payload decoded (error feedback)
 	recv    [][]compress.Tensor // every rank's payload decoded
 	parts   []compress.Tensor   // one tensor across ranks
@@ -168,12 +173,13 @@ func NewDemo(params []*model.Param, cfg DemoConfig, g Gatherer) (*Demo, error) {
 	var maxCoeffs, maxElems int
 	for i, s := range l.Tensors {
 		maxElems = max(maxElems, s.Len)
+		o.delta[i] = make([]float32, s.Len)
 		if s.Kind == compress.Sparse {
-			o.delta[i] = make([]float32, s.Len)
 			o.own[i] = compress.Tensor{Idx: make([]uint16, s.Entries()), Val: make([]float32, s.Entries())}
 			maxCoeffs = max(maxCoeffs, s.Grid.Coeffs())
 		} else {
-			o.own[i] = compress.Tensor{Val: make([]float32, s.Len)}
+			// Sent whole: Encode reads Δ itself (and rounds it).
+			o.own[i] = compress.Tensor{Val: o.delta[i]}
 		}
 	}
 	o.coeffs = make([]float32, maxCoeffs)
@@ -197,13 +203,12 @@ func (o *Demo) PayloadBytes() int { return o.layout.Bytes() }
 func (o *Demo) LastStepBytes() (sent, received int64) { return o.sent, o.received }
 
 // DemoStateBytes is Demo.StateBytes for parameters of the given shapes:
-// the float32 momentum of every 2-D parameter and the 8-byte step counter.
+// the float32 momentum of every parameter (of a 1-D one, its bf16 rounding
+// residual) and the 8-byte step counter.
 func DemoStateBytes(shapes []ParamShape) int64 {
 	var n int64
 	for _, s := range shapes {
-		if len(s.Shape) == 2 {
-			n += int64(s.Size())
-		}
+		n += int64(s.Size())
 	}
 	return 4*n + 8
 }
@@ -226,7 +231,7 @@ func DemoPayloadBytes(shapes []ParamShape, cfg DemoConfig) (int64, error) {
 	return int64(n), nil
 }
 
-// StateBytes implements Optimizer: Δ of every 2-D parameter and the step
+// StateBytes implements Optimizer: Δ of every parameter and the step
 // counter, as exported.
 func (o *Demo) StateBytes() int64 {
 	var n int64
@@ -286,13 +291,6 @@ func (o *Demo) step(ctx context.Context, lr float64) error {
 	lrf, beta := float32(lr), float32(o.cfg.Decay)
 	for i, p := range o.params {
 		s := o.layout.Tensors[i]
-		if s.Kind == compress.Dense {
-			v, g := o.own[i].Val, p.G
-			for j := range v {
-				v[j] = lrf * g[j]
-			}
-			continue
-		}
 		d, g := o.delta[i], p.G
 		tensor.ParallelFor(len(d), adamGrain, func(lo, hi int) {
 			for j := lo; j < hi; j++ {
@@ -300,6 +298,9 @@ func (o *Demo) step(ctx context.Context, lr float64) error {
 				d[j] = float32(beta*d[j]) + float32(lrf*g[j])
 			}
 		})
+		if s.Kind == compress.Dense {
+			continue // o.own[i].Val is Δ: sent whole
+		}
 		coeffs := o.coeffs[:s.Grid.Coeffs()]
 		if err := o.tr.Forward(s.Grid, d, coeffs); err != nil {
 			return fmt.Errorf("demo: %s: %w", p.Name, err)
@@ -313,19 +314,23 @@ func (o *Demo) step(ctx context.Context, lr float64) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	// Error feedback with exactly what the others will decode.
+	// Error feedback with exactly what the others will decode: the
+	// inverse transform of the sent coefficients, or for a dense tensor
+	// bf16(Δ), which leaves the rounding residual Δ − bf16(Δ) in Δ.
 	if o.sentDec, err = o.layout.Decode(payload, o.sentDec); err != nil {
 		return fmt.Errorf("demo: own payload: %w", err)
 	}
 	for i, s := range o.layout.Tensors {
+		u := o.sentDec[i].Val
 		if s.Kind == compress.Sparse {
 			if err := o.inverse(i, o.sentDec[i:i+1]); err != nil {
 				return err
 			}
-			d, u := o.delta[i], o.upd[:s.Len]
-			for j := range d {
-				d[j] -= u[j]
-			}
+			u = o.upd[:s.Len]
+		}
+		d := o.delta[i]
+		for j := range d {
+			d[j] -= u[j]
 		}
 	}
 
@@ -442,14 +447,12 @@ func firstNonFinite(x []float32) int {
 	return -1
 }
 
-// State implements Optimizer: Δ of every 2-D parameter ("demo_delta") and
-// the step counter.
+// State implements Optimizer: Δ of every parameter ("demo_delta"; of a
+// 1-D parameter, its bf16 rounding residual) and the step counter.
 func (o *Demo) State() []NamedTensor {
 	ts := make([]NamedTensor, 0, len(o.params)+1)
 	for i, p := range o.params {
-		if o.delta[i] != nil {
-			ts = append(ts, NamedTensor{Name: stateName(p, "demo_delta"), Shape: p.Shape, Data: o.delta[i]})
-		}
+		ts = append(ts, NamedTensor{Name: stateName(p, "demo_delta"), Shape: p.Shape, Data: o.delta[i]})
 	}
 	return append(ts, NamedTensor{Name: "optim.demo.step", Shape: []int{2}, Data: splitCount(o.t)})
 }

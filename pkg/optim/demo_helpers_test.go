@@ -24,17 +24,21 @@ type demoRef struct {
 	shapes  [][]int
 	decayed []bool
 	x       [][]float64   // parameters, shared by all ranks
-	delta   [][][]float64 // [rank][param] momentum of 2-D parameters
+	delta   [][][]float64 // [rank][param] momentum (of a 1-D parameter, its bf16 residual)
+	// scale[rank][param] is max|Δ| before the last error feedback: the
+	// magnitude the float32 momentum's rounding error is relative to.
+	scale [][]float64
 }
 
 func newDemoRef(cfg DemoConfig, ps []*model.Param, world int) *demoRef {
-	r := &demoRef{cfg: cfg, chunk: cfg.Chunk, delta: make([][][]float64, world)}
+	r := &demoRef{cfg: cfg, chunk: cfg.Chunk, delta: make([][][]float64, world), scale: make([][]float64, world)}
 	for _, p := range ps {
 		r.shapes = append(r.shapes, p.Shape)
 		r.decayed = append(r.decayed, len(p.Shape) == 2)
 		r.x = append(r.x, projTo64(p.W))
 	}
 	for w := range r.delta {
+		r.scale[w] = make([]float64, len(ps))
 		r.delta[w] = make([][]float64, len(ps))
 		for i, p := range ps {
 			r.delta[w][i] = make([]float64, len(p.W))
@@ -181,6 +185,11 @@ func refQuantize(t *testing.T, vals []float64, values string, sent []float32) []
 // the combined pre-sign update of every parameter. sent[w] is what rank w's
 // optimizer sent in the same step (its decoded payload): the selection must
 // equal the reference's, and the values are checked by refQuantize.
+//
+// A 1-D parameter follows the same rule with the identity for the
+// transform and every coefficient selected: Δ ← β·Δ + η·g, Δ is sent as
+// bf16(Δ), the error feedback leaves Δ − bf16(Δ), and the update is the
+// mean over ranks of bf16(Δ).
 func (r *demoRef) step(t *testing.T, grads [][][]float64, lr float64, sent [][]compress.Tensor) [][]float64 {
 	t.Helper()
 	world := len(grads)
@@ -189,9 +198,22 @@ func (r *demoRef) step(t *testing.T, grads [][][]float64, lr float64, sent [][]c
 		if len(shape) == 1 {
 			u := make([]float64, shape[0])
 			for w := 0; w < world; w++ {
-				for j := range u {
-					u[j] += lr * grads[w][i][j] / float64(world)
+				d := r.delta[w][i]
+				for j := range d {
+					d[j] = r.cfg.Decay*d[j] + lr*grads[w][i][j]
 				}
+				r.scale[w][i] = refMaxAbs(d)
+				if n := len(sent[w][i].Idx); n != 0 {
+					t.Fatalf("rank %d parameter %d: a dense tensor sent %d indices", w, i, n)
+				}
+				q := refQuantize(t, d, compress.FormatNameBF16, sent[w][i].Val)
+				for j := range d {
+					u[j] += q[j]
+					d[j] -= q[j]
+				}
+			}
+			for j := range u {
+				u[j] /= float64(world)
 			}
 			us[i] = u
 			continue
@@ -205,6 +227,7 @@ func (r *demoRef) step(t *testing.T, grads [][][]float64, lr float64, sent [][]c
 			for j := range d {
 				d[j] = r.cfg.Decay*d[j] + lr*grads[w][i][j]
 			}
+			r.scale[w][i] = refMaxAbs(d)
 			ys := g.forward(d)
 			if sum == nil {
 				sum, cnt = make([][]float64, len(ys)), make([][]float64, len(ys))
@@ -254,6 +277,14 @@ func (r *demoRef) step(t *testing.T, grads [][][]float64, lr float64, sent [][]c
 		}
 	}
 	return us
+}
+
+func refMaxAbs(x []float64) float64 {
+	var m float64
+	for _, v := range x {
+		m = max(m, math.Abs(v))
+	}
+	return m
 }
 
 func refSign(v float64) float64 {
@@ -310,11 +341,16 @@ func demoGrads(ps []*model.Param, step, w int) [][]float64 {
 // so that an element whose update sign is ambiguous in float32 cannot
 // make the two drift apart.
 //
-// Tolerances. The transform rounds to float32 twice per pass pair after
-// exact float64 sums, so Δ and the pre-sign update u agree with float64 to
-// a few 2^-24 of their largest magnitude; 1e-5 of it is a wide margin that
-// a wrong selection, quantisation or combine (errors of order 2^-8 or more)
-// cannot hide in. The sign of u is compared only where |u| exceeds that
+// Tolerances. The momentum update rounds to float32 three times and the
+// transform twice per pass pair after exact float64 sums, so Δ and the
+// pre-sign update u agree with float64 to a few 2^-24 of the largest
+// magnitude of Δ before the error feedback (ref.scale) and of u; 1e-5 of
+// it is a wide margin that a wrong selection, quantisation or combine
+// (errors of order 2^-8 or more) cannot hide in. After the feedback a 1-D
+// parameter's Δ is only its bf16 residual, at most 2^-8 of that scale, so
+// the scale is taken before the feedback: relative to the residual itself
+// 1e-5 would be below the float32 error; relative to the scale, a residual
+// dropped or not decayed (of order 2^-9 of it) still fails. The sign of u is compared only where |u| exceeds that
 // bound; a parameter, once its update's sign agrees, differs from the
 // float64 one by its float32 rounding (|x|·2^-24 per step), checked at 1e-6.
 func demoCheckAgainstRef(t *testing.T, what string, ps []*model.Param, o *Demo, ref *demoRef, w int, us [][]float64) {
@@ -333,15 +369,10 @@ func demoCheckAgainstRef(t *testing.T, what string, ps []*model.Param, o *Demo, 
 				t.Fatalf("%s: %s[%d] = %v, reference %v (update %v)", what, p.Name, j, p.W[j], ref.x[i][j], u[j])
 			}
 		}
-		if d := ref.delta[w][i]; o.delta[i] != nil {
-			var dmax float64
-			for _, v := range d {
-				dmax = max(dmax, math.Abs(v))
-			}
-			for j, v := range o.delta[i] {
-				if math.Abs(float64(v)-d[j]) > 1e-5*dmax {
-					t.Fatalf("%s: momentum of %s[%d] = %v, reference %v", what, p.Name, j, v, d[j])
-				}
+		d, scale := ref.delta[w][i], ref.scale[w][i]
+		for j, v := range o.delta[i] {
+			if math.Abs(float64(v)-d[j]) > 1e-5*scale {
+				t.Fatalf("%s: momentum of %s[%d] = %v, reference %v", what, p.Name, j, v, d[j])
 			}
 		}
 		ref.x[i] = projTo64(p.W)
@@ -411,12 +442,13 @@ func (f gatherFunc) AllGather(ctx context.Context, payload []byte) ([][]byte, er
 // demoFormulaBytes is the payload length written out from the wire
 // format's definition (package compress doc): a 20-byte header plus 9 per
 // tensor; per chunk of a 2-D tensor k·2 index bytes plus k·2 (bf16) or
-// ⌈k/8⌉+2 (sign); 4 bytes per element of a 1-D tensor.
+// ⌈k/8⌉+2 (sign); 2 bytes (a bfloat16) per element of a 1-D tensor in
+// either format.
 func demoFormulaBytes(ps []*model.Param, cfg DemoConfig) int64 {
 	n := int64(20 + 9*len(ps))
 	for _, p := range ps {
 		if len(p.Shape) == 1 {
-			n += int64(4 * p.Shape[0])
+			n += int64(2 * p.Shape[0])
 			continue
 		}
 		g := newRefGrid(p.Shape[0], p.Shape[1], cfg.Chunk)

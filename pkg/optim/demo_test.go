@@ -11,6 +11,7 @@ import (
 
 	"github.com/ternml/tern/pkg/compress"
 	"github.com/ternml/tern/pkg/model"
+	"github.com/ternml/tern/pkg/tensor"
 )
 
 func demoTestConfig(values string) DemoConfig {
@@ -163,9 +164,9 @@ func TestDemoStateNames(t *testing.T) {
 	for _, s := range o.State() {
 		names = append(names, s.Name)
 	}
-	want := []string{"optim.mlp.demo_delta", "optim.padded.demo_delta", "optim.small.demo_delta", "optim.demo.step"}
+	want := []string{"optim.mlp.demo_delta", "optim.norm.demo_delta", "optim.padded.demo_delta", "optim.small.demo_delta", "optim.demo.step"}
 	if strings.Join(names, " ") != strings.Join(want, " ") {
-		t.Errorf("state names %v, want %v (no momentum for the 1-D norm)", names, want)
+		t.Errorf("state names %v, want %v (the 1-D norm keeps its bf16 residual)", names, want)
 	}
 	bad := projCopyState(o.State())
 	bad[0].Data[3] = float32(math.NaN())
@@ -177,6 +178,51 @@ func TestDemoStateNames(t *testing.T) {
 	}
 	if err := o.SetState(projCopyState(bad[:len(bad)-1])); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("SetState without the step counter: %v", err)
+	}
+}
+
+// TestDemoDenseResidual: a 1-D parameter's Δ = β·Δ + η·g travels as
+// bf16(Δ), Δ − bf16(Δ) stays behind bitwise, the next step decays it, and
+// the weight moves by −η·sign(bf16(Δ)). Values are chosen so that the
+// residual is nonzero and one Δ rounds to a bfloat16 tie.
+func TestDemoDenseResidual(t *testing.T) {
+	for _, values := range []string{"bf16", "sign"} {
+		cfg := demoTestConfig(values)
+		const lr = 0.5
+		g := []float32{1 + 1.0/256, 0.3, -0.7, 1e-3, 0}
+		// 0.5·(1+2⁻⁸) is the midpoint between two bfloat16s, so Δ[0] at
+		// step 0 is a tie: it goes to the even 0.5 and leaves 2⁻⁹ behind.
+		if d := float32(lr * g[0]); d-tensor.ToBF16(d).Float32() != 1.0/512 {
+			t.Fatalf("test values: Δ[0] at step 0 is %v, not a bfloat16 tie", d)
+		}
+		p := &model.Param{Name: "norm", Role: model.RoleNorm, Shape: []int{len(g)}, GlobalShape: []int{len(g)},
+			W: []float32{1, 1, 1, 1, 1}, G: make([]float32, len(g))}
+		o, err := NewDemo([]*model.Param{p}, cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev := make([]float32, len(g))
+		for step := 0; step < 3; step++ {
+			w0 := append([]float32(nil), p.W...)
+			for j := range g {
+				p.G[j] = g[j] * float32(step+1)
+			}
+			o.Step(lr)
+			for j := range g {
+				d := float32(float32(cfg.Decay)*prev[j]) + float32(lr*p.G[j])
+				q := tensor.ToBF16(d).Float32()
+				if got := o.sentDec[0].Val[j]; math.Float32bits(got) != math.Float32bits(q) {
+					t.Fatalf("%s step %d: sent %v for Δ = %v, want bf16(Δ) = %v", values, step, got, d, q)
+				}
+				if got := o.delta[0][j]; math.Float32bits(got) != math.Float32bits(d-q) {
+					t.Fatalf("%s step %d: residual %v for Δ = %v, want Δ − bf16(Δ) = %v", values, step, got, d, d-q)
+				}
+				if want := w0[j] - lr*sign32(q); p.W[j] != want {
+					t.Fatalf("%s step %d: weight %d = %v, want %v", values, step, j, p.W[j], want)
+				}
+				prev[j] = d - q
+			}
+		}
 	}
 }
 

@@ -10,7 +10,7 @@ definition:
       compress wire format: 20 + 9*tensors header bytes, per 64x64 chunk
       (dimensions zero-padded to multiples of 64) k*(2+2) bytes (u16 index +
       bf16) or 2 + ceil(k/8) (bf16 scale + sign bits), 1-D tensors dense
-      float32.
+      bfloat16 (2 bytes a value, in both value formats; wire version 2).
   GRASS between refreshes: the ring all-reduce of r selected rows of each
       2-D attention/MLP weight plus the dense embedding, head and norms.
 """
@@ -35,7 +35,7 @@ def demo(k, sign):
     for r, c in tensors:
         chunks = math.ceil(r / 64) * math.ceil(c / 64)
         T += chunks * ((2 + math.ceil(k / 8)) + 2 * k if sign else 4 * k)
-    T += 4 * sum(vecs)
+    T += 2 * sum(vecs)
     return (W - 1) * T
 
 
