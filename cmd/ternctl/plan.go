@@ -91,14 +91,15 @@ func bytesPerParam(b, params int64) float64 {
 
 // planNotes says what each line holds, in the table's last column.
 var planNotes = map[string]string{
-	"weights":     "float32 parameters",
-	"gradients":   "held between steps",
-	"optimizer":   "optimizer state (StateBytes)",
-	"activations": "one microbatch, saved for backward",
-	"workspace":   "backward scratch shared by microbatches",
-	"transient":   "GRASS full gradients at selection steps",
-	"runtime":     "Go runtime, tokenizer tables, GEMM panels",
-	"total":       "predicted peak RSS",
+	"weights":             "float32 parameters",
+	"gradients":           "held between steps",
+	"optimizer":           "optimizer state (StateBytes)",
+	"activations":         "one microbatch, saved for backward",
+	"workspace":           "backward scratch shared by microbatches",
+	"transient":           "GRASS full gradients at selection steps",
+	"optimizer transient": "GaLore SVD buffers at projection refreshes",
+	"runtime":             "Go runtime, tokenizer tables, GEMM panels",
+	"total":               "predicted peak RSS",
 }
 
 func writePlanText(w io.Writer, p *train.MemoryPlan, preset string, micro int, recompute bool) {

@@ -47,7 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", "job spec file (YAML or JSON)")
-	rank := fs.Int("rank", -1, "this worker's rank, in [0, spec.parallel.data)")
+	rank := fs.Int("rank", -1, "this worker's rank, in [0, world)")
+	world := fs.Int("world", 0, "number of ranks (sets spec.parallel.data; default: the spec's)")
 	peers := fs.String("peers", "", "every rank's address host:port, comma-separated, in rank order")
 	listenAddr := fs.String("listen", "", "address to bind (default: this rank's entry in --peers)")
 	tokenFile := fs.String("token-file", "", "file holding the job's shared secret (or set TERN_JOB_TOKEN); required unless every peer is on loopback")
@@ -61,6 +62,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *file == "" || *rank < 0 || *peers == "" {
 		fs.Usage()
 		return errors.New("-f, --rank and --peers are required")
+	}
+	if *world > 0 {
+		overrides = append(overrides, fmt.Sprintf("parallel.data=%d", *world))
 	}
 	job, err := spec.Load(*file, overrides)
 	if err != nil {

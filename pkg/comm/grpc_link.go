@@ -97,17 +97,35 @@ func (t *GRPCTransport) dial(ctx context.Context, to int, addr string) error {
 
 // handshake opens the stream and runs the dialer's half of the hello
 // exchange described in peer.proto.
+// Backoff between attempts to reach a peer that is not listening yet.
+const (
+	dialRetryFirst = 50 * time.Millisecond
+	dialRetryMax   = time.Second
+)
+
 func (t *GRPCTransport) handshake(ctx context.Context, conn *grpc.ClientConn, to int, addr string) (ternv1.PeerService_ExchangeClient, error) {
 	o := &t.opts
-	// Fail fast: every peer listens before anyone connects, so a connection
-	// that cannot be made (nothing listening, a TLS certificate from another
-	// job) is an error to report now, not a state to wait out.
-	stream, err := ternv1.NewPeerServiceClient(conn).Exchange(ctx)
-	if err != nil {
+	// A peer that is not listening yet (workers on several machines start
+	// in any order) is dialled again until Connect's deadline; a TLS
+	// certificate from another job is an error to report now.
+	var stream ternv1.PeerService_ExchangeClient
+	var err error
+	for wait := dialRetryFirst; ; wait = min(2*wait, dialRetryMax) {
+		stream, err = ternv1.NewPeerServiceClient(conn).Exchange(ctx)
+		if err == nil {
+			break
+		}
 		if t.useTLS && strings.Contains(err.Error(), "authentication handshake failed") {
 			return nil, fmt.Errorf("TLS handshake with %s failed: a peer whose certificate is not signed by this job's CA holds another job token: %w", addr, err)
 		}
-		return nil, fmt.Errorf("open stream to %s: %w", addr, err)
+		if status.Code(err) != codes.Unavailable {
+			return nil, fmt.Errorf("open stream to %s: %w", addr, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("open stream to %s: %w", addr, err)
+		case <-time.After(wait):
+		}
 	}
 	resp, err := stream.Recv()
 	if err != nil {

@@ -3,6 +3,7 @@ package launch
 import (
 	"context"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -206,5 +207,50 @@ func TestCancelStopsAllWorkersWithCheckpoint(t *testing.T) {
 	}
 	if want := snapshot.StepDir(dir, int64(sum.Steps)); latest != want {
 		t.Fatalf("latest checkpoint %s, want %s", latest, want)
+	}
+}
+
+// freeAddrs returns n loopback addresses whose ports were free a moment ago.
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, l.Addr().String())
+		l.Close()
+	}
+	return out
+}
+
+// RunRank (the worker command's path, for ranks on several machines) trains
+// the same replicas as the launcher when given the peer list up front.
+func TestRunRankWithExplicitPeers(t *testing.T) {
+	job := tinyJob(t, t.TempDir(), "steps=4", "parallel.data=2", "eval.everySteps=0")
+	peers := freeAddrs(t, 2)
+	token := "0123456789abcdef0123456789abcdef"
+	sums := make([]*train.Summary, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for rank := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sums[rank], errs[rank] = RunRank(context.Background(), job, RankConfig{Rank: rank, Peers: peers, Token: token}, train.Options{})
+		}()
+	}
+	wg.Wait()
+	for rank := range 2 {
+		if errs[rank] != nil {
+			t.Fatalf("rank %d: %v", rank, errs[rank])
+		}
+	}
+	if math.Float64bits(sums[0].FinalLoss) != math.Float64bits(sums[1].FinalLoss) || sums[0].Steps != 4 {
+		t.Fatalf("ranks disagree: %+v vs %+v", sums[0], sums[1])
+	}
+	if _, err := RunRank(context.Background(), job, RankConfig{Rank: 0, Peers: peers[:1], Token: token}, train.Options{}); err == nil || !strings.Contains(err.Error(), "--peers lists 1 addresses but spec.parallel.data is 2") {
+		t.Fatalf("mismatched peer list: %v", err)
 	}
 }

@@ -45,6 +45,10 @@ func TestOptimizerErrors(t *testing.T) {
 		{"adam-mini section with adamw", withOptimizer("{adam-mini: {partition: v1.0}}"), []string{"spec.optimizer.adam-mini: set, but spec.optimizer.name is adamw; remove it or set name: adam-mini"}},
 		{"grass selection", withOptimizer("{name: grass, grass: {selection: random}}"), []string{`spec.optimizer.grass.selection`, "random"}},
 		{"grass rank", withOptimizer("{name: grass, grass: {rank: 0}}"), []string{"spec.optimizer.grass.rank"}},
+		{"demo values", withOptimizer("{name: demo, demo: {values: int8}}"), []string{`spec.optimizer.demo.values: "int8" is not allowed (allowed: bf16, sign)`}},
+		{"demo topK", withOptimizer("{name: demo, demo: {topK: 0}}"), []string{"spec.optimizer.demo.topK"}},
+		{"demo beta1", withOptimizer("{name: demo, beta1: 0.9}"), []string{"spec.optimizer.beta1: not used by demo"}},
+		{"demo with dense exchange", withOptimizer("{name: demo}") + "  communication: {exchange: dense}\n", []string{`spec.communication.exchange: "dense" does not go with optimizer demo`}},
 		{"section not an object", withOptimizer("{name: galore, galore: 3}"), []string{"spec.optimizer.galore: must be an object with fields (rank, updateProjGap, scale, projType)"}},
 	}
 	for _, c := range cases {
@@ -79,6 +83,7 @@ func TestOptimizerDefaultsAreReference(t *testing.T) {
 		{"apollo-mini", func(o *OptimizerSpec) any { return o.ApolloConfig() }, optim.DefaultApolloMiniConfig()},
 		{"microadam", func(o *OptimizerSpec) any { return o.MicroAdamConfig() }, optim.DefaultMicroAdamConfig()},
 		{"grass", func(o *OptimizerSpec) any { return o.GrassConfig() }, optim.DefaultGrassConfig()},
+		{"demo", func(o *OptimizerSpec) any { return o.DemoConfig() }, optim.DefaultDemoConfig()},
 	}
 	if len(cases) != len(OptimizerNames) {
 		t.Fatalf("%d cases for %d optimizers %v", len(cases), len(OptimizerNames), OptimizerNames)

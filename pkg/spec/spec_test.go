@@ -90,7 +90,7 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type list", minimal + "  data: {include: '*.go'}\n", []string{`spec.data.include: must be a list`}},
 		{"wrong type string", strings.Replace(minimal, "{name: t}", "{name: 12}", 1), []string{`metadata.name: must be a string, got number 12 (quote it`}},
 		{"wrong type bool", noModel + "  model: {preset: tiny, recompute: yes please}\n", []string{`spec.model.recompute: must be a boolean`}},
-		{"optimizer name", minimal + "  optimizer: {name: adam}\n", []string{`spec.optimizer.name: "adam" is not supported (allowed: adamw, adafactor, came, adam-mini, galore, apollo, apollo-mini, microadam, grass)`}},
+		{"optimizer name", minimal + "  optimizer: {name: adam}\n", []string{`spec.optimizer.name: "adam" is not supported (allowed: adamw, adafactor, came, adam-mini, galore, apollo, apollo-mini, microadam, grass, demo)`}},
 		{"schedule", minimal + "  optimizer: {schedule: cos}\n", []string{`spec.optimizer.schedule: "cos" is not allowed (allowed: cosine, linear, constant)`}},
 		{"micro batch size", minimal + "  batch: {microBatchSize: 0}\n", []string{`spec.batch.microBatchSize: must be >= 1, got 0`}},
 		{"steps", minimal + "  steps: 0\n", []string{`spec.steps: must be >= 1, got 0`}},
@@ -319,7 +319,7 @@ func TestSetErrors(t *testing.T) {
 		{"data.include=*.go", `a list must be written [a,b]`},
 		{"steps", `expected FIELD=VALUE`},
 		{"=3", `expected FIELD=VALUE`},
-		{"optimizer.name=sgd", `spec.optimizer.name: "sgd" is not supported (allowed: adamw, adafactor, came, adam-mini, galore, apollo, apollo-mini, microadam, grass)`},
+		{"optimizer.name=sgd", `spec.optimizer.name: "sgd" is not supported (allowed: adamw, adafactor, came, adam-mini, galore, apollo, apollo-mini, microadam, grass, demo)`},
 		{"spec..steps=1", `empty segment`},
 	}
 	for _, c := range cases {

@@ -98,9 +98,9 @@ type OptimizerSpec struct {
 	Schedule    string  `json:"schedule" default:"\"cosine\"" desc:"Learning-rate decay after warmup, from lr to minLR."`
 	WeightDecay float64 `json:"weightDecay" default:"derived" desc:"Decoupled weight decay coefficient, >= 0, applied by every optimizer to matrices only (not to norms)."`
 	ClipNorm    float64 `json:"clipNorm" default:"1.0" desc:"Clip the global gradient L2 norm to this value before every optimizer's step; 0 turns clipping off."`
-	Beta1       float64 `json:"beta1" default:"derived" desc:"First-moment decay, in [0, 1); every optimizer uses it (adafactor: 0 means no first moment)."`
-	Beta2       float64 `json:"beta2" default:"derived" desc:"Second-moment decay, in [0, 1). Not used by adafactor (its decay follows adafactor.decayRate)."`
-	Eps         float64 `json:"eps" default:"derived" desc:"Term added to the second-moment root for numerical stability, > 0. Not used by adafactor and came (their eps1 and eps2)."`
+	Beta1       float64 `json:"beta1" default:"derived" desc:"First-moment decay, in [0, 1); used by every optimizer but one (adafactor: 0 means no first moment). Not used by demo (its momentum decay is demo.decay)."`
+	Beta2       float64 `json:"beta2" default:"derived" desc:"Second-moment decay, in [0, 1). Not used by adafactor (its decay follows adafactor.decayRate) and demo (no second moment)."`
+	Eps         float64 `json:"eps" default:"derived" desc:"Term added to the second-moment root for numerical stability, > 0. Not used by adafactor and came (their eps1 and eps2) and demo (no second moment)."`
 
 	Adafactor  *AdafactorSpec `json:"adafactor,omitempty" desc:"Adafactor's own settings (Hugging Face transformers' Adafactor arguments); only with name adafactor."`
 	CAME       *CAMESpec      `json:"came,omitempty" desc:"CAME's own settings (reference code yangluo7/CAME); only with name came."`

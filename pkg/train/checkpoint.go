@@ -200,6 +200,11 @@ func compatible(saved json.RawMessage, job *spec.TrainingJob) error {
 	if old.Spec.Communication.Exchange == "" {
 		old.Spec.Communication = cur.Spec.Communication
 	}
+	// Adam-mini's partition became selectable later; earlier checkpoints
+	// used today's default.
+	if old.Spec.Optimizer.Name == "adam-mini" && old.Spec.Optimizer.AdamMini == nil {
+		old.Spec.Optimizer.AdamMini = &spec.AdamMiniSpec{Partition: optim.DefaultAdamMiniConfig().Partition}
+	}
 	for _, j := range []*spec.TrainingJob{&old, &cur} {
 		j.Metadata = spec.Metadata{}
 		j.Spec.Steps = 0

@@ -23,7 +23,7 @@ xs=[json.loads(l)[sys.argv[2]] for l in open(sys.argv[1])]
 print(int(statistics.median(xs[1:] if len(xs)>1 else xs)))" "$@"; }
 
 if [ "$mode" = bytes ]; then
-  common=(--set model.preset=gpt2-shape --set model.seqLen=64 --set batch.microBatchSize=4 --set parallel.data=4
+  common=(--set model.preset=gpt2-shape --set model.tokenizer=gpt2 --set data.tokenizer=gpt2 --set model.seqLen=64 --set batch.microBatchSize=4 --set parallel.data=4
     --set data.kind=dir --set data.path="$corpus" --set data.include='["*"]' --set data.cacheDir="$cache"
     --set data.valFraction=0 --set eval.everySteps=0 --set steps=4 --set optimizer.warmupSteps=0)
   runs=(
