@@ -251,7 +251,7 @@ func TestBadSpecListsFields(t *testing.T) {
 	if r.stdout != "" {
 		t.Fatalf("stdout not empty on error: %q", r.stdout)
 	}
-	for _, w := range []string{"error: " + job + ": 3 problems:\n", "  spec.optimizer.lrr: unknown field", "  spec.optimizer.name: \"adam\" is not supported (allowed: adamw, adafactor, came, adam-mini, galore, apollo, apollo-mini, microadam, grass)\n", "  spec.steps: must be >= 1, got 0\n"} {
+	for _, w := range []string{"error: " + job + ": 3 problems:\n", "  spec.optimizer.lrr: unknown field", "  spec.optimizer.name: \"adam\" is not supported (allowed: adamw, adafactor, came, adam-mini, galore, apollo, apollo-mini, microadam, grass, demo)\n", "  spec.steps: must be >= 1, got 0\n"} {
 		if !strings.Contains(r.stderr, w) {
 			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
 		}

@@ -109,8 +109,8 @@ type OptimizerSpec struct {
 	Apollo     *ApolloSpec    `json:"apollo,omitempty" desc:"APOLLO's projection and scaling settings (reference code zhuhanqing/APOLLO); only with name apollo."`
 	ApolloMini *ApolloSpec    `json:"apollo-mini,omitempty" desc:"APOLLO-Mini's settings: the fields of apollo, with APOLLO-Mini's reference defaults (a rank-1 projection, tensor-wise scaling); only with name apollo-mini."`
 	MicroAdam  *MicroAdamSpec `json:"microadam,omitempty" desc:"MicroAdam's window and compression settings (reference code IST-DASLab/ISTA-DASLab-Optimizers); only with name microadam."`
-	Demo       *DemoSpec      `json:"demo,omitempty" desc:"DeMo's compression settings (reference code bloc97/DeMo); only with name demo."`
 	Grass      *GrassSpec     `json:"grass,omitempty" desc:"GRASS's row-selection settings (Muhamed et al. 2024; no public reference code); only with name grass."`
+	Demo       *DemoSpec      `json:"demo,omitempty" desc:"DeMo's compression settings (reference code bloc97/DeMo); only with name demo."`
 }
 
 // The optimizer sections below take their defaults ("reference") from the
