@@ -45,3 +45,39 @@ func BenchmarkAllReduce(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGRPCAllReduce is BenchmarkAllReduce over real gRPC streams on
+// loopback, all ranks in this process: algorithm bandwidth (bytes of x per
+// second), float32 on the wire.
+//
+//	go test -run '^$' -bench GRPCAllReduce -benchtime 3x ./pkg/comm/
+func BenchmarkGRPCAllReduce(b *testing.B) {
+	for _, w := range []int{2, 4} {
+		for _, mib := range []int{1, 4, 16, 64, 256} {
+			b.Run(fmt.Sprintf("W=%d/%dMiB", w, mib), func(b *testing.B) {
+				n := mib << 20 / 4
+				trs := newGRPCNet(b, w, nil)
+				gs := make([]*Group, w)
+				for r, tr := range trs {
+					gs[r] = NewGroup(tr)
+				}
+				xs := randVectors(1, w, n)
+				b.SetBytes(int64(4 * n))
+				b.ResetTimer()
+				for range b.N {
+					var wg sync.WaitGroup
+					errs := make([]error, w)
+					for r := range w {
+						wg.Go(func() { errs[r] = gs[r].AllReduce(context.Background(), xs[r], Mean, WireFloat32) })
+					}
+					wg.Wait()
+					for r, err := range errs {
+						if err != nil {
+							b.Fatalf("rank %d: %v", r, err)
+						}
+					}
+				}
+			})
+		}
+	}
+}
