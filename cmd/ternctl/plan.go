@@ -134,4 +134,8 @@ func writePlanText(w io.Writer, p *train.MemoryPlan, preset string, micro int, r
 	if p.TokeniseMax > 0 {
 		fmt.Fprintf(w, "The total assumes the corpus is in the token cache; a first run that tokenises it adds up to %s.\n", fmtBytes(p.TokeniseMax))
 	}
+	if p.Workers > 1 {
+		fmt.Fprintf(w, "Each of the %d workers holds the above. Gradient exchange per worker per step: %s sent, %s received (%s).\n",
+			p.Workers, fmtBytes(p.ExchangeSent), fmtBytes(p.ExchangeRecv), p.Exchange)
+	}
 }

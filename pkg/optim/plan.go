@@ -50,6 +50,10 @@ func projectedRole(role model.Role, dims int) bool {
 	return false
 }
 
+// ProjectedShape reports whether the projection optimizers (GaLore, APOLLO,
+// GRASS) take the parameter of this shape, as SplitProjected routes it.
+func ProjectedShape(s ParamShape) bool { return projectedRole(s.Role, len(s.Shape)) }
+
 // SplitProjectedShapes is SplitProjected for shapes.
 func SplitProjectedShapes(shapes []ParamShape) (projected, rest []ParamShape) {
 	for _, s := range shapes {

@@ -44,54 +44,68 @@ func (d *replicas) syncGrads(ctx context.Context, params []*model.Param) error {
 	if d.exchange == "none" {
 		return nil
 	}
-	var pending [][]float32
-	n := 0
-	flush := func() error {
-		if n == 0 {
-			return nil
-		}
-		buf := d.bucket[:n]
-		off := 0
-		for _, g := range pending {
-			off += copy(buf[off:], g)
-		}
-		if err := d.g.AllReduce(ctx, buf, comm.Mean, d.wire()); err != nil {
-			return fmt.Errorf("gradient all-reduce: %w", err)
-		}
-		off = 0
-		for _, g := range pending {
-			off += copy(g, buf[off:])
-		}
-		pending, n = pending[:0], 0
-		return nil
+	grads := make([][]float32, len(params))
+	sizes := make([]int, len(params))
+	for i, p := range params {
+		grads[i] = optim.HeldGrad(p)
+		sizes[i] = len(grads[i])
 	}
-	for _, p := range params {
-		g := optim.HeldGrad(p)
-		if len(g) == 0 {
-			continue
-		}
-		if len(g) >= bucketElems {
-			// Large tensors are reduced in place, without a copy.
-			if err := flush(); err != nil {
-				return err
-			}
-			if err := d.g.AllReduce(ctx, g, comm.Mean, d.wire()); err != nil {
-				return fmt.Errorf("gradient all-reduce of %s: %w", p.Name, err)
+	for _, b := range buckets(sizes) {
+		if len(b) == 1 && sizes[b[0]] >= bucketElems {
+			// A large tensor is reduced in place, without a copy.
+			if err := d.g.AllReduce(ctx, grads[b[0]], comm.Mean, d.wire()); err != nil {
+				return fmt.Errorf("gradient all-reduce of %s: %w", params[b[0]].Name, err)
 			}
 			continue
-		}
-		if n+len(g) > bucketElems {
-			if err := flush(); err != nil {
-				return err
-			}
 		}
 		if d.bucket == nil {
 			d.bucket = make([]float32, bucketElems)
 		}
-		pending = append(pending, g)
-		n += len(g)
+		n := 0
+		for _, i := range b {
+			n += copy(d.bucket[n:], grads[i])
+		}
+		if err := d.g.AllReduce(ctx, d.bucket[:n], comm.Mean, d.wire()); err != nil {
+			return fmt.Errorf("gradient all-reduce: %w", err)
+		}
+		n = 0
+		for _, i := range b {
+			n += copy(grads[i], d.bucket[n:])
+		}
 	}
-	return flush()
+	return nil
+}
+
+// buckets groups gradients of the given sizes, in order, into the
+// all-reduces syncGrads issues: consecutive tensors packed up to
+// bucketElems, a tensor of bucketElems or more alone, empty ones skipped.
+// The memory plan counts the exchange's bytes from the same grouping.
+func buckets(sizes []int) [][]int {
+	var out [][]int
+	var cur []int
+	n := 0
+	flush := func() {
+		if len(cur) > 0 {
+			out = append(out, cur)
+			cur, n = nil, 0
+		}
+	}
+	for i, s := range sizes {
+		switch {
+		case s == 0:
+			continue
+		case s >= bucketElems:
+			flush()
+			out = append(out, []int{i})
+			continue
+		case n+s > bucketElems:
+			flush()
+		}
+		cur = append(cur, i)
+		n += s
+	}
+	flush()
+	return out
 }
 
 // stepResult is what the replicas tell each other at the end of a step: the

@@ -263,3 +263,38 @@ func TestDataParallelResume(t *testing.T) {
 }
 
 func snapshotDir(root string, step int64) string { return snapshot.StepDir(root, step) }
+
+// The plan's exchange bytes are what the replicas' transports count: the
+// gradient all-reduces for AdamW (float32 and bf16), DeMo's all-gather plus
+// the step-result exchange (17 bytes per replica per step).
+func TestPlanExchangeMatchesTransport(t *testing.T) {
+	const steps = 2
+	for _, sets := range [][]string{
+		{"parallel.data=3"},
+		{"parallel.data=3", "communication.exchange=bf16"},
+		{"parallel.data=3", "optimizer.name=demo"},
+	} {
+		t.Run(sets[len(sets)-1], func(t *testing.T) {
+			job := tinyJob(t, steps, append(sets, "eval.everySteps=0")...)
+			plan, err := Plan(job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if plan.ExchangeSent == 0 {
+				t.Fatal("plan has no exchange")
+			}
+			res := runReplicas(t, job, Options{})
+			var most int64
+			for _, r := range res {
+				got := r.stats.SentByKind[comm.KindAllReduce].Payload
+				if job.Spec.Optimizer.Name == "demo" {
+					got = r.stats.SentByKind[comm.KindAllGather].Payload - steps*int64(job.Spec.Parallel.Data-1)*stepResultBytes
+				}
+				most = max(most, got)
+			}
+			if most != steps*plan.ExchangeSent {
+				t.Fatalf("transports sent %d payload bytes in %d steps, plan says %d per step", most, steps, plan.ExchangeSent)
+			}
+		})
+	}
+}

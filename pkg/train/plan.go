@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 
+	"github.com/ternml/tern/pkg/comm"
 	"github.com/ternml/tern/pkg/model"
 	"github.com/ternml/tern/pkg/optim"
 	"github.com/ternml/tern/pkg/spec"
@@ -55,6 +56,19 @@ type MemoryPlan struct {
 	// corpus. Measured on the demo job (small preset, Go source tree, 86
 	// MiB of tokens): +39 MiB cold against a bound of 102 MiB.
 	TokeniseMax int64 `json:"tokenise_max_bytes"`
+
+	// ExchangeSent and ExchangeRecv are the payload bytes one worker sends
+	// and receives for the gradient exchange of a step with
+	// spec.parallel.data replicas (the most over workers), counted as the
+	// collectives count them: the bucketed ring all-reduce of the held
+	// gradients, or DeMo's all-gather. GRASS's figure is for steps between
+	// row selections; a selection step exchanges full gradients. 0 for one
+	// replica.
+	ExchangeSent int64 `json:"exchange_sent_bytes"`
+	ExchangeRecv int64 `json:"exchange_recv_bytes"`
+	// Workers is spec.parallel.data; Exchange names what is exchanged.
+	Workers  int    `json:"workers"`
+	Exchange string `json:"exchange"`
 }
 
 // Lines lists the plan's byte counts in display order with their names.
@@ -101,7 +115,15 @@ func Plan(job *spec.TrainingJob) (*MemoryPlan, error) {
 	if name == "grass" {
 		ws += 4 * int64(b*t) * int64(grassMaxRows(shapes, pc.Grass.Rank))
 	}
+	sent, recv, packed, err := planExchange(s, shapes, pc)
+	if err != nil {
+		return nil, err
+	}
+	if packed {
+		ws += 4 * bucketElems // syncGrads' bucket
+	}
 	p := &MemoryPlan{
+		ExchangeSent: sent, ExchangeRecv: recv, Workers: max(s.Parallel.Data, 1), Exchange: exchangeName(s),
 		Job: job.Metadata.Name, Optimizer: name, Params: cfg.NumParams(),
 		Weights: 4 * cfg.NumParams(), Grads: 4 * grads.Steady, OptimizerState: state,
 		Activations: acts + modelBufferBytes(cfg, b, t), Workspace: ws,
@@ -140,6 +162,76 @@ func planConfigs(o *spec.OptimizerSpec, cfg model.Config) optim.PlanConfigs {
 		pc.Demo = o.DemoConfig()
 	}
 	return pc
+}
+
+// exchangeName says in words what the replicas exchange.
+func exchangeName(s *spec.JobSpec) string {
+	switch {
+	case s.Optimizer.Name == "demo":
+		c := s.Optimizer.DemoConfig()
+		return fmt.Sprintf("DeMo: top-%d DCT coefficients per %dx%d chunk, %s values, all-gathered", c.TopK, c.Chunk, c.Chunk, c.Values)
+	case s.Communication.Exchange == "none":
+		return "none"
+	case s.Optimizer.Name == "grass":
+		return s.Communication.Exchange + " ring all-reduce of GRASS's selected rows and the unprojected gradients, between selections"
+	}
+	return s.Communication.Exchange + " ring all-reduce of the gradients"
+}
+
+// planExchange counts one step's gradient-exchange payload per worker.
+// packed reports whether small gradients are packed into syncGrads'
+// bucket, which is then allocated.
+func planExchange(s *spec.JobSpec, shapes []optim.ParamShape, pc optim.PlanConfigs) (sent, recv int64, packed bool, err error) {
+	w := s.Parallel.Data
+	if w <= 1 {
+		return 0, 0, false, nil
+	}
+	if s.Optimizer.Name == "demo" {
+		t, err := optim.DemoPayloadBytes(shapes, pc.Demo)
+		if err != nil {
+			return 0, 0, false, fmt.Errorf("spec.optimizer.demo: %w", err)
+		}
+		sizes := make([]int, w)
+		for i := range sizes {
+			sizes[i] = int(t)
+		}
+		for r := range w {
+			c := comm.AllGatherCost(sizes, r, 0)
+			sent, recv = max(sent, c.SentBytes), max(recv, c.RecvBytes)
+		}
+		return sent, recv, false, nil
+	}
+	if s.Communication.Exchange == "none" {
+		return 0, 0, false, nil
+	}
+	wire := comm.WireFloat32
+	if s.Communication.Exchange == "bf16" {
+		wire = comm.WireBF16
+	}
+	sizes := make([]int, len(shapes))
+	for i, sh := range shapes {
+		sizes[i] = sh.Size()
+		if s.Optimizer.Name == "grass" && optim.ProjectedShape(sh) {
+			sizes[i] = min(pc.Grass.Rank, sh.Shape[0]) * sh.Shape[1]
+		}
+	}
+	bs := buckets(sizes)
+	for _, b := range bs {
+		packed = packed || sizes[b[0]] < bucketElems
+	}
+	for r := range w {
+		var rs, rr int64
+		for _, b := range bs {
+			n := 0
+			for _, i := range b {
+				n += sizes[i]
+			}
+			c := comm.AllReduceCost(n, w, r, wire, 0)
+			rs, rr = rs+c.SentBytes, rr+c.RecvBytes
+		}
+		sent, recv = max(sent, rs), max(recv, rr)
+	}
+	return sent, recv, packed, nil
 }
 
 // grassMaxRows is the largest number of selected rows of any projected
