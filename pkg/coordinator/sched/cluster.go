@@ -116,7 +116,7 @@ func (a Assignment) String() string {
 // at index i, a worker named, no slot used twice.
 func (a Assignment) Validate(world int) error {
 	if len(a) != world {
-		return fmt.Errorf("%w: assignment has %d ranks, the job has %d", ErrInvalid, len(a), world)
+		return fmt.Errorf("%w: assignment places %d of the job's %d ranks", ErrInvalid, len(a), world)
 	}
 	seen := make(map[Placement]int, len(a))
 	for i, p := range a {

@@ -44,8 +44,8 @@ func (e *CapacityError) Error() string {
 		fmt.Fprintf(&b, "; %d more %s reserved as spares", e.Reserved, pick(e.Reserved, "slot is", "slots are"))
 	}
 	if e.Capacity < e.Need {
-		fmt.Fprintf(&b, "; the workers have only %s outside the spares, so the job cannot start until more workers join",
-			plural(max(e.Capacity, 0), "slot"))
+		fmt.Fprintf(&b, "; the cluster has only %d usable %s in all, so the job cannot start until more workers join",
+			max(e.Capacity, 0), pick(e.Capacity, "slot", "slots"))
 	}
 	return b.String()
 }

@@ -129,7 +129,7 @@ func TestPlace(t *testing.T) {
 			name:    "short: a spare worker",
 			cluster: Cluster{Workers: []Worker{w("s1", 4, "spare"), w("w1", 2)}},
 			layout:  Layout{DP: 1, PP: 3},
-			want:    "needs 3 slots (DP 1 × PP 3), 2 free on 1 worker; 4 more slots are reserved as spares; the workers have only 2 slots outside the spares, so the job cannot start until more workers join",
+			want:    "needs 3 slots (DP 1 × PP 3), 2 free on 1 worker; 4 more slots are reserved as spares; the cluster has only 2 usable slots in all, so the job cannot start until more workers join",
 		},
 		{
 			name:    "short: everything in use",

@@ -150,7 +150,7 @@ func TestReplaceInvalid(t *testing.T) {
 		failed  []int
 		want    string
 	}{
-		{"short assignment", Assignment{{0, "w1", 0}}, []int{0}, "assignment has 1 ranks, the job has 2"},
+		{"short assignment", Assignment{{0, "w1", 0}}, []int{0}, "assignment places 1 of the job's 2 ranks"},
 		{"ranks out of order", Assignment{{1, "w1", 0}, {0, "w1", 1}}, []int{0}, "entry 0 is for rank 1"},
 		{"shared slot", Assignment{{0, "w1", 0}, {1, "w1", 0}}, []int{0}, `ranks 0 and 1 share slot 0 of worker "w1"`},
 		{"failed rank out of range", Assignment{{0, "w1", 0}, {1, "w1", 1}}, []int{2}, "failed rank 2 is outside 0..1"},
