@@ -1,0 +1,44 @@
+package job
+
+import (
+	"fmt"
+
+	"github.com/ternml/tern/pkg/coordinator/sched"
+)
+
+// MaxRestartsLimit bounds restartPolicy.maxRestarts.
+const MaxRestartsLimit = 10000
+
+// Spec is the part of a TrainingJob the lifecycle needs: its name, its
+// layout and its restart budget. The full spec lives beside the job record.
+type Spec struct {
+	Name string `json:"name"`
+	// DP and PP are spec.parallel's data-parallel replicas and pipeline
+	// stages; the job has DP×PP ranks.
+	DP int `json:"dp"`
+	PP int `json:"pp"`
+	// MaxRestarts is restartPolicy.maxRestarts: how many times the job may
+	// recover from a failure before it fails. 0 means never.
+	MaxRestarts int `json:"maxRestarts"`
+}
+
+// Layout is the job's shape for the scheduler.
+func (s Spec) Layout() sched.Layout { return sched.Layout{DP: s.DP, PP: s.PP} }
+
+// World is the number of ranks.
+func (s Spec) World() int { return s.DP * s.PP }
+
+func (s Spec) validate() error {
+	if s.Name == "" {
+		return fmt.Errorf("%w: the job has no name", ErrInvalidSpec)
+	}
+	if s.DP < 1 || s.PP < 1 || s.DP > sched.MaxRanks/s.PP {
+		return fmt.Errorf("%w: job %q: DP %d × PP %d: both must be at least 1 and the product at most %d",
+			ErrInvalidSpec, s.Name, s.DP, s.PP, sched.MaxRanks)
+	}
+	if s.MaxRestarts < 0 || s.MaxRestarts > MaxRestartsLimit {
+		return fmt.Errorf("%w: job %q: restartPolicy.maxRestarts is %d: allowed 0 to %d",
+			ErrInvalidSpec, s.Name, s.MaxRestarts, MaxRestartsLimit)
+	}
+	return nil
+}
