@@ -21,13 +21,13 @@
 //
 // How the coordinator drives it: its I/O loop keeps the worker registry
 // (from etcd) and the slots held by every live job's assignment. When the
-// job state machine (pkg/coordinator/job) asks for a placement, the loop
-// builds a Cluster from that registry, with each worker's Used slots,
-// calls Place or Replace, and feeds the result back to the job as a
-// placement found or, for a *CapacityError, a placement impossible with
+// job state machine (pkg/coordinator/job) returns RequestPlacement or
+// RequestReplacement, the loop builds a Cluster from that registry, with
+// each worker's Used slots, calls Place or Replace, and feeds the answer
+// back as job.Placed or, for a *CapacityError, job.Unplaceable with
 // err.Error() as the reason. Whenever a worker joins or leaves or a job
-// releases slots, the loop tells waiting jobs that capacity changed, and
-// they ask again. Nothing here reserves anything: the loop records the
+// releases slots, the loop sends waiting jobs job.CapacityChanged and they
+// ask again. Nothing here reserves anything: the loop records the
 // assignment in etcd with the job, which is what makes the slots Used for
 // the next call.
 package sched
