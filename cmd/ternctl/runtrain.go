@@ -23,7 +23,7 @@ const rankCommand = "rank"
 // runJob trains in this process, or, with several data-parallel replicas,
 // in that many worker processes started from this binary.
 func runJob(ctx context.Context, e *env, job *spec.TrainingJob, opts train.Options) (*train.Summary, error) {
-	if job.Spec.Parallel.Data <= 1 {
+	if job.Spec.Parallel.Data*job.Spec.Parallel.Pipeline <= 1 {
 		return runTraining(ctx, job, opts)
 	}
 	exe, err := os.Executable()

@@ -109,8 +109,19 @@ func trainRun(ctx context.Context, e *env, f *trainFlags) error {
 	fmt.Fprintf(e.stderr, "%d steps of %s tokens (%s), %s lr %.1e -> %.1e %s, warmup %d\n",
 		job.Spec.Steps, fmtCount(float64(job.TokensPerStep())), shape,
 		o.Name, o.LR, o.MinLR, o.Schedule, o.WarmupSteps)
-	if n := job.Spec.Parallel.Data; n > 1 {
-		fmt.Fprintf(e.stderr, "%d data-parallel worker processes on this machine, %s gradient exchange\n", n, job.Spec.Communication.Exchange)
+	if ps := job.Spec.Parallel; ps.Data*ps.Pipeline > 1 {
+		layout := fmt.Sprintf("%d data-parallel replicas, %s gradient exchange", ps.Data, job.Spec.Communication.Exchange)
+		if ps.Pipeline > 1 {
+			vocab := "vocabulary parallel (algorithm " + fmt.Sprint(ps.VocabAlgorithm) + ")"
+			if !ps.VocabParallel {
+				vocab = "embedding on the first stage, head on the last"
+			}
+			layout = fmt.Sprintf("%d replicas x %d pipeline stages (%s, %s)", ps.Data, ps.Pipeline, ps.Schedule, vocab)
+			if b.MicroBatches < ps.Pipeline {
+				fmt.Fprintf(e.stderr, "warning: %d microbatches for %d stages: most stages idle most of the time; use batch.microBatches >= %d\n", b.MicroBatches, ps.Pipeline, ps.Pipeline)
+			}
+		}
+		fmt.Fprintf(e.stderr, "%d worker processes on this machine: %s\n", ps.Data*ps.Pipeline, layout)
 	}
 
 	var dataProgress io.Writer = e.stderr

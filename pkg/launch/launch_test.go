@@ -250,7 +250,35 @@ func TestRunRankWithExplicitPeers(t *testing.T) {
 	if math.Float64bits(sums[0].FinalLoss) != math.Float64bits(sums[1].FinalLoss) || sums[0].Steps != 4 {
 		t.Fatalf("ranks disagree: %+v vs %+v", sums[0], sums[1])
 	}
-	if _, err := RunRank(context.Background(), job, RankConfig{Rank: 0, Peers: peers[:1], Token: token}, train.Options{}); err == nil || !strings.Contains(err.Error(), "--peers lists 1 addresses but spec.parallel.data is 2") {
+	if _, err := RunRank(context.Background(), job, RankConfig{Rank: 0, Peers: peers[:1], Token: token}, train.Options{}); err == nil || !strings.Contains(err.Error(), "--peers lists 1 addresses but spec.parallel asks for 2 ranks") {
 		t.Fatalf("mismatched peer list: %v", err)
+	}
+}
+
+// Two pipeline stages and two replicas in four processes over real gRPC
+// train like one process with the same global batch, and repeat bitwise.
+func TestPipelineProcesses(t *testing.T) {
+	const steps = 5
+	cache := t.TempDir()
+	ref := &losses{}
+	if _, err := train.Run(context.Background(), tinyJob(t, cache, "steps=5", "batch.microBatches=4", "eval.everySteps=0"), train.Options{Observer: ref}); err != nil {
+		t.Fatal(err)
+	}
+	job := tinyJob(t, cache, "steps=5", "batch.microBatches=2", "parallel.data=2", "parallel.pipeline=2", "eval.everySteps=0")
+	var runs [2]*losses
+	for i := range runs {
+		runs[i] = &losses{}
+		if _, err := Run(context.Background(), job, train.Options{Observer: runs[i]}, testOptions(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range steps {
+		a, b, want := runs[0].steps[i].Loss, runs[1].steps[i].Loss, ref.steps[i].Loss
+		if math.Float64bits(a) != math.Float64bits(b) {
+			t.Errorf("step %d: two identical runs gave %v and %v", i+1, a, b)
+		}
+		if d := math.Abs(a-want) / want; d > 1e-4 {
+			t.Errorf("step %d: loss %v with 2x2 processes, %v with one (relative %.2g)", i+1, a, want, d)
+		}
 	}
 }

@@ -24,9 +24,9 @@ type RankConfig struct {
 // start), and runs the training loop with them. Cancelling ctx stops every
 // replica after the current step.
 func RunRank(ctx context.Context, job *spec.TrainingJob, rc RankConfig, opts train.Options) (*train.Summary, error) {
-	n := job.Spec.Parallel.Data
+	n := job.Spec.Parallel.Data * job.Spec.Parallel.Pipeline
 	if len(rc.Peers) != n {
-		return nil, fmt.Errorf("--peers lists %d addresses but spec.parallel.data is %d", len(rc.Peers), n)
+		return nil, fmt.Errorf("--peers lists %d addresses but spec.parallel asks for %d ranks (data %d × pipeline %d)", len(rc.Peers), n, job.Spec.Parallel.Data, job.Spec.Parallel.Pipeline)
 	}
 	if rc.Rank < 0 || rc.Rank >= n {
 		return nil, fmt.Errorf("--rank %d is out of range [0, %d)", rc.Rank, n)

@@ -68,7 +68,7 @@ func (p *proc) send(m toChild) error {
 // a checkpoint when configured), as in a single-process run.
 func Run(ctx context.Context, job *spec.TrainingJob, opts train.Options, lo Options) (*train.Summary, error) {
 	start := time.Now()
-	n := job.Spec.Parallel.Data
+	n := job.Spec.Parallel.Data * job.Spec.Parallel.Pipeline
 	obs := opts.Observer
 	if obs == nil {
 		obs = nopObserver{}

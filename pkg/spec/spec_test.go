@@ -109,7 +109,7 @@ func TestParseErrors(t *testing.T) {
 		{"wrong kind", strings.Replace(minimal, "kind: TrainingJob", "kind: Job", 1), []string{`kind: "Job" is not supported (allowed: TrainingJob)`}},
 		{"missing name", strings.Replace(minimal, "metadata: {name: t}\n", "", 1), []string{`metadata.name: required`}},
 		{"bad name", strings.Replace(minimal, "{name: t}", "{name: My_Job}", 1), []string{`metadata.name: "My_Job" is not a valid name`}},
-		{"unknown parallel field", minimal + "  parallel: {dp: 2}\n", []string{`spec.parallel.dp: unknown field "dp" (allowed: data)`}},
+		{"unknown parallel field", minimal + "  parallel: {dp: 2}\n", []string{`spec.parallel.dp: unknown field "dp" (allowed: data, pipeline, schedule, vocabParallel, vocabAlgorithm)`}},
 		{"parallel.data range", minimal + "  parallel: {data: 0}\n", []string{`spec.parallel.data: 0 is out of range: between 1 and 256 replicas`}},
 		{"exchange name", minimal + "  communication: {exchange: fp16}\n", []string{`spec.communication.exchange: "fp16" is not supported (allowed: dense, bf16, none)`}},
 		{"exchange none with replicas", minimal + "  parallel: {data: 2}\n  communication: {exchange: none}\n", []string{`spec.communication.exchange: none would let the 2 replicas drift apart`}},

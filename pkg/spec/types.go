@@ -204,7 +204,11 @@ type CheckpointSpec struct {
 
 // ParallelSpec lays the job out over ranks.
 type ParallelSpec struct {
-	Data int `json:"data" default:"1" desc:"Data-parallel replicas, at most 256. Each trains on its own share of every step's batch (global batch = data × batch.microBatches × batch.microBatchSize sequences) and they exchange gradients as communication.exchange says. ternctl train starts this many worker processes on this machine."`
+	Data           int    `json:"data" default:"1" desc:"Data-parallel replicas. Each trains on its own share of every step's batch (global batch = data × batch.microBatches × batch.microBatchSize sequences) and they exchange gradients as communication.exchange says. ternctl train starts data × pipeline worker processes on this machine (at most 256)."`
+	Pipeline       int    `json:"pipeline" default:"1" desc:"Pipeline stages per replica: the blocks are cut into this many contiguous ranges, one per worker, and batch.microBatches microbatches flow through them (at most the number of layers)."`
+	Schedule       string `json:"schedule" default:"\"1f1b\"" desc:"Pipeline schedule: 1f1b (each stage keeps at most pipeline−stage microbatches in flight) or gpipe (all forwards, then all backwards)."`
+	VocabParallel  bool   `json:"vocabParallel" default:"true" desc:"Spread the input embedding and LM head rows evenly over all stages (Vocabulary Parallelism; the vocabulary is padded to a multiple of pipeline with classes no target names); false keeps the embedding on the first stage and the head on the last."`
+	VocabAlgorithm int    `json:"vocabAlgorithm" default:"2" desc:"Vocabulary-parallel output layer: 2 (one barrier per microbatch) or 1 (two)."`
 }
 
 // CommunicationSpec sets the gradient exchange between replicas.
@@ -212,6 +216,9 @@ type CommunicationSpec struct {
 	Exchange       string  `json:"exchange" default:"derived" desc:"Gradient exchange between data-parallel replicas: dense (ring all-reduce of float32 gradients), bf16 (the same with bfloat16 on the wire: half the bytes), none (no gradient all-reduce). Every optimizer except demo takes dense or bf16 (grass all-reduces only its selected rows); demo takes only none, because it exchanges its own compressed momentum (optimizer.demo). none with parallel.data > 1 is allowed only for demo. Default: none for demo, else dense."`
 	TimeoutSeconds float64 `json:"timeoutSeconds" default:"60" desc:"Seconds a rank waits for a peer's message before failing the step with an error that names the peer, > 0. A peer whose process exits is reported at once."`
 }
+
+// PipelineScheduleNames are the supported spec.parallel.schedule values.
+var PipelineScheduleNames = []string{"1f1b", "gpipe"}
 
 // ExchangeNames are the supported spec.communication.exchange values.
 var ExchangeNames = []string{"dense", "bf16", "none"}
@@ -258,6 +265,7 @@ func enums() map[string][]string {
 		"spec.optimizer.name":         OptimizerNames,
 		"spec.optimizer.schedule":     ScheduleNames,
 		"spec.communication.exchange": ExchangeNames,
+		"spec.parallel.schedule":      PipelineScheduleNames,
 
 		"spec.optimizer.galore.projType":       {optim.GaLoreStd, optim.GaLoreReverseStd},
 		"spec.optimizer.adam-mini.partition":   optim.AdamMiniPartitions,

@@ -266,6 +266,28 @@ func (v validator) parallel(s *JobSpec) {
 	if p.Data < 1 || p.Data > MaxDataParallel {
 		v.es.add("spec.parallel.data", "%d is out of range: between 1 and %d replicas", p.Data, MaxDataParallel)
 	}
+	switch {
+	case p.Pipeline < 1:
+		v.es.add("spec.parallel.pipeline", "%d is out of range: at least 1 stage", p.Pipeline)
+	case s.Model.Layers > 0 && p.Pipeline > s.Model.Layers:
+		v.es.add("spec.parallel.pipeline", "%d stages for %d layers: every stage needs at least one block, so at most %d", p.Pipeline, s.Model.Layers, s.Model.Layers)
+	case p.Data >= 1 && p.Data*p.Pipeline > MaxDataParallel:
+		v.es.add("spec.parallel.pipeline", "data × pipeline = %d workers, more than %d", p.Data*p.Pipeline, MaxDataParallel)
+	case p.VocabParallel && s.Model.Vocab > 0 && s.Model.Vocab < p.Pipeline:
+		v.es.add("spec.parallel.pipeline", "%d stages but a vocabulary of %d: vocabulary parallelism gives every stage at least one row", p.Pipeline, s.Model.Vocab)
+	}
+	v.enum("spec.parallel.schedule", p.Schedule, "supported")
+	if p.VocabAlgorithm != 1 && p.VocabAlgorithm != 2 {
+		v.es.add("spec.parallel.vocabAlgorithm", "%d is not allowed (allowed: 1, 2)", p.VocabAlgorithm)
+	}
+	if p.Pipeline > 1 {
+		if n := s.Optimizer.Name; p.VocabParallel && (n == "adafactor" || n == "came") {
+			v.es.add("spec.optimizer.name", "%s factors the second moment over whole rows and columns, but with parallel.vocabParallel the embedding and head are split by rows over the %d stages; use parallel.vocabParallel: false or another optimizer", n, p.Pipeline)
+		}
+		if s.Checkpoint.Dir != "" {
+			v.es.add("spec.checkpoint.dir", "checkpoints of pipeline-parallel jobs (parallel.pipeline > 1) are not written yet; remove checkpoint.dir or use parallel.pipeline: 1")
+		}
+	}
 	v.enum("spec.communication.exchange", c.Exchange, "supported")
 	if !(c.TimeoutSeconds > 0) || math.IsInf(c.TimeoutSeconds, 0) {
 		v.es.add("spec.communication.timeoutSeconds", "%v must be a positive number of seconds", c.TimeoutSeconds)

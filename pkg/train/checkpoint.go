@@ -34,7 +34,7 @@ func (r *runner) checkpoint(ctx context.Context) (string, error) {
 	// prefix.
 	var replicaState [][]optim.NamedTensor
 	if r.perReplicaState() {
-		all, err := r.dp.g.AllGather(context.WithoutCancel(ctx), encodeNamed(r.opt.State()))
+		all, err := r.dp.world.AllGather(context.WithoutCancel(ctx), encodeNamed(r.opt.State()))
 		if err != nil {
 			return "", fmt.Errorf("checkpoint step %d: gather optimizer state: %w", r.step, err)
 		}
@@ -54,7 +54,7 @@ func (r *runner) checkpoint(ctx context.Context) (string, error) {
 			status = []byte(err.Error())
 		}
 	}
-	all, err := r.dp.g.AllGather(context.WithoutCancel(ctx), status)
+	all, err := r.dp.world.AllGather(context.WithoutCancel(ctx), status)
 	if err != nil {
 		return "", fmt.Errorf("checkpoint step %d: %w", r.step, err)
 	}
@@ -81,7 +81,7 @@ func replicaPrefix(rank int) string { return fmt.Sprintf("replica.%d.", rank) }
 // every replica's optimizer state, stored instead of this one's.
 func (r *runner) writeCheckpointWith(replicaState [][]optim.NamedTensor) (string, error) {
 	var ts []snapshot.Tensor
-	for _, p := range r.model.Params() {
+	for _, p := range r.params {
 		t := safetensors.F32(p.Name, p.Shape, p.W)
 		ts = append(ts, snapshot.Tensor{Tensor: t, GlobalShape: p.GlobalShape, RowLo: p.RowOffset, RowHi: p.RowOffset + p.Shape[0]})
 	}
@@ -144,7 +144,7 @@ func (r *runner) resume(path string) error {
 	for _, t := range st.Tensors {
 		byName[t.Name] = t
 	}
-	for _, p := range r.model.Params() {
+	for _, p := range r.params {
 		t, ok := byName[p.Name]
 		if !ok {
 			return fmt.Errorf("resume from %s: parameter %s missing", path, p.Name)

@@ -16,17 +16,26 @@ import (
 // large messages, and the extra memory is one bucket.
 const bucketElems = 4 << 20
 
-// replicas is a data-parallel rank's view of the others: the group it
-// exchanges gradients and step results with, and the transport under it for
-// the byte counters.
+// replicas is a rank's view of the others: the world group it exchanges
+// step results, evaluation losses and checkpoint status with, the group of
+// its stage's data-parallel replicas it exchanges gradients with, and the
+// transport under them for the byte counters. With pipeline parallelism a
+// rank is stage pp of replica rank.
 type replicas struct {
-	g        *comm.Group
+	world    *comm.Group
+	g        *comm.Group // the stage's data-parallel replicas
 	tr       comm.Transport
-	rank     int
-	size     int
+	rank     int    // data-parallel rank (replica)
+	size     int    // data-parallel size
+	pp       int    // pipeline stage
+	stages   int    // pipeline size
 	exchange string // spec.communication.exchange
 	bucket   []float32
 }
+
+// lossStage reports whether this rank reports its replica's loss: the last
+// stage (every rank without pipeline parallelism).
+func (d *replicas) lossStage() bool { return d.pp == d.stages-1 }
 
 func (d *replicas) wire() comm.Wire {
 	if d.exchange == "bf16" {
@@ -41,7 +50,7 @@ func (d *replicas) wire() comm.Wire {
 // at refresh steps the full gradient exists and is exchanged, so every
 // replica selects rows from the same mean gradient.
 func (d *replicas) syncGrads(ctx context.Context, params []*model.Param) error {
-	if d.exchange == "none" {
+	if d.exchange == "none" || d.size == 1 {
 		return nil
 	}
 	grads := make([][]float32, len(params))
@@ -140,11 +149,14 @@ func decodeStepResult(b []byte) (stepResult, error) {
 	}, nil
 }
 
-// combine gathers every replica's result and returns the global-batch loss
-// sum and count (summed in rank order, so every replica gets the same bits)
-// and whether any replica wants to stop.
+// combine gathers every rank's result and returns the global-batch loss
+// sum and count (summed in rank order over the replicas' loss stages, so
+// every rank gets the same bits) and whether any rank wants to stop.
 func (d *replicas) combine(ctx context.Context, mine stepResult) (stepResult, error) {
-	all, err := d.g.AllGather(ctx, mine.encode())
+	if !d.lossStage() {
+		mine.LossSum, mine.Count = 0, 0
+	}
+	all, err := d.world.AllGather(ctx, mine.encode())
 	if err != nil {
 		return stepResult{}, fmt.Errorf("step result exchange: %w", err)
 	}
@@ -162,13 +174,13 @@ func (d *replicas) combine(ctx context.Context, mine stepResult) (stepResult, er
 }
 
 // gatherFloat64s all-gathers a fixed-length vector of float64 from every
-// replica, indexed by rank.
+// rank of the world, indexed by world rank.
 func (d *replicas) gatherFloat64s(ctx context.Context, xs []float64) ([][]float64, error) {
 	b := make([]byte, 8*len(xs))
 	for i, x := range xs {
 		binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(x))
 	}
-	all, err := d.g.AllGather(ctx, b)
+	all, err := d.world.AllGather(ctx, b)
 	if err != nil {
 		return nil, err
 	}

@@ -9,11 +9,13 @@ import (
 	"testing"
 
 	"github.com/ternml/tern/pkg/comm"
+	"github.com/ternml/tern/pkg/model"
 	"github.com/ternml/tern/pkg/snapshot"
 	"github.com/ternml/tern/pkg/spec"
 )
 
 type dpResult struct {
+	params  []*model.Param
 	stats   comm.Stats
 	losses  []float64
 	evals   []float64
@@ -26,7 +28,7 @@ type dpResult struct {
 // process, connected by the in-memory transport.
 func runReplicas(t *testing.T, job *spec.TrainingJob, opts Options) []dpResult {
 	t.Helper()
-	n := job.Spec.Parallel.Data
+	n := job.Spec.Parallel.Data * job.Spec.Parallel.Pipeline
 	trs, err := comm.NewMemNetwork(n, comm.MemOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -48,9 +50,10 @@ func runReplicas(t *testing.T, job *spec.TrainingJob, opts Options) []dpResult {
 			rec := &recorder{}
 			out[rank].sum, out[rank].err = r.loop(context.Background(), rec)
 			out[rank].losses, out[rank].evals = rec.losses, rec.evals
-			for _, p := range r.model.Params() {
+			for _, p := range r.params {
 				out[rank].weights = append(out[rank].weights, append([]float32(nil), p.W...))
 			}
+			out[rank].params = r.params
 			out[rank].stats = trs[rank].Stats()
 		}()
 	}
@@ -294,6 +297,86 @@ func TestPlanExchangeMatchesTransport(t *testing.T) {
 			}
 			if most != steps*plan.ExchangeSent {
 				t.Fatalf("transports sent %d payload bytes in %d steps, plan says %d per step", most, steps, plan.ExchangeSent)
+			}
+		})
+	}
+}
+
+// Pipeline parallelism trains the same model as one process: with and
+// without vocabulary parallelism, both schedules and both algorithms, and
+// with data parallelism on top; losses agree within float32 tolerance (the
+// sums run in another order), every replica holds the same weights, and a
+// rerun is the same bits.
+func TestPipelineMatchesSingleProcess(t *testing.T) {
+	const steps = 6
+	base := []string{"batch.microBatches=4", "eval.everySteps=3"}
+	single := func(sets ...string) ([]float64, map[string][]float32) {
+		r, err := newRunner(context.Background(), tinyJob(t, steps, append(append([]string{}, base...), sets...)...), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &recorder{}
+		if _, err := r.loop(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+		w := map[string][]float32{}
+		for _, p := range r.params {
+			w[p.Name] = p.W
+		}
+		return rec.losses, w
+	}
+	ls, ws := single()
+	lsDP, wsDP := single("batch.microBatches=8")
+	ls4, ws4 := single("model.layers=4")
+	for _, c := range []struct {
+		name  string
+		sets  []string
+		want  []float64
+		wantW map[string][]float32
+	}{
+		{"pp2-vp-alg2-1f1b", []string{"parallel.pipeline=2"}, ls, ws},
+		{"pp2-vp-alg1-gpipe", []string{"parallel.pipeline=2", "parallel.vocabAlgorithm=1", "parallel.schedule=gpipe"}, ls, ws},
+		{"pp2-naive", []string{"parallel.pipeline=2", "parallel.vocabParallel=false"}, ls, ws},
+		{"dp2-pp2", []string{"parallel.pipeline=2", "parallel.data=2"}, lsDP, wsDP},
+		{"pp4-vp", []string{"parallel.pipeline=4", "model.layers=4"}, ls4, ws4},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			job := tinyJob(t, steps, append(append([]string{}, base...), c.sets...)...)
+			a := runReplicas(t, job, Options{})
+			b := runReplicas(t, job, Options{})
+			for rank := range a {
+				sameRun(t, "rerun rank "+strconv.Itoa(rank), a[rank].losses, b[rank].losses, a[rank].weights, b[rank].weights)
+				if len(a[rank].evals) == 0 {
+					t.Fatalf("rank %d: no evaluation", rank)
+				}
+			}
+			for i := range c.want {
+				if d := math.Abs(a[0].losses[i]-c.want[i]) / c.want[i]; d > 1e-4 {
+					t.Errorf("step %d: loss %v pipelined, %v in one process (relative %.2g)", i+1, a[0].losses[i], c.want[i], d)
+				}
+			}
+			// Replica 0's stages together hold the single process's
+			// weights, each its rows of the vocabulary tensors. Tolerance:
+			// 6 Adam steps of lr ≤ 1e-2 after gradients that differ in
+			// the order of float32 sums.
+			var worst float64
+			for pp := 0; pp < job.Spec.Parallel.Pipeline; pp++ {
+				for _, p := range a[pp].params {
+					ref := c.wantW[p.Name]
+					lo := p.RowOffset * len(p.W) / max(p.Shape[0], 1)
+					for j, v := range p.W {
+						worst = max(worst, math.Abs(float64(v-ref[lo+j])))
+					}
+				}
+			}
+			if worst > 1e-4 {
+				t.Errorf("weights differ from the single process by up to %g", worst)
+			}
+			if job.Spec.Parallel.Data == 2 {
+				// Replica 1's stages hold the same weights as replica 0's.
+				for pp := 0; pp < 2; pp++ {
+					sameRun(t, "replica 1 stage "+strconv.Itoa(pp), a[2+pp].losses, a[pp].losses, a[2+pp].weights, a[pp].weights)
+				}
 			}
 		})
 	}

@@ -18,7 +18,9 @@ import (
 	"github.com/ternml/tern/pkg/data"
 	"github.com/ternml/tern/pkg/model"
 	"github.com/ternml/tern/pkg/optim"
+	"github.com/ternml/tern/pkg/parallel"
 	"github.com/ternml/tern/pkg/spec"
+	"github.com/ternml/tern/pkg/tensor"
 )
 
 // Options are the run-time choices that are not part of the job spec.
@@ -184,7 +186,12 @@ type runner struct {
 	lastCkptStep int
 	resumedFrom  string
 
-	dp *replicas // nil for a single replica
+	dp *replicas // nil for a single process
+
+	// params are the parameters this rank trains: the whole model's, or
+	// its pipeline stage's. pipe is nil without pipeline parallelism.
+	params []*model.Param
+	pipe   *pipeline
 }
 
 func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runner, error) {
@@ -217,14 +224,29 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 			return nil, fmt.Errorf("validation data: %w", err)
 		}
 	}
-	if r.model, err = model.New(cfg, s.Seed, s.Model.Recompute); err != nil {
-		return nil, err
-	}
 	o := s.Optimizer
 	if err := r.connect(job, opts); err != nil {
 		return nil, err
 	}
-	if r.opt, err = newOptimizer(job, cfg, r.model.Params(), opts.Group); err != nil {
+	if s.Parallel.Pipeline > 1 {
+		if r.ckptDir != "" || opts.CheckpointDir != "" || opts.Resume != "" {
+			return nil, fmt.Errorf("checkpoints of pipeline-parallel jobs (spec.parallel.pipeline > 1) are not written or read yet; run without a checkpoint directory or with parallel.pipeline: 1")
+		}
+		if r.pipe, err = newPipeline(job, cfg, r.dp); err != nil {
+			return nil, err
+		}
+		r.params = r.pipe.stage.Params()
+	} else {
+		if r.model, err = model.New(cfg, s.Seed, s.Model.Recompute); err != nil {
+			return nil, err
+		}
+		r.params = r.model.Params()
+	}
+	var dpg *comm.Group
+	if r.dp != nil && r.dp.size > 1 {
+		dpg = r.dp.g
+	}
+	if r.opt, err = newOptimizer(job, cfg, r.params, dpg); err != nil {
 		return nil, err
 	}
 	if r.sched, err = optim.NewSchedule(o.Schedule, o.LR, o.MinLR, o.WarmupSteps, s.Steps); err != nil {
@@ -248,7 +270,7 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 // memory accounts for the resident training state.
 func (r *runner) memory() Memory {
 	var n, g int64
-	for _, p := range r.model.Params() {
+	for _, p := range r.params {
 		n += int64(len(p.W))
 		// Gradients as held between steps: GRASS keeps only the selected
 		// rows (GSel) of its weights and forms G just at selection steps.
@@ -257,7 +279,7 @@ func (r *runner) memory() Memory {
 	tokens := int64(r.ds.Train.Len() + r.ds.Val.Len())
 	return Memory{
 		Weights: 4 * n, Grads: 4 * g, Optimizer: r.opt.StateBytes(),
-		Activations: r.model.ActivationBytes(r.B, r.T),
+		Activations: r.activationBytes(),
 		Data:        tokens * int64(data.TokenWidth(r.cfg.Vocab)),
 	}
 }
@@ -270,7 +292,6 @@ func (r *runner) tokensPerStep() int { return r.B * r.T * r.micro }
 // was asked to stop (always false for a single replica, which checks ctx
 // itself).
 func (r *runner) trainStep(ctx context.Context) (rep StepReport, stop bool, err error) {
-	r.model.ZeroGrad()
 	scale := float32(1 / float64(r.tokensPerStep()))
 	var lossSum float64
 	var count int
@@ -278,7 +299,18 @@ func (r *runner) trainStep(ctx context.Context) (rep StepReport, stop bool, err 
 	if r.dp != nil {
 		dpRank, dpSize = r.dp.rank, r.dp.size
 	}
-	for mb := 0; mb < r.micro; mb++ {
+	if r.pipe != nil {
+		r.pipe.stage.ZeroGrad()
+		if err := r.pipe.sample(r.sampler, int64(r.step), dpRank, dpSize); err != nil {
+			panic(fmt.Sprintf("sample step %d: %v", r.step, err))
+		}
+		if lossSum, count, err = r.pipe.run(context.WithoutCancel(ctx)); err != nil {
+			return rep, false, err
+		}
+	} else {
+		r.model.ZeroGrad()
+	}
+	for mb := 0; r.pipe == nil && mb < r.micro; mb++ {
 		if err := r.sampler.Batch(int64(r.step), dpRank, dpSize, mb, r.micro, r.B, r.inputs, r.targets); err != nil {
 			// The sampler was built for these shapes: this is a programming error.
 			panic(fmt.Sprintf("sample step %d microbatch %d: %v", r.step, mb, err))
@@ -294,11 +326,14 @@ func (r *runner) trainStep(ctx context.Context) (rep StepReport, stop bool, err 
 		// request travels in the step result instead.
 		cctx = context.WithoutCancel(ctx)
 		before = r.dp.tr.Stats()
-		if err := r.dp.syncGrads(cctx, r.model.Params()); err != nil {
+		if err := r.dp.syncGrads(cctx, r.params); err != nil {
 			return rep, false, err
 		}
 	}
-	norm := optim.ClipGradNorm(r.model.Params(), r.job.Spec.Optimizer.ClipNorm)
+	norm, err := r.clipGradNorm(cctx)
+	if err != nil {
+		return rep, false, err
+	}
 	lr := r.sched.LR(r.step)
 	if err := r.stepOptimizer(cctx, lr); err != nil {
 		return rep, false, err
@@ -333,16 +368,39 @@ func (r *runner) stepOptimizer(ctx context.Context, lr float64) error {
 func (r *runner) connect(job *spec.TrainingJob, opts Options) error {
 	n := job.Spec.Parallel.Data
 	if opts.Group == nil {
-		if n > 1 {
-			return fmt.Errorf("spec.parallel.data is %d: this process is one replica and needs its peers (ternctl train starts them; the worker command takes --rank, --world and --peers)", n)
+		if n > 1 || job.Spec.Parallel.Pipeline > 1 {
+			return fmt.Errorf("spec.parallel asks for %d replicas × %d stages: this process is one rank and needs its peers (ternctl train starts them; the worker command takes --rank, --world and --peers)", n, job.Spec.Parallel.Pipeline)
 		}
 		return nil
 	}
-	tr := opts.Group.Transport()
-	if tr.World() != n {
-		return fmt.Errorf("spec.parallel.data is %d but the transport connects %d ranks", n, tr.World())
+	p := job.Spec.Parallel.Pipeline
+	topo, err := parallel.NewTopology(n, p)
+	if err != nil {
+		return fmt.Errorf("spec.parallel: %w", err)
 	}
-	r.dp = &replicas{g: opts.Group, tr: tr, rank: tr.Rank(), size: n, exchange: job.Spec.Communication.Exchange}
+	tr := opts.Group.Transport()
+	if tr.World() != topo.World() {
+		return fmt.Errorf("spec.parallel asks for %d data-parallel replicas × %d pipeline stages = %d ranks, but the transport connects %d", n, p, topo.World(), tr.World())
+	}
+	dp, pp, err := topo.Coords(tr.Rank())
+	if err != nil {
+		return err
+	}
+	r.dp = &replicas{world: opts.Group, g: opts.Group, tr: tr, rank: dp, size: n, pp: pp, stages: p, exchange: job.Spec.Communication.Exchange}
+	if p > 1 {
+		// Group ids: 0 is the world; 1+dp a replica's pipeline; 1<<20+pp a
+		// stage's replicas. Explicit, because with one replica the pipeline
+		// has the world's members.
+		if n > 1 {
+			ranks, err := topo.DPGroup(pp)
+			if err != nil {
+				return err
+			}
+			if r.dp.g, err = comm.NewSubGroup(tr, ranks, comm.GroupOptions{ID: 1<<20 + uint32(pp)}); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
@@ -372,20 +430,34 @@ func (r *runner) evaluate(ctx context.Context) (float64, error) {
 		if err := r.eval.EvalBatch(i, r.B, r.inputs, r.targets); err != nil {
 			panic(fmt.Sprintf("eval batch %d: %v", i, err))
 		}
-		l, n := r.model.Loss(r.inputs, r.targets, r.B, r.T)
+		var l float64
+		var n int
+		if r.pipe != nil {
+			var err error
+			if l, n, err = r.pipe.loss(context.WithoutCancel(ctx), r.inputs, r.targets); err != nil {
+				return 0, fmt.Errorf("evaluation: %w", err)
+			}
+		} else {
+			l, n = r.model.Loss(r.inputs, r.targets, r.B, r.T)
+		}
 		mine[2*j], mine[2*j+1] = l, float64(n)
 	}
 	all := [][]float64{mine}
+	stages := 1
 	if r.dp != nil {
 		var err error
 		if all, err = r.dp.gatherFloat64s(context.WithoutCancel(ctx), mine); err != nil {
 			return 0, fmt.Errorf("evaluation exchange: %w", err)
 		}
+		stages = r.dp.stages
 	}
 	var lossSum, count float64
 	for i := 0; i < nb; i++ {
-		lossSum += all[i%size][2*(i/size)]
-		count += all[i%size][2*(i/size)+1]
+		// Batch i was evaluated by replica i mod size; its loss stage
+		// (world rank replica·stages + stages−1) reports it.
+		src := all[(i%size)*stages+stages-1]
+		lossSum += src[2*(i/size)]
+		count += src[2*(i/size)+1]
 	}
 	return lossSum / max(count, 1), nil
 }
@@ -447,4 +519,42 @@ func inlineSource(src data.Source, text string) (data.Source, error) {
 	src.Kind = data.KindDir
 	src.Path = path
 	return src, nil
+}
+
+// clipGradNorm clips the gradients to spec.optimizer.clipNorm by their
+// global norm, which under pipeline parallelism sums every stage's squares
+// (gathered over the world in rank order, so every rank computes the same
+// coefficient).
+func (r *runner) clipGradNorm(ctx context.Context) (float64, error) {
+	maxNorm := r.job.Spec.Optimizer.ClipNorm
+	if r.pipe == nil {
+		return optim.ClipGradNorm(r.params, maxNorm), nil
+	}
+	local := optim.GradNorm(r.params)
+	all, err := r.dp.gatherFloat64s(ctx, []float64{local * local})
+	if err != nil {
+		return 0, fmt.Errorf("gradient norm exchange: %w", err)
+	}
+	// Sum this replica's stages (world ranks rank·stages + pp).
+	var sq float64
+	for pp := 0; pp < r.dp.stages; pp++ {
+		sq += all[r.dp.rank*r.dp.stages+pp][0]
+	}
+	norm := math.Sqrt(sq)
+	if maxNorm > 0 {
+		if coef := maxNorm / (norm + 1e-6); coef < 1 {
+			for _, p := range r.params {
+				tensor.Scale(float32(coef), optim.HeldGrad(p))
+			}
+		}
+	}
+	return norm, nil
+}
+
+// activationBytes is the activation memory of this rank's model or stage.
+func (r *runner) activationBytes() int64 {
+	if r.pipe != nil {
+		return r.pipe.activationBytes()
+	}
+	return r.model.ActivationBytes(r.B, r.T)
 }
