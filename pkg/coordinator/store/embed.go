@@ -108,6 +108,9 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbedOptions) (*Embedde
 	default:
 		return nil, fmt.Errorf("start embedded etcd: log level %q is not one of debug, info, warn, error", opts.LogLevel)
 	}
+	if opts.InitialCluster != "" && opts.PeerURL == "" {
+		return nil, fmt.Errorf("start embedded etcd member %q: InitialCluster is set but PeerURL is empty; a cluster member needs the fixed peer URL it is listed under", opts.Name)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("start embedded etcd: %w", err)
 	}

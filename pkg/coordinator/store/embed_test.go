@@ -53,6 +53,7 @@ func TestEmbeddedBadOptions(t *testing.T) {
 		{"no directory", "", "data directory is empty", EmbedOptions{}},
 		{"log level", t.TempDir(), `log level "loud"`, EmbedOptions{LogLevel: "loud"}},
 		{"client URL", t.TempDir(), "client URL", EmbedOptions{ClientURL: "http://[::1", DiscardLogs: true}},
+		{"cluster without peer URL", t.TempDir(), "PeerURL is empty", EmbedOptions{InitialCluster: "a=http://127.0.0.1:1", DiscardLogs: true}},
 	} {
 		_, err := StartEmbedded(ctx, tc.dir, tc.opts)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -1,0 +1,35 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// openStore opens a Store with its own client on endpoints, under a prefix
+// unique to the test. Cleanups run in reverse order, so the client closes
+// before a server the test started earlier.
+func openStore(t *testing.T, endpoints []string, opts Options) *Store {
+	t.Helper()
+	if opts.Prefix == "" {
+		opts.Prefix = "/test/" + strings.ReplaceAll(t.Name(), "/", "_") + "/"
+	}
+	s, err := Open(testCtx(t), endpoints, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// lead opens a store on the shared server and makes it leader.
+func lead(t *testing.T, opts Options) (*Store, *Leader) {
+	t.Helper()
+	s := openStore(t, shared.Endpoints(), opts)
+	l, err := s.Campaign(testCtx(t), "coordinator-"+t.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Resign(context.Background()) })
+	return s, l
+}
