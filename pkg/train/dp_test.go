@@ -381,3 +381,46 @@ func TestPipelineMatchesSingleProcess(t *testing.T) {
 		})
 	}
 }
+
+// 1F1B keeps fewer microbatches' activations than GPipe: the stage's buffer
+// pool grows only to what the schedule holds in flight.
+func TestPipelineActivationsInFlight(t *testing.T) {
+	made := func(schedule string) []int {
+		job := tinyJob(t, 1, "parallel.pipeline=2", "batch.microBatches=8", "parallel.schedule="+schedule, "eval.everySteps=0")
+		trs, err := comm.NewMemNetwork(2, comm.MemOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]int, 2)
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for rank := range 2 {
+			wg.Go(func() {
+				r, err := newRunner(context.Background(), job, Options{Group: comm.NewGroup(trs[rank])})
+				if err != nil {
+					errs[rank] = err
+					return
+				}
+				if _, errs[rank] = r.loop(context.Background(), &recorder{}); errs[rank] == nil {
+					out[rank] = r.pipe.inFlight()
+				}
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out
+	}
+	g, f := made("gpipe"), made("1f1b")
+	if g[0] != 8 {
+		t.Errorf("GPipe stage 0 held %d microbatches, want all 8", g[0])
+	}
+	// 1F1B: p − stage, plus what the vocabulary passes add on stage 0
+	// (p+1 with Algorithm 2).
+	if f[0] > 3 || f[1] > 2 {
+		t.Errorf("1F1B held %v microbatches on stages 0 and 1, want at most [3 2]", f)
+	}
+}

@@ -45,6 +45,12 @@ type pipeline struct {
 	scale  float32
 	mbs    []*microbatch
 	step   int64 // numbers the point-to-point messages
+	// free holds activation buffers no microbatch uses: a microbatch takes
+	// one at its F and returns it once its backward (blocks and head) is
+	// done, so a stage holds as many as its schedule keeps in flight
+	// (1F1B: about p − stage; GPipe: all M), not one per microbatch.
+	free     []*model.Acts
+	actsMade int
 }
 
 // microbatch is one microbatch's state on a stage during a step.
@@ -58,10 +64,11 @@ type microbatch struct {
 	gMax, gSum      []float32 // global softmax statistics
 	dh              []float32 // ∂L/∂X: this stage's part, then (loss stage) the sum
 	dy              []float32 // ∂L/∂out received from the next stage
-	dx              []float32 // ∂L/∂in from B (owned by acts)
+	dx              []float32 // ∂L/∂in from B, copied out of acts
 	dx0             []float32 // ∂L/∂X₀, broadcast from stage 0 for IB
 	stats           model.HeadStats
 	headDone        bool
+	blocksDone      bool
 	lossSum         float64
 	count           int
 }
@@ -115,7 +122,7 @@ func newPipeline(job *spec.TrainingJob, cfg model.Config, d *replicas) (*pipelin
 	dev, n := stage.Device(), b*t
 	for range m {
 		pl.mbs = append(pl.mbs, &microbatch{
-			tokens: make([]int32, n), targets: make([]int32, n), acts: stage.NewActs(b, t),
+			tokens: make([]int32, n), targets: make([]int32, n), dx: dev.Alloc(n * cfg.Dim),
 			emb: dev.Alloc(n * cfg.Dim), in: dev.Alloc(n * cfg.Dim), x: dev.Alloc(n * cfg.Dim),
 			gMax: dev.Alloc(n), gSum: dev.Alloc(n), dh: dev.Alloc(n * cfg.Dim), dy: dev.Alloc(n * cfg.Dim),
 			dx0: dev.Alloc(n * cfg.Dim),
@@ -124,15 +131,19 @@ func newPipeline(job *spec.TrainingJob, cfg model.Config, d *replicas) (*pipelin
 	return pl, nil
 }
 
-// activationBytes counts the stage's microbatch buffers: every microbatch
-// of a step has its own (a schedule that keeps fewer in flight, as 1F1B
-// does, could share them; that saving is not taken yet).
+// activationBytes counts the stage's activation buffers made so far (as
+// many as the schedule has kept in flight at once), every microbatch's
+// boundary buffers (inputs, outputs and gradients of the stage, n×d each)
+// and the backward scratch.
 func (pl *pipeline) activationBytes() int64 {
 	acts, ws := model.StageActivationBytes(pl.stage.Config(), pl.stage.Spec(), pl.b, pl.t)
 	n := int64(pl.b * pl.t)
-	per := acts + 4*(6*n*int64(pl.d)+2*n) + 8*n
-	return int64(len(pl.mbs))*per + ws
+	per := 4*(7*n*int64(pl.d)+2*n) + 8*n
+	return int64(pl.actsMade)*acts + int64(len(pl.mbs))*per + ws
 }
+
+// InFlight is the most activation buffers the stage has held at once.
+func (pl *pipeline) inFlight() int { return pl.actsMade }
 
 // loss runs one batch forward through the replica's stages (evaluation)
 // and returns the summed loss and target count on the stages that know it:
@@ -167,6 +178,12 @@ func (pl *pipeline) loss(ctx context.Context, tokens, targets []int32) (float64,
 		op(parallel.S, -1, parallel.NoTag)
 	}
 	m.headDone, m.lossSum, m.count = false, 0, 0
+	defer func() {
+		if m.acts != nil {
+			pl.free = append(pl.free, m.acts)
+			m.acts = nil
+		}
+	}()
 	for _, o := range ops {
 		if o.Kind == parallel.Bcast || o.Kind == parallel.AllReduce {
 			if err := pl.collective(ctx, o, m); err != nil {
@@ -214,7 +231,7 @@ func (pl *pipeline) lossStage() bool { return pl.pp == pl.sched.LossStage }
 // otherwise).
 func (pl *pipeline) run(ctx context.Context) (lossSum float64, count int, err error) {
 	for _, m := range pl.mbs {
-		m.headDone, m.lossSum, m.count = false, 0, 0
+		m.headDone, m.blocksDone, m.lossSum, m.count = false, false, 0, 0
 	}
 	for _, op := range pl.sched.Stages[pl.pp] {
 		if err := pl.exec(ctx, op); err != nil {
@@ -240,6 +257,9 @@ func (pl *pipeline) exec(ctx context.Context, op parallel.Op) error {
 		if pl.pp == 0 {
 			in = m.emb
 		}
+		if m.acts == nil {
+			m.acts = pl.takeActs()
+		}
 		m.out = st.BlocksForward(m.acts, in)
 		if pl.lossStage() {
 			copy(m.x, m.out)
@@ -259,15 +279,20 @@ func (pl *pipeline) exec(ctx context.Context, op parallel.Op) error {
 		if !m.headDone {
 			pl.headBackward(m)
 		}
+		pl.maybeRelease(m)
 	case parallel.B:
 		dy := m.dy
 		if pl.lossStage() {
 			dy = m.dh
 		}
-		m.dx = st.BlocksBackward(m.acts, dy)
+		dx := st.BlocksBackward(m.acts, dy)
 		if pl.pp == 0 {
-			copy(m.dx0, m.dx)
+			copy(m.dx0, dx)
+		} else {
+			copy(m.dx, dx)
 		}
+		m.blocksDone = true
+		pl.maybeRelease(m)
 	case parallel.SendGrad:
 		return pl.pipe.Send(ctx, op.Peer, pl.p2pID(op.MB, true), floatBytes(m.dx))
 	case parallel.RecvGrad:
@@ -280,6 +305,29 @@ func (pl *pipeline) exec(ctx context.Context, op parallel.Op) error {
 		return fmt.Errorf("op kind %v has no executor", op.Kind)
 	}
 	return nil
+}
+
+// takeActs returns a free activation buffer, making one when none is free.
+func (pl *pipeline) takeActs() *model.Acts {
+	if n := len(pl.free); n > 0 {
+		a := pl.free[n-1]
+		pl.free = pl.free[:n-1]
+		return a
+	}
+	pl.actsMade++
+	return pl.stage.NewActs(pl.b, pl.t)
+}
+
+// maybeRelease returns m's activations once nothing of this step needs
+// them: the blocks' backward has run, and so has the head's where the stage
+// holds head rows (its logits live in the same buffer).
+func (pl *pipeline) maybeRelease(m *microbatch) {
+	hasHead := pl.stage.Spec().Head.Len() > 0
+	if m.acts == nil || !m.blocksDone || (hasHead && !m.headDone) {
+		return
+	}
+	pl.free = append(pl.free, m.acts)
+	m.acts = nil
 }
 
 func (pl *pipeline) headBackward(m *microbatch) {
@@ -311,6 +359,7 @@ func (pl *pipeline) collective(ctx context.Context, op parallel.Op, m *microbatc
 		m.lossSum, m.count = model.CombineHeadStats(parts, m.gMax, m.gSum)
 		if pl.sched.Algorithm == 2 {
 			pl.headBackward(m)
+			pl.maybeRelease(m)
 			return g.Reduce(ctx, op.Peer, m.dh, comm.Sum, comm.WireFloat32)
 		}
 		return nil
