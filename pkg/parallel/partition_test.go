@@ -50,7 +50,7 @@ func TestPartitionVocab(t *testing.T) {
 		t.Fatalf("vocab %d padded %d, want 10 and 12", l.Vocab, l.PaddedVocab)
 	}
 	for i, s := range l.Stages {
-		want := model.RowRange{Lo: 3 * i, Hi: 3 * i + 3}
+		want := model.RowRange{Lo: 3 * i, Hi: 3*i + 3}
 		if s.Embed != want || s.Head != want {
 			t.Errorf("stage %d embed %v head %v, want %v for both", i, s.Embed, s.Head, want)
 		}
