@@ -54,27 +54,41 @@ type State struct {
 	Tensors []Tensor
 }
 
-// rankFile is the single tensor file a one-process job writes; multi-rank
-// jobs add rank-00001... next to it under the same manifest.
+// rankFile is the single tensor file a one-process job writes: RankFile(0),
+// so its checkpoint looks like a multi-rank one with one rank.
 const rankFile = "rank-00000.safetensors"
 
-// normalize fills in whole-tensor sharding and checks the state can be
-// written.
-func normalize(st *State) ([]Tensor, error) {
+// checkHeader checks the non-tensor fields of a state can be written.
+func checkHeader(st *State) error {
 	if st.Step < 0 {
-		return nil, fmt.Errorf("step %d is negative", st.Step)
+		return fmt.Errorf("step %d is negative", st.Step)
 	}
 	for _, f := range []struct {
 		name string
 		raw  json.RawMessage
 	}{{"Spec", st.Spec}, {"Cursor", st.Cursor}, {"RNG", st.RNG}, {"Extra", st.Extra}} {
 		if len(f.raw) > 0 && !json.Valid(f.raw) {
-			return nil, fmt.Errorf("state field %s is not valid JSON", f.name)
+			return fmt.Errorf("state field %s is not valid JSON", f.name)
 		}
 	}
-	ts := make([]Tensor, len(st.Tensors))
+	return nil
+}
+
+// normalize checks a state can be written and returns its tensors with
+// whole-tensor sharding filled in.
+func normalize(st *State) ([]Tensor, error) {
+	if err := checkHeader(st); err != nil {
+		return nil, err
+	}
+	return normalizeTensors(st.Tensors)
+}
+
+// normalizeTensors fills in whole-tensor sharding and checks the tensors of
+// one file: valid, distinctly named, with consistent row ranges.
+func normalizeTensors(in []Tensor) ([]Tensor, error) {
+	ts := make([]Tensor, len(in))
 	seen := make(map[string]bool, len(ts))
-	for i, t := range st.Tensors {
+	for i, t := range in {
 		if t.GlobalShape == nil {
 			t = Whole(t.Tensor)
 		}
@@ -91,6 +105,19 @@ func normalize(st *State) ([]Tensor, error) {
 		ts[i] = t
 	}
 	return ts, nil
+}
+
+// newManifest fills in a manifest's header from st; files and tensors are
+// the caller's.
+func newManifest(st *State) Manifest {
+	created := st.Created
+	if created.IsZero() {
+		created = time.Now()
+	}
+	return Manifest{
+		Format: FormatName, Version: 1, Step: st.Step, Created: created.UTC(),
+		Job: st.Job, Spec: st.Spec, Cursor: st.Cursor, RNG: st.RNG, Extra: st.Extra,
+	}
 }
 
 // Save writes st as the checkpoint DIR/step-NNNNNNNN and returns that path.
@@ -113,34 +140,45 @@ func Save(dir string, st *State, keep int) (string, error) {
 	if err := prepareStepDir(dir, stepDir); err != nil {
 		return "", fmt.Errorf("save checkpoint %s: %w", stepDir, err)
 	}
-	created := st.Created
-	if created.IsZero() {
-		created = time.Now()
-	}
-	m := Manifest{
-		Format: FormatName, Version: FormatVersion, Step: st.Step, Created: created.UTC(),
-		Job: st.Job, Spec: st.Spec, Cursor: st.Cursor, RNG: st.RNG, Extra: st.Extra,
-		Tensors: make([]TensorEntry, 0, len(ts)),
-	}
-	plain := make([]safetensors.Tensor, len(ts))
-	for i, t := range ts {
-		plain[i] = t.Tensor
-		m.Tensors = append(m.Tensors, TensorEntry{
-			Name: t.Name, File: rankFile, DType: t.DType,
-			Shape: nonNil(t.Shape), GlobalShape: nonNil(t.GlobalShape), Rows: [2]int{t.RowLo, t.RowHi},
-			CRC32C: crc32.Checksum(t.Data, castagnoli),
-		})
-	}
 	// "format": "pt" is what transformers expects in a safetensors file's
 	// metadata; the step lets a lone file be traced to its checkpoint.
 	meta := map[string]string{"format": "pt", "tern.step": fmt.Sprint(st.Step)}
-	fe, err := writeTensorFile(filepath.Join(stepDir, rankFile), plain, meta)
+	sh, err := writeShard(stepDir, rankFile, ts, meta)
 	if err != nil {
 		os.RemoveAll(stepDir) // no manifest yet, so nothing can be using it
 		return "", fmt.Errorf("save checkpoint %s: %w", stepDir, err)
 	}
-	m.Files = []FileEntry{fe}
-	mb, err := json.MarshalIndent(&m, "", " ")
+	m := newManifest(st)
+	m.Files, m.Tensors = []FileEntry{sh.File}, sh.Tensors
+	return commitManifest(dir, stepDir, &m, keep)
+}
+
+// writeShard writes ts as the tensor file name of stepDir and returns its
+// manifest entries.
+func writeShard(stepDir, name string, ts []Tensor, meta map[string]string) (Shard, error) {
+	sh := Shard{Tensors: make([]TensorEntry, 0, len(ts))}
+	plain := make([]safetensors.Tensor, len(ts))
+	for i, t := range ts {
+		plain[i] = t.Tensor
+		sh.Tensors = append(sh.Tensors, TensorEntry{
+			Name: t.Name, File: name, DType: t.DType,
+			Shape: nonNil(t.Shape), GlobalShape: nonNil(t.GlobalShape), Rows: [2]int{t.RowLo, t.RowHi},
+			CRC32C: crc32.Checksum(t.Data, castagnoli),
+		})
+	}
+	fe, err := writeTensorFile(filepath.Join(stepDir, name), plain, meta)
+	if err != nil {
+		return Shard{}, err
+	}
+	sh.File = fe
+	return sh, nil
+}
+
+// commitManifest writes m as stepDir's manifest, the step's commit point,
+// then prunes the root as Save describes. If the manifest cannot be written
+// the step directory is removed: without a manifest nothing can use it.
+func commitManifest(root, stepDir string, m *Manifest, keep int) (string, error) {
+	mb, err := json.MarshalIndent(m, "", " ")
 	if err != nil {
 		return "", fmt.Errorf("save checkpoint %s: encode manifest: %w", stepDir, err)
 	}
@@ -153,7 +191,7 @@ func Save(dir string, st *State, keep int) (string, error) {
 		}
 		return "", fmt.Errorf("save checkpoint %s: %w", stepDir, err)
 	}
-	if err := prune(dir, keep, st.Step); err != nil {
+	if err := prune(root, keep, m.Step); err != nil {
 		return stepDir, fmt.Errorf("checkpoint saved at %s, but pruning older ones failed: %w", stepDir, err)
 	}
 	return stepDir, nil
@@ -304,12 +342,22 @@ func prune(root string, keep int, protect int64) error {
 // file's size and CRC32C, and every tensor's dtype, shape and CRC32C, are
 // checked against the manifest before the state is returned; a damaged
 // newest checkpoint is an error, never silently replaced by an older one.
-func Load(path string) (*State, error) {
+//
+// The tensors come in manifest order. A checkpoint written by several ranks
+// may hold one tensor name several times, each with its own row range.
+func Load(path string) (*State, error) { return LoadSelected(path, nil) }
+
+// LoadSelected is Load for a reader that needs only some tensors, such as
+// one pipeline stage resuming: it returns the tensors for which want is
+// true and reads only the files that hold at least one of them. Each file
+// it reads is verified whole, exactly as Load does; files it skips are not
+// read at all. A nil want selects every tensor.
+func LoadSelected(path string, want func(TensorEntry) bool) (*State, error) {
 	stepDir, err := resolve(path)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint: %w", err)
 	}
-	st, err := loadStep(stepDir)
+	st, err := loadStep(stepDir, want)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint %s: %w", stepDir, err)
 	}
@@ -338,19 +386,33 @@ func resolve(path string) (string, error) {
 	return latest, err
 }
 
-func loadStep(stepDir string) (*State, error) {
+func loadStep(stepDir string, want func(TensorEntry) bool) (*State, error) {
 	m, err := readManifest(stepDir)
 	if err != nil {
 		return nil, err
 	}
-	byName := make(map[string]safetensors.Tensor, len(m.Tensors))
+	chosen := make([]bool, len(m.Tensors))
+	needFile := make(map[string]bool, len(m.Files))
+	for i, te := range m.Tensors {
+		if want == nil || want(te) {
+			chosen[i] = true
+			needFile[te.File] = true
+		}
+	}
+	// A tensor is identified by its file and name: names repeat across the
+	// files of a multi-rank step, never within one file.
+	type key struct{ file, name string }
+	read := make(map[key]safetensors.Tensor, len(m.Tensors))
 	for _, fe := range m.Files {
+		if !needFile[fe.Name] {
+			continue
+		}
 		ts, err := verifyFile(stepDir, fe, m.Tensors)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", fe.Name, err)
 		}
 		for _, t := range ts {
-			byName[t.Name] = t
+			read[key{fe.Name, t.Name}] = t
 		}
 	}
 	st := &State{
@@ -358,9 +420,12 @@ func loadStep(stepDir string) (*State, error) {
 		Spec: m.Spec, Cursor: m.Cursor, RNG: m.RNG, Extra: m.Extra,
 		Tensors: make([]Tensor, 0, len(m.Tensors)),
 	}
-	for _, te := range m.Tensors {
+	for i, te := range m.Tensors {
+		if !chosen[i] {
+			continue
+		}
 		st.Tensors = append(st.Tensors, Tensor{
-			Tensor: byName[te.Name], GlobalShape: te.GlobalShape, RowLo: te.Rows[0], RowHi: te.Rows[1],
+			Tensor: read[key{te.File, te.Name}], GlobalShape: te.GlobalShape, RowLo: te.Rows[0], RowHi: te.Rows[1],
 		})
 	}
 	return st, nil

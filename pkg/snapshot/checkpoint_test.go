@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -254,7 +255,7 @@ func TestLoadDamaged(t *testing.T) {
 		}, "data after the JSON object"},
 		{"manifest unknown version", func(t *testing.T, d string) {
 			editManifest(t, d, func(m *Manifest) { m.Version = FormatVersion + 1 })
-		}, "format version 2 is not supported"},
+		}, fmt.Sprintf("format version %d is not supported", FormatVersion+1)},
 		{"manifest step disagrees with dir", func(t *testing.T, d string) {
 			editManifest(t, d, func(m *Manifest) { m.Step = 8 })
 		}, "manifest is for step 8 but the directory is for step 7"},
@@ -434,6 +435,9 @@ func FuzzParseManifest(f *testing.F) {
 	f.Add([]byte(`{"format":"tern-checkpoint","version":1,"step":7,"files":[],"tensors":[]}`))
 	f.Add([]byte(`{"format":"tern-checkpoint","version":1,"step":7,"files":[{"name":"a","size":4}],` +
 		`"tensors":[{"name":"x","file":"a","dtype":"F32","shape":[1],"global_shape":[4],"rows":[3,4]}]}`))
+	f.Add([]byte(`{"format":"tern-checkpoint","version":2,"step":7,"files":[{"name":"a","size":4},{"name":"b","size":4}],` +
+		`"tensors":[{"name":"x","file":"a","dtype":"F32","shape":[1],"global_shape":[2],"rows":[0,1]},` +
+		`{"name":"x","file":"b","dtype":"F32","shape":[1],"global_shape":[2],"rows":[1,2]}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := parseManifest(b, "step-00000007")
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,9 +19,13 @@ import (
 const (
 	// FormatName identifies a tern checkpoint manifest.
 	FormatName = "tern-checkpoint"
-	// FormatVersion is the manifest version this package writes and the
-	// newest it reads.
-	FormatVersion = 1
+	// FormatVersion is the newest manifest version this package reads.
+	// Version 2 lets one tensor name appear in several files, each holding
+	// its own rows (a tensor sharded over ranks); version 1 lists every
+	// name once. Writers record the oldest version that describes the
+	// checkpoint, so a single-file checkpoint stays readable by builds that
+	// know only version 1.
+	FormatVersion = 2
 	// ManifestName is the file whose presence marks a step directory
 	// complete.
 	ManifestName = "manifest.json"
@@ -136,6 +141,34 @@ func validName(name string) bool {
 		!strings.ContainsAny(name, `/\`) && filepath.Base(name) == name
 }
 
+// checkShards validates the entries idx of ts, which share one name and sit
+// in different files: parts of one tensor, so the same dtype and global
+// shape, and row ranges that do not overlap.
+func checkShards(ts []TensorEntry, idx []int) error {
+	first := ts[idx[0]]
+	if len(first.GlobalShape) == 0 {
+		return corruptf("scalar tensor %q is in files %q and %q: a scalar has no rows to split", first.Name, first.File, ts[idx[1]].File)
+	}
+	parts := make([]TensorEntry, len(idx))
+	for j, i := range idx {
+		t := ts[i]
+		if t.DType != first.DType || !slices.Equal(t.GlobalShape, first.GlobalShape) {
+			return corruptf("tensor %q: %s %v in %q but %s %v in %q (shards of one tensor must agree)",
+				t.Name, t.DType, t.GlobalShape, t.File, first.DType, first.GlobalShape, first.File)
+		}
+		parts[j] = t
+	}
+	slices.SortStableFunc(parts, func(a, b TensorEntry) int { return a.Rows[0] - b.Rows[0] })
+	for j := 1; j < len(parts); j++ {
+		a, b := parts[j-1], parts[j]
+		if b.Rows[0] < a.Rows[1] {
+			return corruptf("tensor %q: rows [%d, %d) in %q overlap rows [%d, %d) in %q",
+				a.Name, b.Rows[0], b.Rows[1], b.File, a.Rows[0], a.Rows[1], a.File)
+		}
+	}
+	return nil
+}
+
 func corruptf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
 }
@@ -215,12 +248,16 @@ func (m *Manifest) validate() error {
 		}
 		files[f.Name] = true
 	}
-	names := make(map[string]bool, len(m.Tensors))
-	for _, t := range m.Tensors {
-		if names[t.Name] {
+	type fileTensor struct{ file, name string }
+	inFile := make(map[fileTensor]bool, len(m.Tensors))
+	shards := make(map[string][]int, len(m.Tensors)) // name -> indices into m.Tensors
+	for i, t := range m.Tensors {
+		k := fileTensor{t.File, t.Name}
+		if inFile[k] || (m.Version < 2 && len(shards[t.Name]) > 0) {
 			return corruptf("tensor %q listed twice", t.Name)
 		}
-		names[t.Name] = true
+		inFile[k] = true
+		shards[t.Name] = append(shards[t.Name], i)
 		if !files[t.File] {
 			return corruptf("tensor %q: file %q is not in the manifest's file list", t.Name, t.File)
 		}
@@ -229,6 +266,14 @@ func (m *Manifest) validate() error {
 		}
 		if err := checkRows(t.Shape, t.GlobalShape, t.Rows[0], t.Rows[1]); err != nil {
 			return corruptf("tensor %q: %v", t.Name, err)
+		}
+	}
+	for _, t := range m.Tensors {
+		if idx := shards[t.Name]; len(idx) > 1 {
+			if err := checkShards(m.Tensors, idx); err != nil {
+				return err
+			}
+			delete(shards, t.Name) // checked; in m.Tensors order, so errors are deterministic
 		}
 	}
 	return nil
