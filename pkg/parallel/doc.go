@@ -48,7 +48,9 @@
 //     goroutine) that runs them one at a time in list order, and only the
 //     op that consumes a collective's result waits for it: S(i) for C0(i),
 //     T(i) and Loss(i) for C1(i), the loss stage's B(i) for C2(i), stage
-//     0's F(i) for IFsum(i), IB(i) for IBbcast(i).
+//     0's F(i) for IFsum(i), IB(i) for IBbcast(i). A lane reads a
+//     collective's input when it runs it, so keep that buffer (one per
+//     microbatch) untouched until the collective completes.
 //
 // A runtime with lanes hides the vocabulary barriers behind compute, which
 // the default schedules are shaped for; see Plan.BlockingCollectives for a

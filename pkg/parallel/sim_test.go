@@ -181,3 +181,30 @@ func TestSimulateRejectsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestReorderedCollectivesDeadlockLanes: two stages that run the same two
+// collectives in opposite orders finish their lists with lanes, but the
+// lanes never agree on a collective; the error names each lane's head.
+func TestReorderedCollectivesDeadlockLanes(t *testing.T) {
+	c := func(stage, id int, tag CollTag) Op {
+		return Op{Kind: AllReduce, Stage: stage, MB: 0, Peer: 0, Coll: id, Tag: tag}
+	}
+	s := &Schedule{P: 2, M: 1, Vocab: VocabNone, LossStage: 1, Stages: [][]Op{
+		{c(0, 0, C1), c(0, 1, C2)},
+		{c(1, 1, C2), c(1, 0, C1)},
+	}}
+	for _, async := range []bool{false, true} {
+		_, err := Simulate(s, UnitCosts(), SimOptions{AsyncCollectives: async})
+		var d *DeadlockError
+		if !errors.As(err, &d) {
+			t.Fatalf("async %v: got %v, want a *DeadlockError", async, err)
+		}
+		want := "stage 1 op 0 AllReduce C2#1"
+		if async {
+			want = "collective lanes stuck at: stage 0 AllReduce C1#0(mb 0, root 0), stage 1 AllReduce C2#1(mb 0, root 0)"
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("async %v: error %q does not contain %q", async, err, want)
+		}
+	}
+}
