@@ -71,18 +71,27 @@
 // key and every guarded key, so the error names the failed condition
 // (ErrNotLeader first, then ErrNotFound, ErrExists or ErrConflict).
 //
+// # Workers
+//
+// A worker's key is attached to an etcd lease: it exists while the lease is
+// renewed, by Refresh on each heartbeat or by KeepAlive, and etcd deletes
+// it one TTL after renewals stop, which WatchWorkers reports as a delete.
+// A new leader takes over renewing its predecessor's leases with
+// Store.WorkerLease; a lease that ran out meanwhile means the worker
+// registers again.
+//
 // # Watches
 //
-// ListJobs returns the revision it read at; WatchJobs from that revision
-// delivers every later change in order, so nothing falls between the list
-// and the watch. A watch ends with
+// ListJobs and ListWorkers return the revision they read at; WatchJobs and
+// WatchWorkers from that revision deliver every later change in order, so
+// nothing falls between the list and the watch. A watch ends with
 // ErrCompacted if etcd has compacted that revision away (list again), and
 // fails rather than going silent if its member loses the raft leader.
 // Every goroutine started here is owned by the ctx passed in.
 //
 // # Limits
 //
-//   - One value (spec, state, attempt, assignment, manifest):
+//   - One value (spec, state, attempt, assignment, manifest, worker info):
 //     Options.MaxValueBytes, default 256 KiB, at most 1 MiB; larger values
 //     fail with ErrTooLarge before anything is sent. etcd holds metadata,
 //     never tensors.

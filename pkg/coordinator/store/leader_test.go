@@ -49,7 +49,7 @@ func waitCandidates(t *testing.T, s *Store, n int64) {
 func TestElectionHandover(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	opts := Options{Prefix: "/test/handover/"}
+	opts := Options{Prefix: testPrefix(t)}
 	a := openStore(t, shared.Endpoints(), opts)
 	b := openStore(t, shared.Endpoints(), opts)
 	c := openStore(t, shared.Endpoints(), opts)
@@ -142,7 +142,7 @@ func TestElectionHandover(t *testing.T) {
 func TestElectionFailoverOnCrash(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	opts := Options{Prefix: "/test/crash/", LeaderTTL: 2 * time.Second}
+	opts := Options{Prefix: testPrefix(t), LeaderTTL: 2 * time.Second}
 	a, err := Open(ctx, shared.Endpoints(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func TestElectionFailoverOnCrash(t *testing.T) {
 func TestDeposedLeaderIsFenced(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
-	opts := Options{Prefix: "/test/deposed/"}
+	opts := Options{Prefix: testPrefix(t), LeaderTTL: 2 * time.Second}
 	a := openStore(t, shared.Endpoints(), opts)
 	b := openStore(t, shared.Endpoints(), opts)
 	la, err := a.Campaign(ctx, "a")
@@ -215,6 +215,8 @@ func TestDeposedLeaderIsFenced(t *testing.T) {
 		{"put attempt", func() error { _, err := la.PutAttempt(ctx, "j", 1, []byte("x")); return err }},
 		{"put assignment", func() error { _, err := la.PutAssignment(ctx, "j", []byte("x")); return err }},
 		{"commit step", func() error { _, err := la.CommitStep(ctx, "j", 8, []byte("m8")); return err }},
+		{"register worker", func() error { _, err := la.RegisterWorker(ctx, "w", nil, 2*time.Second); return err }},
+		{"delete worker", func() error { return la.DeleteWorker(ctx, "w") }},
 		{"batch", func() error {
 			bt := la.Batch()
 			bt.UpdateJob(stale)

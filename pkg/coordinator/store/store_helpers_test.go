@@ -2,9 +2,19 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
+
+var prefixSeq atomic.Int64
+
+// testPrefix is a key prefix no other test, or other run of this test with
+// -count, uses on the shared server.
+func testPrefix(t *testing.T) string {
+	return fmt.Sprintf("/test/%s/%d/", strings.ReplaceAll(t.Name(), "/", "_"), prefixSeq.Add(1))
+}
 
 // openStore opens a Store with its own client on endpoints, under a prefix
 // unique to the test. Cleanups run in reverse order, so the client closes
@@ -12,7 +22,7 @@ import (
 func openStore(t *testing.T, endpoints []string, opts Options) *Store {
 	t.Helper()
 	if opts.Prefix == "" {
-		opts.Prefix = "/test/" + strings.ReplaceAll(t.Name(), "/", "_") + "/"
+		opts.Prefix = testPrefix(t)
 	}
 	s, err := Open(testCtx(t), endpoints, opts)
 	if err != nil {
