@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ternml/tern/pkg/data"
@@ -22,31 +23,30 @@ type rngState struct {
 }
 
 // checkpoint writes the current weights, optimizer state, data cursor and
-// spec as step r.step. Data-parallel replicas hold identical state, so
-// replica 0 writes and tells the others whether it succeeded; every replica
-// returns the same path or the same failure.
+// spec as step r.step, and every rank returns the same path or the same
+// failure.
+//
+// Data-parallel replicas hold identical weights, so replica 0 writes:
+// without pipeline parallelism it writes the whole step alone; with it,
+// each of its stages writes its own file (the stage's parameters under
+// their Hugging Face names with their row ranges, and its optimizer state
+// under stage.<pp>.) and world rank 0 commits the manifest once every
+// stage has written. Optimizer state that differs between replicas
+// (DeMo's momentum) is gathered from the stage's replicas to replica 0
+// and stored under replica.<r>. as well.
 func (r *runner) checkpoint(ctx context.Context) (string, error) {
 	if r.dp == nil {
 		return r.writeCheckpoint()
 	}
-	// Optimizer state that differs between replicas (DeMo's momentum) is
-	// gathered to replica 0, which stores each replica's under its own
-	// prefix.
-	var replicaState [][]optim.NamedTensor
-	if r.perReplicaState() {
-		all, err := r.dp.world.AllGather(context.WithoutCancel(ctx), encodeNamed(r.opt.State()))
-		if err != nil {
-			return "", fmt.Errorf("checkpoint step %d: gather optimizer state: %w", r.step, err)
-		}
-		if r.dp.rank == 0 {
-			for rank, b := range all {
-				st, err := decodeNamed(b)
-				if err != nil {
-					return "", fmt.Errorf("checkpoint step %d: optimizer state of replica %d: %w", r.step, rank, err)
-				}
-				replicaState = append(replicaState, st)
-			}
-		}
+	// A replica cannot leave a collective alone: the checkpoint's exchanges
+	// run to the end whatever happens to ctx.
+	ctx = context.WithoutCancel(ctx)
+	replicaState, err := r.gatherReplicaState(ctx)
+	if err != nil {
+		return "", err
+	}
+	if r.pipe != nil {
+		return r.checkpointStages(ctx, replicaState)
 	}
 	status := []byte{}
 	if r.dp.rank == 0 {
@@ -54,7 +54,7 @@ func (r *runner) checkpoint(ctx context.Context) (string, error) {
 			status = []byte(err.Error())
 		}
 	}
-	all, err := r.dp.world.AllGather(context.WithoutCancel(ctx), status)
+	all, err := r.dp.world.AllGather(ctx, status)
 	if err != nil {
 		return "", fmt.Errorf("checkpoint step %d: %w", r.step, err)
 	}
@@ -63,6 +63,109 @@ func (r *runner) checkpoint(ctx context.Context) (string, error) {
 	}
 	r.lastCkptStep = r.step
 	return snapshot.StepDir(r.ckptDir, int64(r.step)), nil
+}
+
+// gatherReplicaState collects, on replica 0, the optimizer state of every
+// replica of this rank's stage when those states differ (indexed by
+// replica); nil when they do not.
+func (r *runner) gatherReplicaState(ctx context.Context) ([][]optim.NamedTensor, error) {
+	if !r.perReplicaState() {
+		return nil, nil
+	}
+	all, err := r.dp.g.AllGather(ctx, encodeNamed(r.opt.State()))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint step %d: gather optimizer state: %w", r.step, err)
+	}
+	if r.dp.rank != 0 {
+		return nil, nil
+	}
+	out := make([][]optim.NamedTensor, len(all))
+	for rank, b := range all {
+		if out[rank], err = decodeNamed(b); err != nil {
+			return nil, fmt.Errorf("checkpoint step %d: optimizer state of replica %d: %w", r.step, rank, err)
+		}
+	}
+	return out, nil
+}
+
+// shardReport is what each rank tells world rank 0 after its part of a
+// pipeline checkpoint: the file it wrote, or why it could not. Ranks that
+// write nothing (replicas other than 0) send an empty report.
+type shardReport struct {
+	Shard *snapshot.Shard `json:"shard,omitempty"`
+	Err   string          `json:"err,omitempty"`
+}
+
+// checkpointStages writes a pipeline job's checkpoint: replica 0's stages
+// each write their file, the reports are gathered over the world, world
+// rank 0 writes the manifest, and a second gather tells every rank whether
+// the step is committed.
+func (r *runner) checkpointStages(ctx context.Context, replicaState [][]optim.NamedTensor) (string, error) {
+	d := r.dp
+	var rep shardReport
+	if d.rank == 0 {
+		sh, err := snapshot.WriteShard(r.ckptDir, int64(r.step), d.tr.Rank(), r.checkpointTensors(replicaState))
+		if err != nil {
+			rep.Err = err.Error()
+		} else {
+			rep.Shard = &sh
+		}
+	}
+	mine, err := json.Marshal(&rep)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint step %d: encode shard report: %w", r.step, err)
+	}
+	reports, err := d.world.AllGather(ctx, mine)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint step %d: gather shard reports: %w", r.step, err)
+	}
+	status := []byte{}
+	if d.tr.Rank() == 0 {
+		if err := r.commitStages(reports[:d.stages]); err != nil {
+			status = []byte(err.Error())
+		}
+	}
+	all, err := d.world.AllGather(ctx, status)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint step %d: %w", r.step, err)
+	}
+	if len(all[0]) > 0 {
+		return "", fmt.Errorf("checkpoint step %d (committed by rank 0): %s", r.step, all[0])
+	}
+	r.lastCkptStep = r.step
+	return snapshot.StepDir(r.ckptDir, int64(r.step)), nil
+}
+
+// commitStages writes the manifest from the reports of replica 0's stages
+// (world ranks 0..stages-1, in stage order).
+func (r *runner) commitStages(reports [][]byte) error {
+	shards := make([]snapshot.Shard, len(reports))
+	var failed []string
+	for pp, b := range reports {
+		var rep shardReport
+		if err := json.Unmarshal(b, &rep); err != nil {
+			return fmt.Errorf("stage %d's shard report: %w", pp, err)
+		}
+		switch {
+		case rep.Err != "":
+			failed = append(failed, fmt.Sprintf("stage %d: %s", pp, rep.Err))
+		case rep.Shard == nil:
+			failed = append(failed, fmt.Sprintf("stage %d reported no file", pp))
+		default:
+			shards[pp] = *rep.Shard
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("not every stage wrote its file, so the step is not committed: %s", strings.Join(failed, "; "))
+	}
+	st, err := r.checkpointHeader()
+	if err != nil {
+		return err
+	}
+	if _, err := snapshot.Commit(r.ckptDir, st, shards, r.job.Spec.Checkpoint.Keep); err != nil {
+		return fmt.Errorf("checkpoint step %d: %w", r.step, err)
+	}
+	return nil
 }
 
 func (r *runner) writeCheckpoint() (string, error) { return r.writeCheckpointWith(nil) }
@@ -77,36 +180,72 @@ func (r *runner) perReplicaState() bool {
 // replicaPrefix names replica rank's optimizer state in a checkpoint.
 func replicaPrefix(rank int) string { return fmt.Sprintf("replica.%d.", rank) }
 
-// writeCheckpointWith writes the checkpoint; replicaState, when set, is
-// every replica's optimizer state, stored instead of this one's.
-func (r *runner) writeCheckpointWith(replicaState [][]optim.NamedTensor) (string, error) {
+// stagePrefix names pipeline stage pp's optimizer state in a checkpoint:
+// stages hold different parameters, and several hold rows of the same
+// vocabulary tensors, whose state would otherwise share a name.
+func stagePrefix(pp int) string { return fmt.Sprintf("stage.%d.", pp) }
+
+// statePrefix is the prefix of replica's optimizer state for this rank's
+// stage: replica.<r>. when replicas' states differ, then stage.<pp>. under
+// pipeline parallelism; empty for one process.
+func (r *runner) statePrefix(replica int) string {
+	var s string
+	if r.perReplicaState() {
+		s = replicaPrefix(replica)
+	}
+	if r.pipe != nil {
+		s += stagePrefix(r.dp.pp)
+	}
+	return s
+}
+
+// checkpointTensors is what this rank stores: its parameters under their
+// Hugging Face names with the rows they hold, and its optimizer state
+// (every replica's, when replicaState is set) under statePrefix.
+func (r *runner) checkpointTensors(replicaState [][]optim.NamedTensor) []snapshot.Tensor {
 	var ts []snapshot.Tensor
 	for _, p := range r.params {
 		t := safetensors.F32(p.Name, p.Shape, p.W)
 		ts = append(ts, snapshot.Tensor{Tensor: t, GlobalShape: p.GlobalShape, RowLo: p.RowOffset, RowHi: p.RowOffset + p.Shape[0]})
 	}
-	if replicaState == nil {
-		for _, o := range r.opt.State() {
-			ts = append(ts, snapshot.Whole(safetensors.F32(o.Name, o.Shape, o.Data)))
-		}
+	states := replicaState
+	if states == nil {
+		states = [][]optim.NamedTensor{r.opt.State()}
 	}
-	for rank, st := range replicaState {
+	for rank, st := range states {
+		pre := r.statePrefix(rank)
 		for _, o := range st {
-			ts = append(ts, snapshot.Whole(safetensors.F32(replicaPrefix(rank)+o.Name, o.Shape, o.Data)))
+			ts = append(ts, snapshot.Whole(safetensors.F32(pre+o.Name, o.Shape, o.Data)))
 		}
 	}
+	return ts
+}
+
+// checkpointHeader is the manifest's part of the state: step, job, spec,
+// data cursor and RNG.
+func (r *runner) checkpointHeader() (*snapshot.State, error) {
 	cursor, err := json.Marshal(r.sampler.Cursor(int64(r.step)))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	rng, err := json.Marshal(rngState{Seed: r.job.Spec.Seed})
 	if err != nil {
+		return nil, err
+	}
+	return &snapshot.State{
+		Step: int64(r.step), Job: r.job.Metadata.Name, Spec: r.job.CanonicalJSON(),
+		Cursor: cursor, RNG: rng,
+	}, nil
+}
+
+// writeCheckpointWith writes the checkpoint as one file; replicaState, when
+// set, is every replica's optimizer state, stored instead of this one's.
+func (r *runner) writeCheckpointWith(replicaState [][]optim.NamedTensor) (string, error) {
+	st, err := r.checkpointHeader()
+	if err != nil {
 		return "", err
 	}
-	st := &snapshot.State{
-		Step: int64(r.step), Job: r.job.Metadata.Name, Spec: r.job.CanonicalJSON(),
-		Cursor: cursor, RNG: rng, Tensors: ts,
-	}
+	st.Tensors = r.checkpointTensors(replicaState)
 	path, err := snapshot.Save(r.ckptDir, st, r.job.Spec.Checkpoint.Keep)
 	if err != nil {
 		return "", fmt.Errorf("checkpoint step %d: %w", r.step, err)
@@ -115,11 +254,31 @@ func (r *runner) writeCheckpointWith(replicaState [][]optim.NamedTensor) (string
 	return path, nil
 }
 
+// paramKey identifies a parameter's tensor in a checkpoint: under pipeline
+// parallelism one name is held by several stages, each with its own rows.
+type paramKey struct {
+	name  string
+	rowLo int
+}
+
 // resume loads a checkpoint into the freshly built runner. The checkpoint
 // must have been written by a job that trains identically: same model, data,
-// seed, batch and optimizer; steps, eval and checkpoint settings may differ.
+// seed, batch, optimizer and parallel layout; steps, eval and checkpoint
+// settings may differ. A pipeline stage reads only the tensors it holds:
+// its parameters (same names and row ranges) and its optimizer state.
 func (r *runner) resume(path string) error {
-	st, err := snapshot.Load(path)
+	mine := make(map[paramKey]bool, len(r.params))
+	for _, p := range r.params {
+		mine[paramKey{p.Name, p.RowOffset}] = true
+	}
+	replica := 0
+	if r.dp != nil {
+		replica = r.dp.rank
+	}
+	prefix := r.statePrefix(replica)
+	st, err := snapshot.LoadSelected(path, func(te snapshot.TensorEntry) bool {
+		return mine[paramKey{te.Name, te.Rows[0]}] || strings.HasPrefix(te.Name, prefix)
+	})
 	if err != nil {
 		return fmt.Errorf("resume: %w", err)
 	}
@@ -140,40 +299,40 @@ func (r *runner) resume(path string) error {
 	if step > int64(r.steps) {
 		return fmt.Errorf("resume from %s: checkpoint is at step %d, beyond spec.steps=%d", path, step, r.steps)
 	}
-	byName := make(map[string]snapshot.Tensor, len(st.Tensors))
+	held := make(map[paramKey]snapshot.Tensor, len(st.Tensors))
 	for _, t := range st.Tensors {
-		byName[t.Name] = t
+		held[paramKey{t.Name, t.RowLo}] = t
 	}
 	for _, p := range r.params {
-		t, ok := byName[p.Name]
+		k := paramKey{p.Name, p.RowOffset}
+		t, ok := held[k]
 		if !ok {
-			return fmt.Errorf("resume from %s: parameter %s missing", path, p.Name)
+			return fmt.Errorf("resume from %s: parameter %s rows [%d, %d) missing", path, p.Name, p.RowOffset, p.RowOffset+p.Shape[0])
 		}
 		v, err := t.Float32s()
 		if err != nil {
 			return fmt.Errorf("resume from %s: parameter %s: %w", path, p.Name, err)
 		}
-		if len(v) != len(p.W) || t.RowLo != p.RowOffset {
-			return fmt.Errorf("resume from %s: parameter %s has %d values from row %d, model wants %d from row %d",
-				path, p.Name, len(v), t.RowLo, len(p.W), p.RowOffset)
+		if len(v) != len(p.W) || t.RowHi != p.RowOffset+p.Shape[0] || !slices.Equal(t.GlobalShape, p.GlobalShape) {
+			return fmt.Errorf("resume from %s: parameter %s has %d values in rows [%d, %d) of %v, model wants %d in rows [%d, %d) of %v",
+				path, p.Name, len(v), t.RowLo, t.RowHi, t.GlobalShape, len(p.W), p.RowOffset, p.RowOffset+p.Shape[0], p.GlobalShape)
 		}
 		copy(p.W, v)
-		delete(byName, p.Name)
+		delete(held, k)
 	}
+	// What is left is this rank's optimizer state: everything else was not
+	// selected, or is a parameter just restored.
 	var ost []optim.NamedTensor
-	for name, t := range byName {
-		if r.perReplicaState() {
-			mine := replicaPrefix(r.dp.rank)
-			if !strings.HasPrefix(name, mine) {
-				continue // another replica's
-			}
-			name = strings.TrimPrefix(name, mine)
+	for _, t := range st.Tensors {
+		k := paramKey{t.Name, t.RowLo}
+		if _, ok := held[k]; !ok || !strings.HasPrefix(t.Name, prefix) {
+			continue
 		}
 		v, err := t.Float32s()
 		if err != nil {
-			return fmt.Errorf("resume from %s: %s: %w", path, name, err)
+			return fmt.Errorf("resume from %s: %s: %w", path, t.Name, err)
 		}
-		ost = append(ost, optim.NamedTensor{Name: name, Shape: t.Shape, Data: v})
+		ost = append(ost, optim.NamedTensor{Name: strings.TrimPrefix(t.Name, prefix), Shape: t.Shape, Data: v})
 	}
 	if err := r.opt.SetState(ost); err != nil {
 		return fmt.Errorf("resume from %s: %w", path, err)
@@ -196,6 +355,16 @@ func compatible(saved json.RawMessage, job *spec.TrainingJob) error {
 	// existed trained as one replica with a dense exchange.
 	if old.Spec.Parallel.Data == 0 {
 		old.Spec.Parallel.Data = 1
+	}
+	// Checkpoints written before pipeline parallelism existed ran one
+	// stage, and with one stage the schedule and vocabulary layout do not
+	// change the trajectory.
+	if old.Spec.Parallel.Pipeline == 0 {
+		old.Spec.Parallel.Pipeline = 1
+	}
+	if old.Spec.Parallel.Pipeline == 1 && cur.Spec.Parallel.Pipeline == 1 {
+		op, cp := &old.Spec.Parallel, cur.Spec.Parallel
+		op.Schedule, op.VocabParallel, op.VocabAlgorithm = cp.Schedule, cp.VocabParallel, cp.VocabAlgorithm
 	}
 	if old.Spec.Communication.Exchange == "" {
 		old.Spec.Communication = cur.Spec.Communication

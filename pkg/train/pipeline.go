@@ -92,7 +92,10 @@ func newPipeline(job *spec.TrainingJob, cfg model.Config, d *replicas) (*pipelin
 	if mode != parallel.VocabParallel {
 		alg = 0 // the algorithms are the vocabulary-parallel output layer's
 	}
-	sched, err := parallel.Build(parallel.Plan{PP: ps.Pipeline, DP: ps.Data, M: m, Schedule: ps.Schedule, Vocab: mode, Algorithm: alg})
+	// The runtime runs each collective in place, blocking, so the schedule
+	// is shaped for that: no extra warmup forwards to hide barriers behind
+	// (they would only add memory and idle time when nothing overlaps).
+	sched, err := parallel.Build(parallel.Plan{PP: ps.Pipeline, DP: ps.Data, M: m, Schedule: ps.Schedule, Vocab: mode, Algorithm: alg, BlockingCollectives: true})
 	if err != nil {
 		return nil, fmt.Errorf("spec.parallel: %w", err)
 	}

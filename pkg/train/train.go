@@ -229,9 +229,6 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 		return nil, err
 	}
 	if s.Parallel.Pipeline > 1 {
-		if r.ckptDir != "" || opts.CheckpointDir != "" || opts.Resume != "" {
-			return nil, fmt.Errorf("checkpoints of pipeline-parallel jobs (spec.parallel.pipeline > 1) are not written or read yet; run without a checkpoint directory or with parallel.pipeline: 1")
-		}
 		if r.pipe, err = newPipeline(job, cfg, r.dp); err != nil {
 			return nil, err
 		}
