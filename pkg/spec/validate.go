@@ -284,9 +284,6 @@ func (v validator) parallel(s *JobSpec) {
 		if n := s.Optimizer.Name; p.VocabParallel && (n == "adafactor" || n == "came") {
 			v.es.add("spec.optimizer.name", "%s factors the second moment over whole rows and columns, but with parallel.vocabParallel the embedding and head are split by rows over the %d stages; use parallel.vocabParallel: false or another optimizer", n, p.Pipeline)
 		}
-		if s.Checkpoint.Dir != "" {
-			v.es.add("spec.checkpoint.dir", "checkpoints of pipeline-parallel jobs (parallel.pipeline > 1) are not written yet; remove checkpoint.dir or use parallel.pipeline: 1")
-		}
 	}
 	v.enum("spec.communication.exchange", c.Exchange, "supported")
 	if !(c.TimeoutSeconds > 0) || math.IsInf(c.TimeoutSeconds, 0) {
