@@ -134,6 +134,16 @@ func writePlanText(w io.Writer, p *train.MemoryPlan, preset string, micro int, r
 	if p.TokeniseMax > 0 {
 		fmt.Fprintf(w, "The total assumes the corpus is in the token cache; a first run that tokenises it adds up to %s.\n", fmtBytes(p.TokeniseMax))
 	}
+	if len(p.Stages) > 1 {
+		fmt.Fprintf(w, "\nPipeline stages, training state only (the table above is stage %d, the largest, with data and runtime added):\n", p.Stage)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "STAGE\tPARAMS\tWEIGHTS\tOPTIMIZER\tACTIVATIONS\tIN FLIGHT\tTOTAL")
+		for i, st := range p.Stages {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", i, fmtCount(float64(st.Params)), fmtBytes(st.Weights),
+				fmtBytes(st.Optimizer), fmtBytes(st.Activations), st.InFlight, fmtBytes(st.Total))
+		}
+		tw.Flush()
+	}
 	if p.Workers > 1 {
 		fmt.Fprintf(w, "Each of the %d workers holds the above. Gradient exchange per worker per step: %s sent, %s received (%s).\n",
 			p.Workers, fmtBytes(p.ExchangeSent), fmtBytes(p.ExchangeRecv), p.Exchange)

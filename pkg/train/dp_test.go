@@ -425,3 +425,25 @@ func TestPipelineActivationsInFlight(t *testing.T) {
 		t.Errorf("1F1B held %v microbatches on stages 0 and 1, want [2 1]", f)
 	}
 }
+
+// The plan of a pipeline job predicts each stage's weights, optimizer state
+// and activation buffers exactly as the stages then hold them.
+func TestPlanPipelineStagesMatchRun(t *testing.T) {
+	for _, schedule := range []string{"1f1b", "gpipe"} {
+		job := tinyJob(t, 1, "parallel.pipeline=2", "batch.microBatches=4", "parallel.schedule="+schedule, "eval.everySteps=0")
+		plan, err := Plan(job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(plan.Stages) != 2 {
+			t.Fatalf("plan has %d stages", len(plan.Stages))
+		}
+		res := runReplicas(t, job, Options{})
+		for pp, st := range plan.Stages {
+			m := res[pp].sum.Memory
+			if st.Weights != m.Weights || st.Optimizer != m.Optimizer || st.Activations != m.Activations {
+				t.Errorf("%s stage %d: plan %+v, run %+v", schedule, pp, st, m)
+			}
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"github.com/ternml/tern/pkg/comm"
 	"github.com/ternml/tern/pkg/model"
 	"github.com/ternml/tern/pkg/optim"
+	"github.com/ternml/tern/pkg/parallel"
 	"github.com/ternml/tern/pkg/spec"
 )
 
@@ -69,6 +70,22 @@ type MemoryPlan struct {
 	// Workers is spec.parallel.data; Exchange names what is exchanged.
 	Workers  int    `json:"workers"`
 	Exchange string `json:"exchange"`
+
+	// Stages, for a pipeline-parallel job, is each stage's plan in brief;
+	// the byte counts above are then those of the stage with the largest
+	// total, the worker that needs the most memory.
+	Stages []StagePlan `json:"stages,omitempty"`
+	Stage  int         `json:"stage"` // the stage the lines above describe
+}
+
+// StagePlan is one pipeline stage's share of a plan.
+type StagePlan struct {
+	Params      int64 `json:"params"`
+	Weights     int64 `json:"weights_bytes"`
+	Optimizer   int64 `json:"optimizer_bytes"`
+	Activations int64 `json:"activations_bytes"` // with the workspace
+	InFlight    int   `json:"in_flight"`         // microbatches whose activations it holds at once
+	Total       int64 `json:"total_bytes"`
 }
 
 // Lines lists the plan's byte counts in display order with their names.
@@ -101,16 +118,73 @@ func Plan(job *spec.TrainingJob) (*MemoryPlan, error) {
 	if b <= 0 {
 		return nil, fmt.Errorf("spec.batch.microBatchSize must be > 0, got %d", b)
 	}
-	shapes := ModelParamShapes(cfg)
 	pc := planConfigs(&s.Optimizer, cfg)
+	var p *MemoryPlan
+	if s.Parallel.Pipeline <= 1 {
+		stage := model.FullStage(cfg)
+		stage.Recompute = s.Model.Recompute
+		if p, err = planStage(s, cfg, stage, ModelParamShapes(cfg), pc, 1, 0); err != nil {
+			return nil, err
+		}
+	} else {
+		mode := parallel.VocabNaive
+		if s.Parallel.VocabParallel {
+			mode = parallel.VocabParallel
+		}
+		layout, err := parallel.Partition(cfg, s.Parallel.Pipeline, mode)
+		if err != nil {
+			return nil, fmt.Errorf("spec.parallel: %w", err)
+		}
+		scfg := cfg
+		scfg.Vocab = layout.PaddedVocab
+		m := s.Batch.MicroBatches
+		for i, st := range layout.Stages {
+			st.Recompute = s.Model.Recompute
+			inFlight := m // GPipe: every microbatch's forward before any backward
+			if s.Parallel.Schedule != parallel.ScheduleGPipe {
+				inFlight = min(len(layout.Stages)-i, m) // 1F1B
+			}
+			sp, err := planStage(s, scfg, st, StageParamShapes(scfg, st), pc, inFlight, m)
+			if err != nil {
+				return nil, err
+			}
+			sp.Total = sp.Weights + sp.Grads + sp.OptimizerState + sp.Activations + sp.Workspace + sp.Transient + sp.OptimizerTransient
+			summary := StagePlan{Params: sp.Params, Weights: sp.Weights, Optimizer: sp.OptimizerState,
+				Activations: sp.Activations + sp.Workspace, InFlight: inFlight, Total: sp.Total}
+			if p == nil || sp.Total > p.Total {
+				stages := []StagePlan(nil)
+				if p != nil {
+					stages = p.Stages
+				}
+				p = sp
+				p.Stage, p.Stages = i, stages
+			}
+			p.Stages = append(p.Stages, summary)
+		}
+	}
+	p.Job, p.Optimizer = job.Metadata.Name, s.Optimizer.Name
+	p.Workers, p.Exchange = max(s.Parallel.Data, 1), exchangeName(s)
+	p.Data, p.DataSource = estimateData(&s.Data, cfg)
+	if p.DataSource == DataFromFiles || p.DataSource == DataFromText {
+		p.TokeniseMax = p.Data + tokeniseBatchBytes
+	}
+	p.Runtime = RuntimeBytes(cfg, b, t)
+	p.Total = p.Weights + p.Grads + p.OptimizerState + p.Activations + p.Workspace + p.Data + p.Transient + p.OptimizerTransient + p.Runtime
+	return p, nil
+}
+
+// planStage plans one worker holding stage of the model (parameters of
+// shapes). inFlight > 0 with m > 0 is a pipeline stage: inFlight
+// microbatches' activations at once and every microbatch's boundary buffers
+// (pipeline.activationBytes); m == 0 is the single-process model.
+func planStage(s *spec.JobSpec, cfg model.Config, stage model.StageSpec, shapes []optim.ParamShape, pc optim.PlanConfigs, inFlight, m int) (*MemoryPlan, error) {
+	b, t := s.Batch.MicroBatchSize, cfg.SeqLen
 	name := s.Optimizer.Name
 	state, err := optim.PlanStateBytes(name, shapes, pc)
 	if err != nil {
 		return nil, fmt.Errorf("spec.optimizer.name: %w", err)
 	}
 	grads := optim.PlanGradElems(name, shapes, pc)
-	stage := model.FullStage(cfg)
-	stage.Recompute = s.Model.Recompute
 	acts, ws := model.StageActivationBytes(cfg, stage, b, t)
 	if name == "grass" {
 		ws += 4 * int64(b*t) * int64(grassMaxRows(shapes, pc.Grass.Rank))
@@ -122,21 +196,54 @@ func Plan(job *spec.TrainingJob) (*MemoryPlan, error) {
 	if packed {
 		ws += 4 * bucketElems // syncGrads' bucket
 	}
-	p := &MemoryPlan{
-		ExchangeSent: sent, ExchangeRecv: recv, Workers: max(s.Parallel.Data, 1), Exchange: exchangeName(s),
-		Job: job.Metadata.Name, Optimizer: name, Params: cfg.NumParams(),
-		Weights: 4 * cfg.NumParams(), Grads: 4 * grads.Steady, OptimizerState: state,
-		Activations: acts + modelBufferBytes(cfg, b, t), Workspace: ws,
+	var params int64
+	for _, sh := range shapes {
+		params += int64(sh.Size())
+	}
+	activations := acts + modelBufferBytes(cfg, b, t)
+	if m > 0 {
+		n := int64(b * t)
+		activations = int64(inFlight)*acts + int64(m)*(4*(7*n*int64(cfg.Dim)+2*n)+8*n)
+	}
+	return &MemoryPlan{
+		ExchangeSent: sent, ExchangeRecv: recv, Params: params,
+		Weights: 4 * params, Grads: 4 * grads.Steady, OptimizerState: state,
+		Activations: activations, Workspace: ws,
 		Transient:          4 * grads.Selection,
 		OptimizerTransient: optim.PlanTransientBytes(name, shapes, pc, runtime.GOMAXPROCS(0)),
+	}, nil
+}
+
+// StageParamShapes lists the parameters a stage of spec holds, in
+// Stage.Params order: its embedding rows, its blocks, the final norm, its
+// head rows.
+func StageParamShapes(c model.Config, spec model.StageSpec) []optim.ParamShape {
+	all := ModelParamShapes(c)
+	var out []optim.ParamShape
+	for _, sh := range all {
+		switch {
+		case sh.Role == model.RoleEmbedding:
+			if spec.Embed.Len() > 0 {
+				sh.Shape = []int{spec.Embed.Len(), c.Dim}
+				out = append(out, sh)
+			}
+		case sh.Role == model.RoleHead:
+			if spec.Head.Len() > 0 {
+				sh.Shape = []int{spec.Head.Len(), c.Dim}
+				out = append(out, sh)
+			}
+		case sh.Name == "model.norm.weight":
+			if spec.FinalNorm {
+				out = append(out, sh)
+			}
+		default:
+			var l int
+			if _, err := fmt.Sscanf(sh.Name, "model.layers.%d.", &l); err == nil && l >= spec.FirstLayer && l < spec.EndLayer {
+				out = append(out, sh)
+			}
+		}
 	}
-	p.Data, p.DataSource = estimateData(&s.Data, cfg)
-	if p.DataSource == DataFromFiles || p.DataSource == DataFromText {
-		p.TokeniseMax = p.Data + tokeniseBatchBytes
-	}
-	p.Runtime = RuntimeBytes(cfg, b, t)
-	p.Total = p.Weights + p.Grads + p.OptimizerState + p.Activations + p.Workspace + p.Data + p.Transient + p.OptimizerTransient + p.Runtime
-	return p, nil
+	return out
 }
 
 // planConfigs resolves the optimizer configurations as newOptimizer does
