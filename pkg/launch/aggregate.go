@@ -12,6 +12,7 @@ import (
 // reported for the whole job.
 type aggregator struct {
 	n         int
+	stages    int
 	obs       train.Observer
 	started   int
 	pending   map[int][]train.StepReport // step -> reports so far, by arrival
@@ -21,8 +22,10 @@ type aggregator struct {
 	stepMS    []float64
 }
 
-func newAggregator(n int, obs train.Observer) *aggregator {
-	return &aggregator{n: n, obs: obs, pending: map[int][]train.StepReport{}, sums: make([]*train.Summary, n)}
+// newAggregator merges n ranks' reports; stages is the pipeline size: the
+// stages of a replica all report that replica's tokens.
+func newAggregator(n, stages int, obs train.Observer) *aggregator {
+	return &aggregator{n: n, stages: max(stages, 1), obs: obs, pending: map[int][]train.StepReport{}, sums: make([]*train.Summary, n)}
 }
 
 func (a *aggregator) add(rank int, m fromChild) error {
@@ -31,7 +34,7 @@ func (a *aggregator) add(rank int, m fromChild) error {
 		a.started++
 		if rank == 0 {
 			info := *m.Started
-			info.TokensPerStep *= a.n // the global batch
+			info.TokensPerStep *= a.n / a.stages // the global batch: every replica's
 			a.obs.Started(info)
 		}
 	case m.Log != "":
@@ -82,6 +85,7 @@ func (a *aggregator) emit(s int) {
 		for _, r := range reps {
 			out.TokensPerS += r.TokensPerS * r.StepMS / out.StepMS
 		}
+		out.TokensPerS /= float64(a.stages)
 	}
 	out.ETASeconds = eta
 	a.stepMS = append(a.stepMS, out.StepMS)
@@ -93,7 +97,7 @@ func (a *aggregator) summary() *train.Summary {
 	sum := *a.sums[0]
 	sum.TokensPerS = 0
 	for _, s := range a.sums {
-		sum.TokensPerS += s.TokensPerS
+		sum.TokensPerS += s.TokensPerS / float64(a.stages)
 		sum.PeakRSSBytes = max(sum.PeakRSSBytes, s.PeakRSSBytes)
 		sum.OptimizerStateBytes = max(sum.OptimizerStateBytes, s.OptimizerStateBytes)
 		sum.BytesSentPerStep = max(sum.BytesSentPerStep, s.BytesSentPerStep)
@@ -109,6 +113,7 @@ func (a *aggregator) summary() *train.Summary {
 		}
 	}
 	if sum.TokensPerS > 0 && sum.StepMSMedian > 0 && !math.IsNaN(sum.ModelGFLOPS) && a.sums[0].TokensPerS > 0 {
+		// Rank 0's figure is its replica's tokens over the whole model.
 		sum.ModelGFLOPS *= sum.TokensPerS / a.sums[0].TokensPerS
 	}
 	return &sum

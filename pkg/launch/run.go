@@ -132,7 +132,7 @@ func Run(ctx context.Context, job *spec.TrainingJob, opts train.Options, lo Opti
 		}
 	}
 
-	agg := newAggregator(n, obs)
+	agg := newAggregator(n, job.Spec.Parallel.Pipeline, obs)
 	stopSent := false
 	done := ctx.Done()
 	for agg.summaries < n {
