@@ -41,16 +41,20 @@ func (r *runner) checkpoint(ctx context.Context) (string, error) {
 	// A replica cannot leave a collective alone: the checkpoint's exchanges
 	// run to the end whatever happens to ctx.
 	ctx = context.WithoutCancel(ctx)
-	replicaState, err := r.gatherReplicaState(ctx)
+	// A replica whose state cannot be decoded fails the write, not the
+	// exchange: every rank still reaches the status gather.
+	replicaState, bad, err := r.gatherReplicaState(ctx)
 	if err != nil {
 		return "", err
 	}
 	if r.pipe != nil {
-		return r.checkpointStages(ctx, replicaState)
+		return r.checkpointStages(ctx, replicaState, bad)
 	}
 	status := []byte{}
 	if r.dp.rank == 0 {
-		if _, err := r.writeCheckpointWith(replicaState); err != nil {
+		if bad != nil {
+			status = []byte(bad.Error())
+		} else if _, err := r.writeCheckpointWith(replicaState); err != nil {
 			status = []byte(err.Error())
 		}
 	}
@@ -67,25 +71,26 @@ func (r *runner) checkpoint(ctx context.Context) (string, error) {
 
 // gatherReplicaState collects, on replica 0, the optimizer state of every
 // replica of this rank's stage when those states differ (indexed by
-// replica); nil when they do not.
-func (r *runner) gatherReplicaState(ctx context.Context) ([][]optim.NamedTensor, error) {
+// replica); nil when they do not. err is a failed exchange; bad, a state
+// that arrived but does not decode.
+func (r *runner) gatherReplicaState(ctx context.Context) (states [][]optim.NamedTensor, bad, err error) {
 	if !r.perReplicaState() {
-		return nil, nil
+		return nil, nil, nil
 	}
 	all, err := r.dp.g.AllGather(ctx, encodeNamed(r.opt.State()))
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint step %d: gather optimizer state: %w", r.step, err)
+		return nil, nil, fmt.Errorf("checkpoint step %d: gather optimizer state: %w", r.step, err)
 	}
 	if r.dp.rank != 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
-	out := make([][]optim.NamedTensor, len(all))
+	states = make([][]optim.NamedTensor, len(all))
 	for rank, b := range all {
-		if out[rank], err = decodeNamed(b); err != nil {
-			return nil, fmt.Errorf("checkpoint step %d: optimizer state of replica %d: %w", r.step, rank, err)
+		if states[rank], bad = decodeNamed(b); bad != nil {
+			return nil, fmt.Errorf("checkpoint step %d: optimizer state of replica %d: %w", r.step, rank, bad), nil
 		}
 	}
-	return out, nil
+	return states, nil, nil
 }
 
 // shardReport is what each rank tells world rank 0 after its part of a
@@ -100,10 +105,12 @@ type shardReport struct {
 // each write their file, the reports are gathered over the world, world
 // rank 0 writes the manifest, and a second gather tells every rank whether
 // the step is committed.
-func (r *runner) checkpointStages(ctx context.Context, replicaState [][]optim.NamedTensor) (string, error) {
+func (r *runner) checkpointStages(ctx context.Context, replicaState [][]optim.NamedTensor, bad error) (string, error) {
 	d := r.dp
 	var rep shardReport
-	if d.rank == 0 {
+	if d.rank == 0 && bad != nil {
+		rep.Err = bad.Error()
+	} else if d.rank == 0 {
 		sh, err := snapshot.WriteShard(r.ckptDir, int64(r.step), d.tr.Rank(), r.checkpointTensors(replicaState))
 		if err != nil {
 			rep.Err = err.Error()
@@ -130,7 +137,7 @@ func (r *runner) checkpointStages(ctx context.Context, replicaState [][]optim.Na
 		return "", fmt.Errorf("checkpoint step %d: %w", r.step, err)
 	}
 	if len(all[0]) > 0 {
-		return "", fmt.Errorf("checkpoint step %d (committed by rank 0): %s", r.step, all[0])
+		return "", fmt.Errorf("checkpoint step %d: %s", r.step, all[0])
 	}
 	r.lastCkptStep = r.step
 	return snapshot.StepDir(r.ckptDir, int64(r.step)), nil
@@ -144,7 +151,7 @@ func (r *runner) commitStages(reports [][]byte) error {
 	for pp, b := range reports {
 		var rep shardReport
 		if err := json.Unmarshal(b, &rep); err != nil {
-			return fmt.Errorf("stage %d's shard report: %w", pp, err)
+			return fmt.Errorf("stage %d's shard report is not valid: %w", pp, err)
 		}
 		switch {
 		case rep.Err != "":
@@ -162,10 +169,9 @@ func (r *runner) commitStages(reports [][]byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := snapshot.Commit(r.ckptDir, st, shards, r.job.Spec.Checkpoint.Keep); err != nil {
-		return fmt.Errorf("checkpoint step %d: %w", r.step, err)
-	}
-	return nil
+	// Commit's errors name the step directory and what failed.
+	_, err = snapshot.Commit(r.ckptDir, st, shards, r.job.Spec.Checkpoint.Keep)
+	return err
 }
 
 func (r *runner) writeCheckpoint() (string, error) { return r.writeCheckpointWith(nil) }
