@@ -328,6 +328,8 @@ func TestPipelineMatchesSingleProcess(t *testing.T) {
 	ls, ws := single()
 	lsDP, wsDP := single("batch.microBatches=8")
 	ls4, ws4 := single("model.layers=4")
+	grass := []string{"optimizer.name=grass", "optimizer.grass.rank=16", "optimizer.grass.updateProjGap=3"}
+	lsG, wsG := single(grass...)
 	for _, c := range []struct {
 		name  string
 		sets  []string
@@ -339,6 +341,7 @@ func TestPipelineMatchesSingleProcess(t *testing.T) {
 		{"pp2-naive", []string{"parallel.pipeline=2", "parallel.vocabParallel=false"}, ls, ws},
 		{"dp2-pp2", []string{"parallel.pipeline=2", "parallel.data=2"}, lsDP, wsDP},
 		{"pp4-vp", []string{"parallel.pipeline=4", "model.layers=4"}, ls4, ws4},
+		{"pp2-grass", append([]string{"parallel.pipeline=2"}, grass...), lsG, wsG},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			job := tinyJob(t, steps, append(append([]string{}, base...), c.sets...)...)
