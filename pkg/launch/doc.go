@@ -19,6 +19,8 @@
 // its exit status.
 //
 // Child is the child side; RunRank runs one rank with an explicit peer list
-// (the worker command, for runs across machines before the control plane
-// assigns peers).
+// (the worker command, for runs across machines without a coordinator).
+// ListenRank and Rank.Run are RunRank's two phases, for a control plane
+// whose ranks choose their ports when they start: bind, report Addr, and
+// run once every rank's address is known (pkg/worker does this).
 package launch

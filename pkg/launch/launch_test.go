@@ -255,6 +255,45 @@ func TestRunRankWithExplicitPeers(t *testing.T) {
 	}
 }
 
+// ListenRank and Run, the two phases a control plane drives, train like
+// RunRank when each rank binds port 0 and learns the others' addresses only
+// after every rank has bound.
+func TestListenRankThenRun(t *testing.T) {
+	job := tinyJob(t, t.TempDir(), "steps=3", "parallel.data=2", "eval.everySteps=0")
+	token := "0123456789abcdef0123456789abcdef"
+	ranks := make([]*Rank, 2)
+	peers := make([]string, 2)
+	for i := range ranks {
+		r, err := ListenRank(job, i, "127.0.0.1:0", token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ranks[i], peers[i] = r, r.Addr()
+	}
+	sums := make([]*train.Summary, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, r := range ranks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sums[i], errs[i] = r.Run(context.Background(), peers, train.Options{})
+		}()
+	}
+	wg.Wait()
+	for i := range ranks {
+		if errs[i] != nil {
+			t.Fatalf("rank %d: %v", i, errs[i])
+		}
+	}
+	if math.Float64bits(sums[0].FinalLoss) != math.Float64bits(sums[1].FinalLoss) || sums[0].Steps != 3 {
+		t.Fatalf("ranks disagree: %+v vs %+v", sums[0], sums[1])
+	}
+	if _, err := ListenRank(job, 2, "127.0.0.1:0", token); err == nil || !strings.Contains(err.Error(), "rank 2 is out of range [0, 2)") {
+		t.Fatalf("rank out of range: %v", err)
+	}
+}
+
 // Two pipeline stages and two replicas in four processes over real gRPC
 // train like one process with the same global batch, and repeat bitwise.
 func TestPipelineProcesses(t *testing.T) {
