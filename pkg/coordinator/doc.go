@@ -1,0 +1,68 @@
+// Package coordinator is tern's control-plane server: it keeps jobs and
+// the worker registry in etcd, places each job's ranks on registered
+// workers, and drives every job's lifecycle (pkg/coordinator/job) from the
+// workers' reports until the job ends.
+//
+// # Running one
+//
+//	c, err := coordinator.New(coordinator.Options{DataDir: dir})  // binds 127.0.0.1:7070
+//	err = c.Run(ctx)                                               // until ctx ends
+//
+// Run starts an embedded etcd member in DataDir/etcd (or connects to
+// Options.EtcdEndpoints), serves the CoordinatorService of
+// proto/tern/v1/coordinator.proto at once, campaigns for leadership
+// (store.Campaign) and, once it leads, restores every job from etcd and
+// runs the loop. A coordinator standing by answers UNAVAILABLE, naming the
+// leader. Only loopback listen addresses are accepted: serving other
+// machines needs TLS and a join token, which this release lacks.
+//
+// # Shape
+//
+// Pure cores, I/O at the edges: the job state machine and the scheduler
+// (pkg/coordinator/sched) decide; this package carries out. One goroutine,
+// the loop (loop.go), owns every job's state, the worker registry and the
+// workers' sessions. Everything reaches it as an input on one channel:
+// RPCs (apply, cancel, delete, register, a session attaching), worker
+// reports, registry changes from an etcd watch, expired timers. For each
+// input it steps the job machines and carries out their actions:
+//
+//	Persist             one fenced etcd transaction: the job record, and a
+//	                    new attempt's record (token, placement) with it
+//	RequestPlacement    sched.Place over the registry → Placed/Unplaceable
+//	Launch              StartRank to every rank's worker session
+//	StopRanks           StopRanks to the attempt's workers
+//	StartTimer, Emit    a timer that posts TimerFired; the job's event log
+//
+// and derives the events the reports add up to (rank.go): every rank
+// started → RanksStarted; a step every rank completed → committed in etcd,
+// then StepCommitted; every rank finished → Finished; a rank failed or
+// stopped early → RankFailed. A worker's registration lapsing (its etcd
+// lease) → WorkerLost. Reads (GetJob, ListJobs, WatchJob, ListWorkers)
+// never wait for the loop: it publishes immutable status messages after
+// every change (views.go). Errors become gRPC codes in one place,
+// statusOf.
+//
+// # Workers and peers
+//
+// A worker registers (name, host, slots, labels) and gets a session id;
+// its registration is an etcd key on a lease the coordinator renews on
+// each heartbeat of the worker's Session stream, so a worker that goes
+// silent is dropped by etcd within Options.LeaseTTL (5 s by default), and
+// the loop sees the deletion. Ranks choose their ports when they start:
+// StartRank names the host to bind (port 0), each rank reports the
+// address it bound, and when every rank of an attempt has reported, the
+// full peer list goes to each of the attempt's workers. Orders and reports
+// are idempotent and carry their job and attempt: after a reconnect, or
+// after a new leader restored the jobs, the coordinator re-sends the
+// orders for the ranks placed on the worker, the worker replays its
+// ranks' latest reports, and a report about an attempt the job no longer
+// runs is answered with StopRanks (which is also how a worker learns it
+// may forget a finished rank).
+//
+// # Limits of this release
+//
+// The spec has no restartPolicy yet, so a job gets MaxRestarts 0: a failed
+// or lost rank fails the job (ranks keep no snapshots to recover from).
+// Pause and resume, logs, events beyond the last 64 per job, metrics, TLS
+// and join tokens are not implemented.
+package coordinator

@@ -1,0 +1,335 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/ternml/tern/pkg/coordinator/job"
+	"github.com/ternml/tern/pkg/coordinator/sched"
+	"github.com/ternml/tern/pkg/spec"
+	ternv1 "github.com/ternml/tern/proto/tern/v1"
+)
+
+// maxEvents bounds the events kept per job for `describe`.
+const maxEvents = 64
+
+// entry is one job as the loop holds it: the state machine, the spec it
+// runs, and what the loop knows beyond the record (the ranks' reports).
+type entry struct {
+	name     string
+	j        *job.Job
+	spec     *spec.TrainingJob
+	specJSON []byte // spec.CanonicalJSON, as stored in etcd and sent to workers
+	// revision is the etcd revision of the job record as last written, 0
+	// before it is created; every update is conditional on it.
+	revision int64
+	// persisted is the latest attempt whose record (token, assignment) is
+	// in etcd.
+	persisted int
+	// run is the latest attempt's ranks; nil before the first launch.
+	run    *attempt
+	events []*ternv1.JobEvent
+}
+
+type applyReq struct {
+	spec     *spec.TrainingJob
+	specJSON []byte
+	reply    chan applyResult
+}
+
+type applyResult struct {
+	job     *ternv1.Job
+	created bool
+	err     error
+}
+
+type cancelReq struct {
+	name  string
+	reply chan jobResult
+}
+
+type deleteReq struct {
+	name  string
+	reply chan jobResult
+}
+
+type jobResult struct {
+	job *ternv1.Job
+	err error
+}
+
+// apply accepts a new job, or answers for an identical one already there.
+func (l *loop) apply(ctx context.Context, r *applyReq) error {
+	name := r.spec.Metadata.Name
+	if why, ok := l.broken[name]; ok {
+		r.reply <- applyResult{err: fmt.Errorf("%w: a record of job %q is in etcd but cannot be read (%s); choose another metadata.name", ErrExists, name, why)}
+		return nil
+	}
+	if e := l.jobs[name]; e != nil {
+		if bytes.Equal(e.specJSON, r.specJSON) {
+			r.reply <- applyResult{job: l.status(e)}
+			return nil
+		}
+		r.reply <- applyResult{err: fmt.Errorf("%w: job %q exists with a different spec (it is %s); delete it first or choose another metadata.name", ErrExists, name, e.j.Phase)}
+		return nil
+	}
+	j, acts, err := job.New(job.Spec{
+		Name: name,
+		DP:   r.spec.Spec.Parallel.Data,
+		PP:   r.spec.Spec.Parallel.Pipeline,
+		// The spec has no restartPolicy yet, and recovery needs state
+		// the ranks do not yet keep: a failure ends the job.
+		MaxRestarts: 0,
+	})
+	if err != nil {
+		r.reply <- applyResult{err: err}
+		return nil
+	}
+	e := &entry{name: name, j: j, spec: r.spec, specJSON: r.specJSON}
+	l.jobs[name] = e
+	if err := l.carry(ctx, e, acts); err != nil {
+		delete(l.jobs, name)
+		l.views.putJob(name, nil)
+		r.reply <- applyResult{err: err}
+		return err
+	}
+	// Answer once the placement this queued has been tried, so the caller
+	// sees Scheduling or the reason the job waits.
+	l.after(func() { r.reply <- applyResult{job: l.status(e), created: true} })
+	return nil
+}
+
+func (l *loop) cancelJob(ctx context.Context, r *cancelReq) error {
+	e := l.jobs[r.name]
+	switch {
+	case e == nil:
+		r.reply <- jobResult{err: fmt.Errorf("%w: no job named %q", ErrNotFound, r.name)}
+		return nil
+	case e.j.Phase.Terminal():
+		r.reply <- jobResult{err: fmt.Errorf("%w: job %q is already %s; there is nothing to cancel", ErrPhase, r.name, e.j.Phase)}
+		return nil
+	}
+	if err := l.feed(ctx, e, job.Cancel{}); err != nil {
+		return err
+	}
+	l.after(func() { r.reply <- jobResult{job: l.status(e)} })
+	return nil
+}
+
+func (l *loop) deleteJob(ctx context.Context, r *deleteReq) error {
+	e := l.jobs[r.name]
+	switch {
+	case e == nil:
+		r.reply <- jobResult{err: fmt.Errorf("%w: no job named %q", ErrNotFound, r.name)}
+		return nil
+	case !e.j.Phase.Terminal():
+		r.reply <- jobResult{err: fmt.Errorf("%w: job %q is %s; cancel it first", ErrPhase, r.name, e.j.Phase)}
+		return nil
+	}
+	cctx, cancel := etcdCtx(ctx)
+	defer cancel()
+	if err := l.leader.DeleteJob(cctx, r.name, e.revision); err != nil {
+		err = fmt.Errorf("coordinator: delete job %s: %w", r.name, err)
+		r.reply <- jobResult{err: err}
+		return err // etcd refused a write from the leader: stop leading
+	}
+	delete(l.jobs, r.name)
+	l.views.putJob(r.name, nil)
+	r.reply <- jobResult{}
+	return nil
+}
+
+// feed steps a job's state machine with one event and carries out the
+// actions. Events the machine rejects change nothing: stale reports and
+// reports on finished jobs are expected races; anything else is logged.
+func (l *loop) feed(ctx context.Context, e *entry, ev job.Event) error {
+	held := e.j.HoldsSlots()
+	acts, err := e.j.Step(ev)
+	switch {
+	case errors.Is(err, job.ErrStale), errors.Is(err, job.ErrFinished):
+		l.log.Debug("job event dropped", "job", e.name, "err", err)
+		return nil
+	case err != nil:
+		l.log.Warn("job event refused", "job", e.name, "err", err)
+		return nil
+	}
+	if err := l.carry(ctx, e, acts); err != nil {
+		return err
+	}
+	if held && !e.j.HoldsSlots() {
+		l.released(e)
+	}
+	return nil
+}
+
+// carry carries out a job's actions in order (the order is the state
+// machine's contract: Persist first), then publishes the job's status.
+// It fails only when etcd refuses the job's record.
+func (l *loop) carry(ctx context.Context, e *entry, acts []job.Action) error {
+	for _, a := range acts {
+		switch a := a.(type) {
+		case job.Persist:
+			if err := l.persist(ctx, e); err != nil {
+				return err
+			}
+		case job.RequestPlacement:
+			asg, err := sched.Place(l.cluster(), a.Layout)
+			l.answer(e, a.Attempt, asg, err)
+		case job.RequestReplacement:
+			asg, err := sched.Replace(l.cluster(), e.j.Spec.Layout(), e.j.Assignment, a.Ranks, a.Avoid)
+			l.answer(e, a.Attempt, asg, err)
+		case job.Launch:
+			l.launch(e, a.Attempt)
+		case job.StartRecovery:
+			// Ranks keep no state a recovery could restore in place yet,
+			// so a recovery launches every rank of the new attempt;
+			// restoring a committed step fails on the worker.
+			l.launch(e, a.Attempt)
+		case job.AbortAttempt:
+			l.stopRanks(e, a.Attempt, "attempt aborted: "+e.j.Reason)
+		case job.StopRanks:
+			l.stopRanks(e, a.Attempt, e.j.Reason)
+		case job.StartTimer:
+			l.startTimer(e.name, a)
+		case job.Emit:
+			l.emit(e, a)
+		default:
+			l.log.Error("job action not carried out: unknown type", "job", e.name, "action", a.String())
+		}
+	}
+	l.publish(e)
+	return nil
+}
+
+// persist writes the job record, fenced by leadership and conditional on
+// the revision last written. A new attempt's record (its token and
+// placement) goes in the same transaction, so a coordinator that takes
+// over can re-send exactly what the ranks were told; so does the
+// attempt's summary once it has one.
+func (l *loop) persist(ctx context.Context, e *entry) error {
+	state, err := json.Marshal(e.j)
+	if err != nil {
+		return fmt.Errorf("coordinator: encode job %s: %w", e.name, err)
+	}
+	b := l.leader.Batch()
+	if e.revision == 0 {
+		b.CreateJob(e.name, e.specJSON, state)
+	} else {
+		b.UpdateJob(storeJob(e, state))
+	}
+	run, fresh := e.run, false
+	if e.j.HoldsSlots() && e.j.Attempt > e.persisted {
+		token, err := newToken()
+		if err != nil {
+			return err
+		}
+		run, fresh = newAttempt(attemptRecord{Attempt: e.j.Attempt, Token: token, FromStep: e.j.CommittedStep, Assignment: slices.Clone(e.j.Assignment)}), true
+		asg, err := json.Marshal(run.assignment)
+		if err != nil {
+			return fmt.Errorf("coordinator: encode assignment of job %s: %w", e.name, err)
+		}
+		b.PutAssignment(e.name, asg)
+	}
+	if run != nil && (fresh || run.summary != nil && !run.summarySaved) {
+		rec, err := run.encode()
+		if err != nil {
+			return fmt.Errorf("coordinator: encode attempt %d of job %s: %w", run.n, e.name, err)
+		}
+		b.PutAttempt(e.name, run.n, rec)
+	}
+	cctx, cancel := etcdCtx(ctx)
+	defer cancel()
+	rev, err := b.Commit(cctx)
+	if err != nil {
+		return fmt.Errorf("coordinator: persist job %s version %d: %w", e.name, e.j.Version, err)
+	}
+	e.revision = rev
+	if fresh {
+		e.run, e.persisted = run, run.n
+	}
+	if run != nil && run.summary != nil {
+		run.summarySaved = true
+	}
+	return nil
+}
+
+// answer feeds the scheduler's answer back to the job.
+func (l *loop) answer(e *entry, attempt int, asg sched.Assignment, err error) {
+	var ce *sched.CapacityError
+	switch {
+	case err == nil:
+		l.enqueue(e.name, job.Placed{Attempt: attempt, Assignment: asg})
+	case errors.As(err, &ce):
+		l.enqueue(e.name, job.Unplaceable{Attempt: attempt, Reason: ce.Error()})
+	default:
+		// The cluster state the loop built is malformed: a bug here, not
+		// the user's; the job waits with the reason.
+		l.log.Error("scheduler refused the cluster state", "job", e.name, "err", err)
+		l.enqueue(e.name, job.Unplaceable{Attempt: attempt, Reason: "the scheduler refused the cluster state: " + err.Error()})
+	}
+}
+
+// released runs when a job stops holding slots: its workers may forget
+// its ranks, and jobs waiting for slots may fit now.
+func (l *loop) released(e *entry) {
+	if e.run != nil {
+		l.stopRanks(e, e.run.n, "the job is "+string(e.j.Phase))
+	}
+	l.capacityChanged()
+}
+
+// capacityChanged tells every job waiting for slots to ask again.
+func (l *loop) capacityChanged() {
+	for _, name := range l.jobNames() {
+		if e := l.jobs[name]; e.j.Phase == job.Pending || e.j.Phase == job.Recovering {
+			l.enqueue(name, job.CapacityChanged{})
+		}
+	}
+}
+
+func (l *loop) emit(e *entry, a job.Emit) {
+	e.events = append(e.events, &ternv1.JobEvent{Time: timestamppb.Now(), Severity: string(a.Severity), Reason: a.Reason, Message: a.Message})
+	if n := len(e.events); n > maxEvents {
+		e.events = slices.Clone(e.events[n-maxEvents:])
+	}
+	level := slog.LevelInfo
+	if a.Severity == job.Warning {
+		level = slog.LevelWarn
+	}
+	l.log.Log(context.Background(), level, a.Message, "job", e.name, "event", a.Reason)
+}
+
+// publish makes the job's current status visible to readers.
+func (l *loop) publish(e *entry) {
+	l.views.putJob(e.name, l.status(e))
+}
+
+// jobNames lists the jobs by name, so that everything done for every job
+// happens in the same order each time.
+func (l *loop) jobNames() []string {
+	names := make([]string, 0, len(l.jobs))
+	for n := range l.jobs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// newToken returns a fresh secret shared by the ranks of one attempt
+// (pkg/comm derives their mutual authentication from it).
+func newToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("coordinator: generate a token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
