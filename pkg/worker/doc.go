@@ -1,0 +1,38 @@
+// Package worker is the worker agent: it registers a machine's slots with
+// the coordinator, keeps a Session stream open to it, and runs the ranks
+// the coordinator assigns.
+//
+//	a, err := worker.New(worker.Config{Coordinator: "127.0.0.1:7070", Name: "w1", Slots: 2})
+//	err = a.Run(ctx) // until ctx ends; then drains
+//
+// # A rank's life
+//
+// StartRank arrives with the job's resolved spec, the rank, the world
+// size, the attempt's token and the address to bind (host:0). The agent
+// binds through pkg/launch (ListenRank), reports the bound address, waits
+// for the peer list the coordinator sends once every rank of the attempt
+// has reported, connects and trains (Rank.Run, that is train.Run with the
+// peers as its group), forwarding each step's report, then the summary or
+// the error. StopRanks stops a rank after its current step (train.Run's
+// cancellation: the replicas agree on where to stop).
+//
+// # Sessions
+//
+// Everything a rank reports is also kept as its latest state (address,
+// started, last step, end), and a new session starts by replaying it, so
+// nothing is lost while the coordinator restarts: the agent reconnects
+// with backoff under the same registration and carries on. A coordinator
+// that no longer knows the session (the registration expired, or a new
+// one replaced it) answers FAILED_PRECONDITION; the agent then registers
+// again, first stopping its ranks, which the coordinator has counted as
+// lost. Likewise the agent stops its ranks itself once it has had no
+// contact for longer than the registration's lease: past that, the
+// coordinator has given them up, and they must not go on acting alone.
+//
+// # Shutdown
+//
+// When Run's ctx ends (SIGTERM), the agent stops every rank after its
+// current step, waits up to Config.DrainTimeout for them, sends their last
+// reports and closes the session, so the coordinator learns why they
+// ended rather than waiting for the lease to lapse.
+package worker

@@ -1,0 +1,256 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/ternml/tern/pkg/launch"
+	"github.com/ternml/tern/pkg/spec"
+	"github.com/ternml/tern/pkg/train"
+	ternv1 "github.com/ternml/tern/proto/tern/v1"
+)
+
+// Bounds on an order from the wire.
+const (
+	maxJobName   = 253
+	maxWorld     = 1 << 16
+	maxSpecBytes = 1 << 20
+)
+
+// rankKey names one rank of one attempt of a job.
+type rankKey struct {
+	job     string
+	attempt int
+	rank    int
+}
+
+func (k rankKey) compare(o rankKey) int {
+	return cmp.Or(cmp.Compare(k.job, o.job), cmp.Compare(k.attempt, o.attempt), cmp.Compare(k.rank, o.rank))
+}
+
+// rankRun is one rank this worker runs (or ran). The reports fields keep
+// its latest state for replay to a new session; they and done are guarded
+// by Agent.mu.
+type rankRun struct {
+	key   rankKey
+	start *ternv1.StartRank
+	stop  context.CancelCauseFunc
+	// peers receives the peer list once; peersGiven says it was sent.
+	peers      chan []string
+	peersGiven bool
+	done       bool
+
+	listening, started, step, final *ternv1.RankReport
+}
+
+// startRank starts a rank the coordinator assigned, or re-reports one
+// already running (the order is repeated after a reconnect).
+func (a *Agent) startRank(s *ternv1.StartRank) error {
+	switch {
+	case s.Job == "" || len(s.Job) > maxJobName:
+		return fmt.Errorf("start rank: job name of %d bytes: want 1 to %d", len(s.Job), maxJobName)
+	case s.World < 1 || s.World > maxWorld:
+		return fmt.Errorf("start rank of job %s: world %d: want 1 to %d", s.Job, s.World, maxWorld)
+	case s.Rank < 0 || s.Rank >= s.World:
+		return fmt.Errorf("start rank of job %s: rank %d is outside 0..%d", s.Job, s.Rank, s.World-1)
+	case s.Attempt < 1:
+		return fmt.Errorf("start rank of job %s: attempt %d: attempts count from 1", s.Job, s.Attempt)
+	case len(s.SpecJson) > maxSpecBytes:
+		return fmt.Errorf("start rank of job %s: spec of %d bytes: at most %d", s.Job, len(s.SpecJson), maxSpecBytes)
+	}
+	k := rankKey{s.Job, int(s.Attempt), int(s.Rank)}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if rr := a.ranks[k]; rr != nil {
+		a.replayLocked(rr)
+		return nil
+	}
+	// A newer attempt of the job supersedes what runs of older ones.
+	for ok, rr := range a.ranks {
+		if ok.job == k.job && ok.attempt < k.attempt && !rr.done {
+			rr.stop(fmt.Errorf("attempt %d of job %s superseded it", k.attempt, k.job))
+		}
+	}
+	ctx, stop := context.WithCancelCause(context.Background())
+	rr := &rankRun{key: k, start: s, stop: stop, peers: make(chan []string, 1)}
+	a.ranks[k] = rr
+	a.wg.Add(1)
+	go a.runRank(ctx, rr)
+	a.log.Info("rank assigned", "job", k.job, "attempt", k.attempt, "rank", k.rank, "world", s.World)
+	return nil
+}
+
+// givePeers hands the peer list to this worker's ranks of the attempt.
+func (a *Agent) givePeers(p *ternv1.RankPeers) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, rr := range a.ranks {
+		if k.job != p.Job || k.attempt != int(p.Attempt) || rr.peersGiven {
+			continue
+		}
+		if len(p.Addresses) != int(rr.start.World) {
+			return fmt.Errorf("peers of job %s attempt %d: %d addresses for %d ranks", p.Job, p.Attempt, len(p.Addresses), rr.start.World)
+		}
+		rr.peers <- p.Addresses
+		rr.peersGiven = true
+	}
+	return nil
+}
+
+// stopRanks stops this worker's ranks of the job up to the attempt, and
+// forgets those that are over: the coordinator has their last report.
+func (a *Agent) stopRanks(s *ternv1.StopRanks) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, rr := range a.ranks {
+		if k.job != s.Job || k.attempt > int(s.Attempt) {
+			continue
+		}
+		if rr.done {
+			delete(a.ranks, k)
+			continue
+		}
+		a.log.Info("stopping rank", "job", k.job, "attempt", k.attempt, "rank", k.rank, "reason", s.Reason)
+		rr.stop(fmt.Errorf("stopped by the coordinator: %s", s.Reason))
+	}
+}
+
+// stopAll stops every running rank.
+func (a *Agent) stopAll(cause error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, rr := range a.ranks {
+		if !rr.done {
+			rr.stop(cause)
+		}
+	}
+}
+
+// runRank trains one rank and reports how it ended.
+func (a *Agent) runRank(ctx context.Context, rr *rankRun) {
+	defer a.wg.Done()
+	sum, err := a.train(ctx, rr)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rr.done = true
+	rr.stop(nil)
+	k := rr.key
+	if err != nil {
+		a.log.Warn("rank failed", "job", k.job, "attempt", k.attempt, "rank", k.rank, "err", err)
+		a.reportLocked(rr, &ternv1.RankReport{Event: &ternv1.RankReport_Failed{Failed: &ternv1.RankFailed{Error: err.Error()}}})
+		return
+	}
+	a.log.Info("rank finished", "job", k.job, "attempt", k.attempt, "rank", k.rank, "steps", sum.Steps, "stopped", sum.Stopped)
+	a.reportLocked(rr, &ternv1.RankReport{Event: &ternv1.RankReport_Finished{Finished: &ternv1.RankFinished{Summary: summaryProto(sum)}}})
+}
+
+// train binds the rank's endpoint, reports its address, waits for the
+// peer list and trains with the peers.
+func (a *Agent) train(ctx context.Context, rr *rankRun) (*train.Summary, error) {
+	s := rr.start
+	if s.FromStep > 0 {
+		return nil, fmt.Errorf("restoring step %d is not supported by this worker yet (ranks keep no snapshots)", s.FromStep)
+	}
+	job, err := spec.Parse(s.SpecJson, nil)
+	if err != nil {
+		return nil, fmt.Errorf("job spec from the coordinator: %w", err)
+	}
+	if job.Metadata.Name != s.Job {
+		return nil, fmt.Errorf("the spec is for job %q, the order for job %q", job.Metadata.Name, s.Job)
+	}
+	if w := job.Spec.Parallel.Data * job.Spec.Parallel.Pipeline; w != int(s.World) {
+		return nil, fmt.Errorf("the spec has %d ranks (data %d × pipeline %d), the order %d", w, job.Spec.Parallel.Data, job.Spec.Parallel.Pipeline, s.World)
+	}
+	listen := s.Listen
+	if listen == "" {
+		listen = net.JoinHostPort(a.cfg.Host, "0")
+	}
+	r, err := launch.ListenRank(job, int(s.Rank), listen, s.Token)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	a.report(rr, &ternv1.RankReport{Event: &ternv1.RankReport_Listening{Listening: &ternv1.RankListening{Address: r.Addr()}}})
+	var peers []string
+	select {
+	case peers = <-rr.peers:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("stopped before training started: %w", context.Cause(ctx))
+	}
+	sum, err := r.Run(ctx, peers, train.Options{Observer: observer{a, rr}})
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (while stopping: %v)", err, cause)
+		}
+		return nil, err
+	}
+	sum.PeakRSSBytes = train.PeakRSS()
+	return sum, nil
+}
+
+// report records a rank's report as its latest state and sends it.
+func (a *Agent) report(rr *rankRun, r *ternv1.RankReport) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.reportLocked(rr, r)
+}
+
+func (a *Agent) reportLocked(rr *rankRun, r *ternv1.RankReport) {
+	r.Job, r.Attempt, r.Rank = rr.key.job, int32(rr.key.attempt), int32(rr.key.rank)
+	switch r.Event.(type) {
+	case *ternv1.RankReport_Listening:
+		rr.listening = r
+	case *ternv1.RankReport_Started:
+		rr.started = r
+	case *ternv1.RankReport_Step:
+		rr.step = r
+	default:
+		rr.final = r
+	}
+	a.offerLocked(&ternv1.SessionRequest{Msg: &ternv1.SessionRequest_Report{Report: r}})
+}
+
+// replayLocked re-sends a rank's latest state, in the order it happened.
+func (a *Agent) replayLocked(rr *rankRun) {
+	for _, r := range []*ternv1.RankReport{rr.listening, rr.started, rr.step, rr.final} {
+		if r != nil {
+			a.offerLocked(&ternv1.SessionRequest{Msg: &ternv1.SessionRequest_Report{Report: r}})
+		}
+	}
+}
+
+// observer forwards a rank's progress to the coordinator.
+type observer struct {
+	a  *Agent
+	rr *rankRun
+}
+
+func (o observer) Started(info train.RunInfo) {
+	o.a.report(o.rr, &ternv1.RankReport{Event: &ternv1.RankReport_Started{Started: &ternv1.RankStarted{
+		Params: info.Params, StartStep: int64(info.StartStep),
+	}}})
+}
+
+func (o observer) Step(r train.StepReport) {
+	o.a.report(o.rr, &ternv1.RankReport{Event: &ternv1.RankReport_Step{Step: &ternv1.RankStep{
+		Step: int64(r.Step), Loss: r.Loss, TokensPerSecond: r.TokensPerS, StepMs: r.StepMS, Lr: r.LR,
+		GradNorm: r.GradNorm, EvalLoss: r.EvalLoss, BytesSent: r.BytesSent, BytesRecv: r.BytesRecv,
+	}}})
+}
+
+func (o observer) Log(msg string) {
+	k := o.rr.key
+	o.a.log.Debug(msg, "job", k.job, "attempt", k.attempt, "rank", k.rank)
+}
+
+func summaryProto(s *train.Summary) *ternv1.TrainSummary {
+	return &ternv1.TrainSummary{
+		Steps: int64(s.Steps), FinalLoss: s.FinalLoss, FinalEvalLoss: s.FinalEvalLoss,
+		TokensPerSecond: s.TokensPerS, StepMsMedian: s.StepMSMedian, WallSeconds: s.WallS,
+		Params: s.Params, PeakRssBytes: s.PeakRSSBytes, OptimizerStateBytes: s.OptimizerStateBytes,
+		BytesSentPerStep: s.BytesSentPerStep, BytesRecvPerStep: s.BytesRecvPerStep, Stopped: s.Stopped,
+	}
+}
