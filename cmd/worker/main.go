@@ -1,5 +1,18 @@
-// Command worker runs one rank of a data-parallel training job whose peers
-// are given on the command line, for runs across machines:
+// Command worker runs ranks of training jobs, in one of two modes.
+//
+// Agent mode, with a coordinator placing the ranks:
+//
+//	worker --coordinator 127.0.0.1:7070 [--name NAME] [--slots N] [--host HOST] [--label node=a]...
+//
+// registers with the coordinator as NAME (default: the host name) with N
+// slots, runs the ranks the coordinator assigns (each listening on HOST,
+// default 127.0.0.1, at a port of its choosing) and reports their
+// progress. It reconnects when the coordinator restarts. SIGINT or SIGTERM
+// stops its ranks after their current step, reports them and exits. The
+// coordinator must be on this machine (loopback) in this release.
+//
+// Explicit-peers mode, one rank of a job whose peers are given on the
+// command line, for runs across machines without a coordinator:
 //
 //	worker -f job.yaml --rank 0 --peers hostA:7070,hostB:7070 --token-file token
 //
@@ -15,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,6 +37,7 @@ import (
 	"github.com/ternml/tern/pkg/launch"
 	"github.com/ternml/tern/pkg/spec"
 	"github.com/ternml/tern/pkg/train"
+	"github.com/ternml/tern/pkg/worker"
 )
 
 func main() {
@@ -30,7 +45,11 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "worker: %v\n", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "worker: ") {
+			msg = "worker: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
@@ -56,12 +75,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	resume := fs.String("resume", "", "resume from a checkpoint directory or one step directory")
 	var overrides sets
 	fs.Var(&overrides, "set", "override a spec field, e.g. --set optimizer.lr=1e-3 (repeatable)")
+	coord := fs.String("coordinator", "", "agent mode: the coordinator's address host:port; the coordinator assigns the ranks")
+	name := fs.String("name", "", "agent mode: this worker's name, unique among the coordinator's workers (default: the host name)")
+	slots := fs.Int("slots", 1, "agent mode: how many ranks this worker runs at once")
+	host := fs.String("host", worker.DefaultHost, "agent mode: host at which this worker's ranks accept their peers")
+	var labels sets
+	fs.Var(&labels, "label", "agent mode: a failure-domain label KEY=VALUE for placement, e.g. --label node=a (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *coord != "" {
+		if *file != "" || *rank >= 0 || *peers != "" {
+			fs.Usage()
+			return errors.New("--coordinator (agent mode) and -f/--rank/--peers (explicit peers) exclude each other: the coordinator assigns jobs and ranks")
+		}
+		return runAgent(ctx, *coord, *name, *slots, *host, labels, stderr)
+	}
 	if *file == "" || *rank < 0 || *peers == "" {
 		fs.Usage()
-		return errors.New("-f, --rank and --peers are required")
+		return errors.New("-f, --rank and --peers are required (or --coordinator, for agent mode)")
 	}
 	if *world > 0 {
 		overrides = append(overrides, fmt.Sprintf("parallel.data=%d", *world))
@@ -87,6 +119,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return json.NewEncoder(stdout).Encode(sum)
+}
+
+// runAgent registers with the coordinator and runs what it assigns until
+// ctx ends.
+func runAgent(ctx context.Context, coord, name string, slots int, host string, labels []string, stderr io.Writer) error {
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("no --name given and no host name to default to (%v): pass --name", err)
+		}
+		name = h
+	}
+	lm := map[string]string{}
+	for _, l := range labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--label %q: want KEY=VALUE, e.g. node=a", l)
+		}
+		lm[k] = v
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	a, err := worker.New(worker.Config{Coordinator: coord, Name: name, Host: host, Slots: slots, Labels: lm, Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info("worker starting", "coordinator", coord, "name", name, "slots", slots, "host", host)
+	return a.Run(ctx)
 }
 
 // stepLogger writes one line per step.
