@@ -57,8 +57,8 @@ func TestJobRunsToSuccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := trainDirect(t, job)
-	if math.Float64bits(ref.FinalLoss) != math.Float64bits(sum.FinalLoss) {
-		t.Errorf("final loss %v through the coordinator, %v with the ranks run directly", sum.FinalLoss, ref.FinalLoss)
+	if math.Float64bits(ref.FinalLoss) != math.Float64bits(sum.FinalLoss) || ref.Params != sum.Params {
+		t.Errorf("final loss %v and %d parameters through the coordinator, %v and %d with the ranks run directly", sum.FinalLoss, sum.Params, ref.FinalLoss, ref.Params)
 	}
 	first := firstLoss(t, job)
 	if !(sum.FinalLoss < first) {
@@ -366,4 +366,23 @@ func TestSilentWorkerIsLost(t *testing.T) {
 	}
 	_, err = stream.Recv()
 	wantCode(t, err, codes.FailedPrecondition, "register again")
+}
+
+// A pipeline-parallel job runs too: both stages on one worker with two
+// slots (the scheduler keeps a replica's stages together), connected
+// through the same listen-report-peers handshake.
+func TestPipelineJobOnOneWorker(t *testing.T) {
+	c := startCluster(t, 2)
+	if _, err := c.client.ApplyJob(context.Background(), tinySpec(t, "stages", "parallel.pipeline=2", "batch.microBatches=2", "steps=3", "eval.everySteps=0")); err != nil {
+		t.Fatal(err)
+	}
+	done := c.watch("stages", "its end", func(j *ternv1.Job) bool { return coordinator.Terminal(j.Phase) })
+	if done.Phase != ternv1.JobPhase_JOB_PHASE_SUCCEEDED || done.Summary.GetSteps() != 3 {
+		t.Fatalf("job ended %s: %s; summary %v", done.Phase, done.Reason, done.Summary)
+	}
+	for _, r := range done.Ranks {
+		if r.Worker != "w1" {
+			t.Errorf("rank %d on %s, want w1", r.Rank, r.Worker)
+		}
+	}
 }

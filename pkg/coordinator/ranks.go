@@ -324,20 +324,17 @@ func (l *loop) commit(ctx context.Context, e *entry, step int64) error {
 	return nil
 }
 
-// combine merges the ranks' summaries into the job's: the loss is the
-// global batch's (every rank reports the same), tokens per second add up
-// over replicas, parameters over the stages of one replica, and memory and
-// traffic are per-rank maxima.
+// combine merges the ranks' summaries into the job's: the loss and the
+// parameter count are the whole model's (every rank reports the same),
+// tokens per second add up over replicas, each counted at its first stage,
+// and memory and traffic are per-rank maxima.
 func combine(run *attempt, pp int) *ternv1.TrainSummary {
 	s := proto.Clone(run.ranks[0].summary).(*ternv1.TrainSummary)
-	s.TokensPerSecond, s.Params = 0, 0
+	s.TokensPerSecond = 0
 	for i, r := range run.ranks {
 		rs := r.summary
 		if i%pp == 0 {
 			s.TokensPerSecond += rs.TokensPerSecond
-		}
-		if i < pp {
-			s.Params += rs.Params
 		}
 		s.StepMsMedian = max(s.StepMsMedian, rs.StepMsMedian)
 		s.WallSeconds = max(s.WallSeconds, rs.WallSeconds)
