@@ -181,10 +181,6 @@ func (c *cluster) watch(name, what string, cond func(*ternv1.Job) bool) *ternv1.
 	}
 }
 
-func phaseIs(p ternv1.JobPhase) func(*ternv1.Job) bool {
-	return func(j *ternv1.Job) bool { return j.Phase == p }
-}
-
 // tinySpec is examples/tiny.yaml as a client sends it: the corpus path
 // made absolute, the cache in the test's directory, and overrides.
 func tinySpec(t *testing.T, name string, sets ...string) *ternv1.ApplyJobRequest {

@@ -221,7 +221,7 @@ func (l *loop) startTimer(name string, t job.StartTimer) {
 	var tm *time.Timer
 	tm = time.AfterFunc(d, func() {
 		select {
-		case l.in <- timerFired{name, job.TimerFired{Timer: t.Timer, Attempt: t.Attempt}, tm}:
+		case l.in <- timerFired{name, job.TimerFired(t), tm}:
 		case <-l.done:
 		}
 	})

@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	ternv1 "github.com/ternml/tern/proto/tern/v1"
@@ -12,7 +11,7 @@ import (
 // are a handful per job event, so a full outbox means the stream is stuck.
 const outboxLen = 1024
 
-var errSlowSession = errors.New(fmt.Sprintf("worker session ended: its outbox of %d orders is full", outboxLen))
+var errSlowSession = fmt.Errorf("worker session ended: its outbox of %d orders is full", outboxLen)
 
 // session is one worker's Session stream as the loop sees it: an outbox
 // the stream's handler drains, and a way to end the stream.
