@@ -16,7 +16,6 @@ type aggregator struct {
 	obs       train.Observer
 	started   int
 	pending   map[int][]train.StepReport // step -> reports so far, by arrival
-	next      int                        // next step to emit (0 until known)
 	sums      []*train.Summary
 	summaries int
 	stepMS    []float64

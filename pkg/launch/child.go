@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -138,5 +137,3 @@ func (r reporter) Log(msg string)             { r.w.send(fromChild{Log: msg}) }
 func (r reporter) Step(s train.StepReport) {
 	r.w.send(fromChild{Step: &stepLine{StepReport: s, Loss: jsonFloat(s.Loss), GradNorm: jsonFloat(s.GradNorm), Steps: s.Steps, ETA: s.ETASeconds, PeakRSS: train.PeakRSS()}})
 }
-
-var errNoSummary = errors.New("exited without a summary")
