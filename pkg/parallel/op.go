@@ -156,13 +156,3 @@ func (s *Schedule) String() string {
 	}
 	return b.String()
 }
-
-// clone returns a deep copy of s.
-func (s *Schedule) clone() *Schedule {
-	c := *s
-	c.Stages = make([][]Op, len(s.Stages))
-	for i, ops := range s.Stages {
-		c.Stages[i] = append([]Op(nil), ops...)
-	}
-	return &c
-}
