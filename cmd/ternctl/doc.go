@@ -5,6 +5,16 @@
 //	ternctl version [-o text|json]
 //	ternctl completion bash|zsh|fish
 //
+// and, against a coordinator (--coordinator ADDR, $TERN_COORDINATOR, default
+// 127.0.0.1:7070):
+//
+//	ternctl apply -f job.yaml [--set k=v]...          (alias submit)
+//	ternctl get jobs [NAME] | workers [-o wide|json|yaml|name]
+//	ternctl describe job NAME
+//	ternctl wait NAME [--timeout D]
+//	ternctl cancel NAME
+//	ternctl delete job NAME...
+//
 // Like kubectl, it writes the data a command produces (a run's summary,
 // explain text, completion scripts) to stdout and everything else (the
 // header, progress, eval lines, warnings, errors) to stderr, so scripts can
@@ -12,5 +22,8 @@
 // invalid job spec), 2 usage error (unknown flag or command, missing
 // argument), 130 training interrupted by Ctrl-C or SIGTERM (the run stopped
 // cleanly, after a checkpoint if one was configured). A second Ctrl-C exits
-// at once.
+// at once. A command that finds no coordinator, or one that is standing
+// by, exits 3. wait exits 0 when the job succeeded, 1 failed, 2 cancelled,
+// 3 on a usage or connection error (or an unknown job), 124 when --timeout
+// passed first.
 package main

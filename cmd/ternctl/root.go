@@ -65,6 +65,11 @@ func runEnv(ctx context.Context, args []string, e *env) int {
 	if errors.As(err, &ce) {
 		return ce.code
 	}
+	var cd *codedError
+	if errors.As(err, &cd) {
+		printError(e.stderr, err)
+		return cd.code
+	}
 	var ue *usageError
 	if errors.As(err, &ue) || !entered {
 		fmt.Fprintf(e.stderr, "error: %v\n", err)
@@ -112,7 +117,7 @@ func newRootCmd(e *env, entered *bool) *cobra.Command {
 		Short: "Train LLaMA-style language models with tern",
 		Long: "ternctl trains LLaMA-style language models described by a TrainingJob spec.\n\n" +
 			"Data goes to stdout, progress and errors to stderr. Exit codes: 0 ok, 1 error,\n" +
-			"2 usage error, 130 interrupted.",
+			"2 usage error, 3 no coordinator, 130 interrupted (`ternctl wait --help` has its own).",
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		// With no subcommand, show help (on stdout, as kubectl does).
@@ -134,7 +139,10 @@ func newRootCmd(e *env, entered *bool) *cobra.Command {
 	root.SuggestionsMinimumDistance = 2
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 
-	for _, c := range []*cobra.Command{newTrainCmd(e), newPlanCmd(e), newExplainCmd(e), newVersionCmd(e), newCompletionCmd(e, root), newRankCmd(e)} {
+	cf := &clusterFlags{}
+	root.PersistentFlags().StringVar(&cf.addr, "coordinator", coordinatorDefault(), "coordinator address, host:port (env TERN_COORDINATOR)")
+	for _, c := range []*cobra.Command{newTrainCmd(e), newPlanCmd(e), newExplainCmd(e), newVersionCmd(e), newCompletionCmd(e, root), newRankCmd(e),
+		newApplyCmd(e, cf), newGetCmd(e, cf), newWaitCmd(e, cf), newCancelCmd(e, cf), newDeleteCmd(e, cf), newDescribeCmd(e, cf)} {
 		markEntered(c, entered)
 		root.AddCommand(c)
 	}

@@ -1,0 +1,382 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	ternv1 "github.com/ternml/tern/proto/tern/v1"
+)
+
+func newGetCmd(e *env, cf *clusterFlags) *cobra.Command {
+	var output string
+	c := &cobra.Command{
+		Use:   "get jobs|workers [NAME]",
+		Short: "List jobs or workers of the coordinator",
+		Long: "List jobs (or one job) or workers as a table on stdout.\n\n" +
+			"-o wide adds columns; -o json and -o yaml give every field (a list as\n" +
+			"{items: [...]}, one named job as the object itself); -o name prints job/NAME\n" +
+			"or worker/NAME, one a line.",
+		Example: "  ternctl get jobs\n  ternctl get jobs tiny -o json\n  ternctl get workers -o wide",
+		Args:    cobra.RangeArgs(1, 2),
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+			if len(args) == 0 {
+				return []string{"jobs", "workers"}, cobra.ShellCompDirectiveNoFileComp
+			}
+			if isJobsKind(args[0]) && len(args) == 1 {
+				return jobNames(cf.addr), cobra.ShellCompDirectiveNoFileComp
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := getOutputFlag(output); err != nil {
+				return err
+			}
+			switch {
+			case isJobsKind(args[0]):
+				name := ""
+				if len(args) == 2 {
+					name = args[1]
+				}
+				return getJobs(cmd.Context(), e, cf, name, output)
+			case args[0] == "workers" || args[0] == "worker":
+				if len(args) == 2 {
+					return usagef("get workers takes no name (it lists every worker)")
+				}
+				return getWorkers(cmd.Context(), e, cf, output)
+			}
+			return usagef("unknown resource %q (allowed: jobs, workers)", args[0])
+		},
+	}
+	c.Flags().StringVarP(&output, "output", "o", "", "output format: wide, json, yaml or name (default: a table)")
+	_ = c.RegisterFlagCompletionFunc("output", fixedCompletion("wide", "json", "yaml", "name"))
+	return c
+}
+
+func isJobsKind(s string) bool { return s == "jobs" || s == "job" }
+
+func getOutputFlag(v string) error {
+	switch v {
+	case "", "wide", "json", "yaml", "name":
+		return nil
+	}
+	return usagef("-o %q is not supported (allowed: wide, json, yaml, name)", v)
+}
+
+func getJobs(ctx context.Context, e *env, cf *clusterFlags, name, output string) error {
+	client, closeConn, err := connect(ctx, cf.addr)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	var jobs []*ternv1.Job
+	if name != "" {
+		resp, err := client.GetJob(ctx, &ternv1.GetJobRequest{Name: name})
+		if err != nil {
+			return rpcErr(cf.addr, "get job "+name, err)
+		}
+		jobs = []*ternv1.Job{resp.Job}
+	} else {
+		resp, err := client.ListJobs(ctx, &ternv1.ListJobsRequest{})
+		if err != nil {
+			return rpcErr(cf.addr, "list jobs", err)
+		}
+		jobs = resp.Jobs
+	}
+	switch output {
+	case "json", "yaml":
+		views := make([]*jobView, len(jobs))
+		for i, j := range jobs {
+			views[i] = newJobView(j)
+		}
+		if name != "" {
+			return writeStructured(e.stdout, output, views[0])
+		}
+		return writeStructured(e.stdout, output, map[string]any{"items": views})
+	case "name":
+		for _, j := range jobs {
+			fmt.Fprintf(e.stdout, "job/%s\n", j.Name)
+		}
+		return nil
+	}
+	if len(jobs) == 0 {
+		fmt.Fprintln(e.stderr, "No jobs.")
+		return nil
+	}
+	wide := output == "wide"
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 3, ' ', 0)
+	head := "NAME\tPHASE\tPROGRESS\tLOSS\tTOKENS/S"
+	if wide {
+		head += "\tRANKS\tATTEMPT\tRESTARTS"
+	}
+	fmt.Fprintln(tw, head+"\tREASON")
+	for _, j := range jobs {
+		row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", j.Name, phaseName(j.Phase), progressText(j), lossText(j), rateText(j))
+		if wide {
+			row += fmt.Sprintf("\t%dx%d\t%d\t%d/%d", j.DataParallel, j.PipelineParallel, j.Attempt, j.Restarts, j.MaxRestarts)
+		}
+		fmt.Fprintln(tw, row+"\t"+oneLine(j.Reason))
+	}
+	return tw.Flush()
+}
+
+func getWorkers(ctx context.Context, e *env, cf *clusterFlags, output string) error {
+	client, closeConn, err := connect(ctx, cf.addr)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	resp, err := client.ListWorkers(ctx, &ternv1.ListWorkersRequest{})
+	if err != nil {
+		return rpcErr(cf.addr, "list workers", err)
+	}
+	switch output {
+	case "json", "yaml":
+		views := make([]*workerView, len(resp.Workers))
+		for i, w := range resp.Workers {
+			views[i] = &workerView{Name: w.Name, Host: w.Host, Slots: w.Slots, UsedSlots: w.UsedSlots,
+				FreeSlots: w.Slots - w.UsedSlots, Labels: w.Labels, Connected: w.Connected}
+		}
+		return writeStructured(e.stdout, output, map[string]any{"items": views})
+	case "name":
+		for _, w := range resp.Workers {
+			fmt.Fprintf(e.stdout, "worker/%s\n", w.Name)
+		}
+		return nil
+	}
+	if len(resp.Workers) == 0 {
+		fmt.Fprintln(e.stderr, "No workers: start one with `worker --coordinator ADDR`.")
+		return nil
+	}
+	wide := output == "wide"
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 3, ' ', 0)
+	head := "NAME\tHOST\tSLOTS\tFREE\tCONNECTED"
+	if wide {
+		head += "\tLABELS"
+	}
+	fmt.Fprintln(tw, head)
+	for _, w := range resp.Workers {
+		row := fmt.Sprintf("%s\t%s\t%d\t%d\t%t", w.Name, w.Host, w.Slots, w.Slots-w.UsedSlots, w.Connected)
+		if wide {
+			row += "\t" + labelsText(w.Labels)
+		}
+		fmt.Fprintln(tw, row)
+	}
+	return tw.Flush()
+}
+
+// jobView is a job as -o json/yaml show it. Numbers that do not exist yet
+// (no step reported, no eval) are null rather than a misleading zero.
+type jobView struct {
+	Name             string          `json:"name"`
+	Phase            string          `json:"phase"`
+	Reason           string          `json:"reason"`
+	DataParallel     int32           `json:"data_parallel"`
+	PipelineParallel int32           `json:"pipeline_parallel"`
+	Steps            int64           `json:"steps"`
+	CommittedStep    int64           `json:"committed_step"`
+	ProgressPercent  float64         `json:"progress_percent"`
+	LastLoss         *float64        `json:"last_loss"`
+	TokensPerSecond  *float64        `json:"tokens_per_second"`
+	Attempt          int32           `json:"attempt"`
+	Restarts         int32           `json:"restarts"`
+	MaxRestarts      int32           `json:"max_restarts"`
+	Ranks            []rankView      `json:"ranks"`
+	Events           []eventView     `json:"events"`
+	Summary          *summaryView    `json:"summary"`
+	Spec             json.RawMessage `json:"spec,omitempty"`
+	Version          uint64          `json:"version"`
+}
+
+type rankView struct {
+	Rank    int32  `json:"rank"`
+	Worker  string `json:"worker"`
+	Slot    int32  `json:"slot"`
+	Address string `json:"address"`
+	Phase   string `json:"phase"`
+	Step    int64  `json:"step"`
+	Error   string `json:"error,omitempty"`
+}
+
+type eventView struct {
+	Time     time.Time `json:"time"`
+	Severity string    `json:"severity"`
+	Reason   string    `json:"reason"`
+	Message  string    `json:"message"`
+}
+
+type summaryView struct {
+	Steps               int64    `json:"steps"`
+	FinalLoss           *float64 `json:"final_loss"`
+	FinalEvalLoss       *float64 `json:"final_eval_loss"`
+	TokensPerSecond     float64  `json:"tokens_per_second"`
+	StepMSMedian        float64  `json:"step_ms_median"`
+	WallSeconds         float64  `json:"wall_seconds"`
+	Params              int64    `json:"params"`
+	PeakRSSBytes        int64    `json:"peak_rss_bytes"`
+	OptimizerStateBytes int64    `json:"optimizer_state_bytes"`
+	BytesSentPerStep    int64    `json:"bytes_sent_per_step"`
+	BytesRecvPerStep    int64    `json:"bytes_recv_per_step"`
+	Stopped             bool     `json:"stopped"`
+}
+
+type workerView struct {
+	Name      string            `json:"name"`
+	Host      string            `json:"host"`
+	Slots     int32             `json:"slots"`
+	UsedSlots int32             `json:"used_slots"`
+	FreeSlots int32             `json:"free_slots"`
+	Labels    map[string]string `json:"labels"`
+	Connected bool              `json:"connected"`
+}
+
+func newJobView(j *ternv1.Job) *jobView {
+	v := &jobView{Name: j.Name, Phase: phaseName(j.Phase), Reason: j.Reason, DataParallel: j.DataParallel,
+		PipelineParallel: j.PipelineParallel, Steps: j.Steps, CommittedStep: j.CommittedStep,
+		ProgressPercent: progressPercent(j), Attempt: j.Attempt, Restarts: j.Restarts, MaxRestarts: j.MaxRestarts,
+		Ranks: []rankView{}, Events: []eventView{}, Version: j.Version}
+	if j.CommittedStep > 0 {
+		v.LastLoss, v.TokensPerSecond = finite(j.LastLoss), finite(j.TokensPerSecond)
+	}
+	if json.Valid(j.SpecJson) {
+		v.Spec = j.SpecJson
+	}
+	for _, r := range j.Ranks {
+		v.Ranks = append(v.Ranks, rankView{Rank: r.Rank, Worker: r.Worker, Slot: r.Slot, Address: r.Address,
+			Phase: enumName(r.Phase.String(), "RANK_PHASE_"), Step: r.Step, Error: r.Error})
+	}
+	for _, ev := range j.Events {
+		v.Events = append(v.Events, eventView{Time: ev.Time.AsTime(), Severity: ev.Severity, Reason: ev.Reason, Message: ev.Message})
+	}
+	if s := j.Summary; s != nil {
+		v.Summary = &summaryView{Steps: s.Steps, FinalLoss: finite(s.FinalLoss), FinalEvalLoss: finite(s.FinalEvalLoss),
+			TokensPerSecond: s.TokensPerSecond, StepMSMedian: s.StepMsMedian, WallSeconds: s.WallSeconds, Params: s.Params,
+			PeakRSSBytes: s.PeakRssBytes, OptimizerStateBytes: s.OptimizerStateBytes, BytesSentPerStep: s.BytesSentPerStep,
+			BytesRecvPerStep: s.BytesRecvPerStep, Stopped: s.Stopped}
+	}
+	return v
+}
+
+// finite returns nil for NaN and ±Inf, which JSON cannot carry (a job
+// that never evaluated has a NaN eval loss).
+func finite(x float64) *float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return nil
+	}
+	return &x
+}
+
+func writeStructured(w io.Writer, format string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", format, err)
+	}
+	if format == "yaml" {
+		if b, err = yaml.JSONToYAML(b); err != nil {
+			return fmt.Errorf("encode yaml: %w", err)
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// phaseName turns JOB_PHASE_SUCCEEDED into Succeeded, as the job state
+// machine names its phases.
+func phaseName(p ternv1.JobPhase) string { return enumName(p.String(), "JOB_PHASE_") }
+
+func enumName(s, prefix string) string {
+	s = strings.TrimPrefix(s, prefix)
+	if s == "" {
+		return s
+	}
+	return s[:1] + strings.ToLower(s[1:])
+}
+
+func progressPercent(j *ternv1.Job) float64 {
+	if j.Steps <= 0 {
+		return 0
+	}
+	return math.Round(1000*float64(j.CommittedStep)/float64(j.Steps)) / 10
+}
+
+func progressText(j *ternv1.Job) string {
+	return fmt.Sprintf("%d/%d (%.0f%%)", j.CommittedStep, j.Steps, math.Floor(100*float64(j.CommittedStep)/math.Max(1, float64(j.Steps))))
+}
+
+func lossText(j *ternv1.Job) string {
+	if j.CommittedStep == 0 || math.IsNaN(j.LastLoss) {
+		return "-"
+	}
+	return fmt.Sprintf("%.4f", j.LastLoss)
+}
+
+func rateText(j *ternv1.Job) string {
+	if j.CommittedStep == 0 || j.TokensPerSecond <= 0 {
+		return "-"
+	}
+	return fmtCount(j.TokensPerSecond)
+}
+
+func labelsText(l map[string]string) string {
+	if len(l) == 0 {
+		return "<none>"
+	}
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + l[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+// oneLine keeps a table row on one line whatever a reason holds.
+func oneLine(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// jobNames lists the coordinator's jobs for shell completion; nothing when
+// it cannot be reached quickly.
+func jobNames(addr string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	client, closeConn, err := connect(ctx, addr)
+	if err != nil {
+		return nil
+	}
+	defer closeConn()
+	resp, err := client.ListJobs(ctx, &ternv1.ListJobsRequest{})
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, j := range resp.Jobs {
+		names = append(names, j.Name)
+	}
+	return names
+}
+
+func jobNameCompletion(cf *clusterFlags) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return jobNames(cf.addr), cobra.ShellCompDirectiveNoFileComp
+	}
+}
