@@ -137,6 +137,12 @@ func TestClusterVerbs(t *testing.T) {
 		t.Fatalf("describe: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
+	// -w follows a job to its end; for one that is over, that is one row.
+	r = cli("get", "jobs", "tiny", "-w")
+	if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); r.code != 0 || len(lines) != 2 || !strings.Contains(lines[1], "Succeeded") {
+		t.Fatalf("get jobs tiny -w: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
 	// Shell completion offers the coordinator's job names.
 	if r := cli("__complete", "wait", ""); r.code != 0 || !strings.HasPrefix(r.stdout, "tiny\n") {
 		t.Fatalf("completion of wait: exit %d, stdout %q\n%s", r.code, r.stdout, r.stderr)

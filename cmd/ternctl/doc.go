@@ -9,7 +9,7 @@
 // 127.0.0.1:7070):
 //
 //	ternctl apply -f job.yaml [--set k=v]...          (alias submit)
-//	ternctl get jobs [NAME] | workers [-o wide|json|yaml|name]
+//	ternctl get jobs [NAME [-w]] | workers [-o wide|json|yaml|name]
 //	ternctl describe job NAME
 //	ternctl wait NAME [--timeout D]
 //	ternctl cancel NAME

@@ -19,8 +19,9 @@ import (
 
 func newGetCmd(e *env, cf *clusterFlags) *cobra.Command {
 	var output string
+	var watch bool
 	c := &cobra.Command{
-		Use:   "get jobs|workers [NAME]",
+		Use:   "get jobs|workers [NAME] [-w]",
 		Short: "List jobs or workers of the coordinator",
 		Long: "List jobs (or one job) or workers as a table on stdout.\n\n" +
 			"-o wide adds columns; -o json and -o yaml give every field (a list as\n" +
@@ -47,8 +48,17 @@ func newGetCmd(e *env, cf *clusterFlags) *cobra.Command {
 				if len(args) == 2 {
 					name = args[1]
 				}
+				if watch {
+					if name == "" {
+						return usagef("get jobs -w needs a job name: get jobs NAME -w")
+					}
+					return watchJob(cmd.Context(), e, cf, name, output)
+				}
 				return getJobs(cmd.Context(), e, cf, name, output)
 			case args[0] == "workers" || args[0] == "worker":
+				if watch {
+					return usagef("-w works with get jobs NAME only")
+				}
 				if len(args) == 2 {
 					return usagef("get workers takes no name (it lists every worker)")
 				}
@@ -58,6 +68,7 @@ func newGetCmd(e *env, cf *clusterFlags) *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&output, "output", "o", "", "output format: wide, json, yaml or name (default: a table)")
+	c.Flags().BoolVarP(&watch, "watch", "w", false, "with get jobs NAME: print the job again at every change until it is over (Ctrl-C stops watching, not the job)")
 	_ = c.RegisterFlagCompletionFunc("output", fixedCompletion("wide", "json", "yaml", "name"))
 	return c
 }
@@ -112,21 +123,82 @@ func getJobs(ctx context.Context, e *env, cf *clusterFlags, name, output string)
 		fmt.Fprintln(e.stderr, "No jobs.")
 		return nil
 	}
-	wide := output == "wide"
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, jobHeader(output == "wide"))
+	for _, j := range jobs {
+		fmt.Fprintln(tw, jobRow(j, output == "wide"))
+	}
+	return tw.Flush()
+}
+
+func jobHeader(wide bool) string {
 	head := "NAME\tPHASE\tPROGRESS\tLOSS\tTOKENS/S"
 	if wide {
 		head += "\tRANKS\tATTEMPT\tRESTARTS"
 	}
-	fmt.Fprintln(tw, head+"\tREASON")
-	for _, j := range jobs {
-		row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", j.Name, phaseName(j.Phase), progressText(j), lossText(j), rateText(j))
-		if wide {
-			row += fmt.Sprintf("\t%dx%d\t%d\t%d/%d", j.DataParallel, j.PipelineParallel, j.Attempt, j.Restarts, j.MaxRestarts)
-		}
-		fmt.Fprintln(tw, row+"\t"+oneLine(j.Reason))
+	return head + "\tREASON"
+}
+
+func jobRow(j *ternv1.Job, wide bool) string {
+	row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", j.Name, phaseName(j.Phase), progressText(j), lossText(j), rateText(j))
+	if wide {
+		row += fmt.Sprintf("\t%dx%d\t%d\t%d/%d", j.DataParallel, j.PipelineParallel, j.Attempt, j.Restarts, j.MaxRestarts)
 	}
-	return tw.Flush()
+	return row + "\t" + oneLine(j.Reason)
+}
+
+// watchJob prints a job and then every change of it that shows, until the
+// job is over: table rows (flushed one by one, so the columns keep a
+// minimum width rather than aligning to rows not seen yet), or one compact
+// JSON object per line with -o json.
+func watchJob(ctx context.Context, e *env, cf *clusterFlags, name, output string) error {
+	if output != "" && output != "wide" && output != "json" {
+		return usagef("-w prints a table or -o json (one object per line), not -o %s", output)
+	}
+	client, closeConn, err := connect(ctx, cf.addr)
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	stream, err := client.WatchJob(ctx, &ternv1.WatchJobRequest{Name: name})
+	if err != nil {
+		return rpcErr(cf.addr, "watch job "+name, err)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 10, 0, 3, ' ', 0)
+	if output != "json" {
+		fmt.Fprintln(tw, jobHeader(output == "wide"))
+	}
+	last := ""
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return nil // the job is over
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // Ctrl-C stops watching; the job goes on
+			}
+			return rpcErr(cf.addr, "watch job "+name, err)
+		}
+		var line string
+		if output == "json" {
+			b, err := json.Marshal(newJobView(resp.Job))
+			if err != nil {
+				return fmt.Errorf("encode json: %w", err)
+			}
+			line = string(b)
+		} else {
+			line = jobRow(resp.Job, output == "wide")
+		}
+		if line == last {
+			continue // a change this view does not show
+		}
+		last = line
+		fmt.Fprintln(tw, line)
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 }
 
 func getWorkers(ctx context.Context, e *env, cf *clusterFlags, output string) error {
