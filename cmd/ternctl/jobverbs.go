@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -58,11 +59,17 @@ func waitRun(ctx context.Context, e *env, cf *clusterFlags, name string, timeout
 		return err
 	}
 	defer closeConn()
-	wctx, cancel := ctx, context.CancelFunc(func() {})
-	if timeout > 0 {
-		wctx, cancel = context.WithTimeout(ctx, timeout)
-	}
+	// The timeout stays on this side: a deadline on the context would go
+	// to the coordinator too, which may then end the stream a moment
+	// before the deadline passes here, and the stream's error would read
+	// as a broken connection rather than a timeout.
+	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var timedOut atomic.Bool
+	if timeout > 0 {
+		t := time.AfterFunc(timeout, func() { timedOut.Store(true); cancel() })
+		defer t.Stop()
+	}
 	var last *ternv1.Job
 	for {
 		// WatchJob ends after a terminal phase; a stream that ends sooner
@@ -93,7 +100,7 @@ func waitRun(ctx context.Context, e *env, cf *clusterFlags, name string, timeout
 		case ctx.Err() != nil:
 			fmt.Fprintf(e.stderr, "stopped waiting for job/%s; it goes on\n", name)
 			return &exitCodeError{exitInterrupted}
-		case wctx.Err() != nil:
+		case timedOut.Load():
 			msg := fmt.Sprintf("timed out after %v waiting for job/%s", timeout, name)
 			if last != nil {
 				msg += fmt.Sprintf(": phase %s, step %d/%d", phaseName(last.Phase), last.CommittedStep, last.Steps)
