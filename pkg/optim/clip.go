@@ -40,14 +40,20 @@ func heldGrad(p *model.Param) []float32 {
 // clipping.
 func ClipGradNorm(params []*model.Param, maxNorm float64) float64 {
 	norm := GradNorm(params)
+	ClipToNorm(params, norm, maxNorm)
+	return norm
+}
+
+// ClipToNorm applies ClipGradNorm's rule given the global norm, computed by
+// the caller: over several pipeline stages, the parameters at hand are only
+// part of the model whose norm decides the coefficient.
+func ClipToNorm(params []*model.Param, norm, maxNorm float64) {
 	if maxNorm <= 0 {
-		return norm
+		return
 	}
-	coef := maxNorm / (norm + 1e-6)
-	if coef < 1 {
+	if coef := maxNorm / (norm + 1e-6); coef < 1 {
 		for _, p := range params {
 			tensor.Scale(float32(coef), heldGrad(p))
 		}
 	}
-	return norm
 }

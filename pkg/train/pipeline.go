@@ -51,6 +51,7 @@ type pipeline struct {
 	// (1F1B: about p − stage; GPipe: all M), not one per microbatch.
 	free     []*model.Acts
 	actsMade int
+	sendBuf  []byte
 }
 
 // microbatch is one microbatch's state on a stage during a step.
@@ -200,17 +201,9 @@ func (pl *pipeline) loss(ctx context.Context, tokens, targets []int32) (float64,
 	}
 	if vp {
 		// The statistics exchange of C1, without the backward.
-		all, err := pl.pipe.AllGather(ctx, encodeStats(m.stats))
-		if err != nil {
+		if err := pl.combineStats(ctx, m); err != nil {
 			return 0, 0, err
 		}
-		parts := make([]model.HeadStats, len(all))
-		for r, b := range all {
-			if parts[r], err = decodeStats(b, len(m.targets)); err != nil {
-				return 0, 0, fmt.Errorf("softmax statistics from stage %d: %w", r, err)
-			}
-		}
-		m.lossSum, m.count = model.CombineHeadStats(parts, m.gMax, m.gSum)
 	}
 	pl.step++
 	return m.lossSum, m.count, nil
@@ -268,7 +261,7 @@ func (pl *pipeline) exec(ctx context.Context, op parallel.Op) error {
 			copy(m.x, m.out)
 		}
 	case parallel.SendAct:
-		return pl.pipe.Send(ctx, op.Peer, pl.p2pID(op.MB, false), floatBytes(m.out))
+		return pl.pipe.Send(ctx, op.Peer, pl.p2pID(op.MB, false), pl.sendBytes(m.out))
 	case parallel.RecvAct:
 		return pl.recv(ctx, op.Peer, pl.p2pID(op.MB, false), m.in)
 	case parallel.S:
@@ -297,7 +290,7 @@ func (pl *pipeline) exec(ctx context.Context, op parallel.Op) error {
 		m.blocksDone = true
 		pl.maybeRelease(m)
 	case parallel.SendGrad:
-		return pl.pipe.Send(ctx, op.Peer, pl.p2pID(op.MB, true), floatBytes(m.dx))
+		return pl.pipe.Send(ctx, op.Peer, pl.p2pID(op.MB, true), pl.sendBytes(m.dx))
 	case parallel.RecvGrad:
 		return pl.recv(ctx, op.Peer, pl.p2pID(op.MB, true), m.dy)
 	case parallel.IB:
@@ -349,17 +342,9 @@ func (pl *pipeline) collective(ctx context.Context, op parallel.Op, m *microbatc
 	case parallel.C0:
 		return g.BroadcastFloat32(ctx, op.Peer, m.x)
 	case parallel.C1:
-		all, err := g.AllGather(ctx, encodeStats(m.stats))
-		if err != nil {
+		if err := pl.combineStats(ctx, m); err != nil {
 			return err
 		}
-		parts := make([]model.HeadStats, len(all))
-		for r, b := range all {
-			if parts[r], err = decodeStats(b, len(m.targets)); err != nil {
-				return fmt.Errorf("softmax statistics from stage %d: %w", r, err)
-			}
-		}
-		m.lossSum, m.count = model.CombineHeadStats(parts, m.gMax, m.gSum)
 		if pl.sched.Algorithm == 2 {
 			pl.headBackward(m)
 			pl.maybeRelease(m)
@@ -374,6 +359,24 @@ func (pl *pipeline) collective(ctx context.Context, op parallel.Op, m *microbatc
 	return fmt.Errorf("collective %v has no executor", op.Tag)
 }
 
+// combineStats all-gathers every stage's softmax statistics of m and
+// combines them in stage order into the global max and sum of exponentials
+// and the loss, the same bits on every stage.
+func (pl *pipeline) combineStats(ctx context.Context, m *microbatch) error {
+	all, err := pl.pipe.AllGather(ctx, encodeStats(m.stats))
+	if err != nil {
+		return err
+	}
+	parts := make([]model.HeadStats, len(all))
+	for r, b := range all {
+		if parts[r], err = decodeStats(b, len(m.targets)); err != nil {
+			return fmt.Errorf("softmax statistics from stage %d: %w", r, err)
+		}
+	}
+	m.lossSum, m.count = model.CombineHeadStats(parts, m.gMax, m.gSum)
+	return nil
+}
+
 func (pl *pipeline) recv(ctx context.Context, from int, id uint64, dst []float32) error {
 	b, err := pl.pipe.Recv(ctx, from, id)
 	if err != nil {
@@ -386,6 +389,19 @@ func (pl *pipeline) recv(ctx context.Context, from int, id uint64, dst []float32
 		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
 	return nil
+}
+
+// sendBytes encodes x into the stage's send buffer, reused from send to
+// send: comm's Send copies the payload before it returns.
+func (pl *pipeline) sendBytes(x []float32) []byte {
+	if cap(pl.sendBuf) < 4*len(x) {
+		pl.sendBuf = make([]byte, 4*len(x))
+	}
+	b := pl.sendBuf[:4*len(x)]
+	for i, v := range x {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return b
 }
 
 func floatBytes(x []float32) []byte {

@@ -20,7 +20,6 @@ import (
 	"github.com/ternml/tern/pkg/optim"
 	"github.com/ternml/tern/pkg/parallel"
 	"github.com/ternml/tern/pkg/spec"
-	"github.com/ternml/tern/pkg/tensor"
 )
 
 // Options are the run-time choices that are not part of the job spec.
@@ -538,13 +537,7 @@ func (r *runner) clipGradNorm(ctx context.Context) (float64, error) {
 		sq += all[r.dp.rank*r.dp.stages+pp][0]
 	}
 	norm := math.Sqrt(sq)
-	if maxNorm > 0 {
-		if coef := maxNorm / (norm + 1e-6); coef < 1 {
-			for _, p := range r.params {
-				tensor.Scale(float32(coef), optim.HeldGrad(p))
-			}
-		}
-	}
+	optim.ClipToNorm(r.params, norm, maxNorm)
 	return norm, nil
 }
 
