@@ -686,6 +686,598 @@ func (*DeleteJobResponse) Descriptor() ([]byte, []int) {
 	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
+type PauseJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseJobRequest) Reset() {
+	*x = PauseJobRequest{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseJobRequest) ProtoMessage() {}
+
+func (x *PauseJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseJobRequest.ProtoReflect.Descriptor instead.
+func (*PauseJobRequest) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PauseJobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type PauseJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseJobResponse) Reset() {
+	*x = PauseJobResponse{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseJobResponse) ProtoMessage() {}
+
+func (x *PauseJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseJobResponse.ProtoReflect.Descriptor instead.
+func (*PauseJobResponse) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PauseJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type ResumeJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobRequest) Reset() {
+	*x = ResumeJobRequest{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobRequest) ProtoMessage() {}
+
+func (x *ResumeJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobRequest.ProtoReflect.Descriptor instead.
+func (*ResumeJobRequest) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ResumeJobRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ResumeJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Job                   `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeJobResponse) Reset() {
+	*x = ResumeJobResponse{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeJobResponse) ProtoMessage() {}
+
+func (x *ResumeJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeJobResponse.ProtoReflect.Descriptor instead.
+func (*ResumeJobResponse) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ResumeJobResponse) GetJob() *Job {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type GetLogsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The attempt to read; 0 means the latest.
+	Attempt int32 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// One rank only; unset means every rank of the attempt, merged in time
+	// order.
+	Rank *int32 `protobuf:"varint,3,opt,name=rank,proto3,oneof" json:"rank,omitempty"`
+	// Only the last tail lines of each rank; 0 means all.
+	Tail int64 `protobuf:"varint,4,opt,name=tail,proto3" json:"tail,omitempty"`
+	// Only lines at or after this time.
+	Since *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	// Keep sending new lines until the attempt ends (the job moves to a
+	// later attempt, is paused, or is over).
+	Follow        bool `protobuf:"varint,6,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogsRequest) Reset() {
+	*x = GetLogsRequest{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogsRequest) ProtoMessage() {}
+
+func (x *GetLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogsRequest.ProtoReflect.Descriptor instead.
+func (*GetLogsRequest) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetLogsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetLogsRequest) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *GetLogsRequest) GetRank() int32 {
+	if x != nil && x.Rank != nil {
+		return *x.Rank
+	}
+	return 0
+}
+
+func (x *GetLogsRequest) GetTail() int64 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+func (x *GetLogsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *GetLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+// GetLogsResponse carries a batch of lines; a stream with follow may also
+// send an empty one while nothing new comes, to show it is alive.
+type GetLogsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lines         []*LogLine             `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLogsResponse) Reset() {
+	*x = GetLogsResponse{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLogsResponse) ProtoMessage() {}
+
+func (x *GetLogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLogsResponse.ProtoReflect.Descriptor instead.
+func (*GetLogsResponse) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetLogsResponse) GetLines() []*LogLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+// LogLine is one line a rank logged.
+type LogLine struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Attempt int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Rank    int32                  `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
+	// Numbers the rank's lines in its attempt from 1; the worker numbers
+	// them, so lines sent again after a reconnect are stored once.
+	Seq  int64                  `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// One line, without its newline.
+	Text          string `protobuf:"bytes,5,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogLine) Reset() {
+	*x = LogLine{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogLine) ProtoMessage() {}
+
+func (x *LogLine) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
+func (*LogLine) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LogLine) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *LogLine) GetRank() int32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *LogLine) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LogLine) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *LogLine) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+type GetJobMetricsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Only points of steps after this one (0: all), for polling.
+	AfterStep     int64 `protobuf:"varint,2,opt,name=after_step,json=afterStep,proto3" json:"after_step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobMetricsRequest) Reset() {
+	*x = GetJobMetricsRequest{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobMetricsRequest) ProtoMessage() {}
+
+func (x *GetJobMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobMetricsRequest.ProtoReflect.Descriptor instead.
+func (*GetJobMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetJobMetricsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetJobMetricsRequest) GetAfterStep() int64 {
+	if x != nil {
+		return x.AfterStep
+	}
+	return 0
+}
+
+type GetJobMetricsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Points        []*StepMetrics         `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobMetricsResponse) Reset() {
+	*x = GetJobMetricsResponse{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobMetricsResponse) ProtoMessage() {}
+
+func (x *GetJobMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobMetricsResponse.ProtoReflect.Descriptor instead.
+func (*GetJobMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetJobMetricsResponse) GetPoints() []*StepMetrics {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+// StepMetrics is one training step of a job.
+type StepMetrics struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Attempt int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Step    int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`
+	Loss    float64                `protobuf:"fixed64,3,opt,name=loss,proto3" json:"loss,omitempty"`
+	// All replicas together (rank 0's rate times the data-parallel degree).
+	TokensPerSecond float64                `protobuf:"fixed64,4,opt,name=tokens_per_second,json=tokensPerSecond,proto3" json:"tokens_per_second,omitempty"`
+	StepMs          float64                `protobuf:"fixed64,5,opt,name=step_ms,json=stepMs,proto3" json:"step_ms,omitempty"`
+	Lr              float64                `protobuf:"fixed64,6,opt,name=lr,proto3" json:"lr,omitempty"`
+	EvalLoss        *float64               `protobuf:"fixed64,7,opt,name=eval_loss,json=evalLoss,proto3,oneof" json:"eval_loss,omitempty"`
+	Time            *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *StepMetrics) Reset() {
+	*x = StepMetrics{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StepMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StepMetrics) ProtoMessage() {}
+
+func (x *StepMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StepMetrics.ProtoReflect.Descriptor instead.
+func (*StepMetrics) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *StepMetrics) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *StepMetrics) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *StepMetrics) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *StepMetrics) GetTokensPerSecond() float64 {
+	if x != nil {
+		return x.TokensPerSecond
+	}
+	return 0
+}
+
+func (x *StepMetrics) GetStepMs() float64 {
+	if x != nil {
+		return x.StepMs
+	}
+	return 0
+}
+
+func (x *StepMetrics) GetLr() float64 {
+	if x != nil {
+		return x.Lr
+	}
+	return 0
+}
+
+func (x *StepMetrics) GetEvalLoss() float64 {
+	if x != nil && x.EvalLoss != nil {
+		return *x.EvalLoss
+	}
+	return 0
+}
+
+func (x *StepMetrics) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 type ListWorkersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -694,7 +1286,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[12]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +1298,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[12]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +1311,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 type ListWorkersResponse struct {
@@ -731,7 +1323,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[13]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +1335,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[13]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +1348,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*Worker {
@@ -776,14 +1368,18 @@ type Worker struct {
 	UsedSlots int32             `protobuf:"varint,4,opt,name=used_slots,json=usedSlots,proto3" json:"used_slots,omitempty"`
 	Labels    map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Whether its Session stream is connected to this coordinator now.
-	Connected     bool `protobuf:"varint,6,opt,name=connected,proto3" json:"connected,omitempty"`
+	Connected bool `protobuf:"varint,6,opt,name=connected,proto3" json:"connected,omitempty"`
+	// The worker process's id on its host, as it registered.
+	Pid int32 `protobuf:"varint,7,opt,name=pid,proto3" json:"pid,omitempty"`
+	// When it registered (with this coordinator or the one before).
+	Registered    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=registered,proto3" json:"registered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[14]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +1391,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[14]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +1404,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Worker) GetName() string {
@@ -853,6 +1449,20 @@ func (x *Worker) GetConnected() bool {
 	return false
 }
 
+func (x *Worker) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Worker) GetRegistered() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Registered
+	}
+	return nil
+}
+
 // Job is a job's status as `ternctl get` and `describe` show it.
 type Job struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -885,14 +1495,25 @@ type Job struct {
 	// The resolved spec (defaults filled), as canonical JSON.
 	SpecJson []byte `protobuf:"bytes,16,opt,name=spec_json,json=specJson,proto3" json:"spec_json,omitempty"`
 	// Counts changes of the job's record.
-	Version       uint64 `protobuf:"varint,17,opt,name=version,proto3" json:"version,omitempty"`
+	Version uint64 `protobuf:"varint,17,opt,name=version,proto3" json:"version,omitempty"`
+	// When the job was applied, first ran, and ended (unset until then).
+	Created  *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=created,proto3" json:"created,omitempty"`
+	Started  *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=started,proto3" json:"started,omitempty"`
+	Finished *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=finished,proto3" json:"finished,omitempty"`
+	// Median step time over the current attempt's recent steps (rank 0),
+	// for an ETA; zero before the first step.
+	StepMs float64 `protobuf:"fixed64,21,opt,name=step_ms,json=stepMs,proto3" json:"step_ms,omitempty"`
+	// Every attempt launched, oldest first.
+	Attempts []*AttemptStatus `protobuf:"bytes,22,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// The most recent failure, if any.
+	LastFailure   *JobFailure `protobuf:"bytes,23,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[15]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1525,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[15]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1538,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Job) GetName() string {
@@ -1039,6 +1660,215 @@ func (x *Job) GetVersion() uint64 {
 	return 0
 }
 
+func (x *Job) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *Job) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *Job) GetFinished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *Job) GetStepMs() float64 {
+	if x != nil {
+		return x.StepMs
+	}
+	return 0
+}
+
+func (x *Job) GetAttempts() []*AttemptStatus {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *Job) GetLastFailure() *JobFailure {
+	if x != nil {
+		return x.LastFailure
+	}
+	return nil
+}
+
+// AttemptStatus is one launch of the job's ranks.
+type AttemptStatus struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Attempt int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Started *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started,proto3" json:"started,omitempty"`
+	// Unset while the attempt runs.
+	Ended *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=ended,proto3" json:"ended,omitempty"`
+	// The step its ranks resumed from (0: the initial state), once they
+	// started.
+	StartStep int64 `protobuf:"varint,4,opt,name=start_step,json=startStep,proto3" json:"start_step,omitempty"`
+	// The last step committed while it ran.
+	LastStep int64 `protobuf:"varint,5,opt,name=last_step,json=lastStep,proto3" json:"last_step,omitempty"`
+	// How it ended, in a sentence; empty while it runs.
+	Outcome       string `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptStatus) Reset() {
+	*x = AttemptStatus{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptStatus) ProtoMessage() {}
+
+func (x *AttemptStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptStatus.ProtoReflect.Descriptor instead.
+func (*AttemptStatus) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AttemptStatus) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *AttemptStatus) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *AttemptStatus) GetEnded() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
+func (x *AttemptStatus) GetStartStep() int64 {
+	if x != nil {
+		return x.StartStep
+	}
+	return 0
+}
+
+func (x *AttemptStatus) GetLastStep() int64 {
+	if x != nil {
+		return x.LastStep
+	}
+	return 0
+}
+
+func (x *AttemptStatus) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+// JobFailure is a failure that ended an attempt.
+type JobFailure struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attempt       int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Ranks         []int32                `protobuf:"varint,2,rep,packed,name=ranks,proto3" json:"ranks,omitempty"`
+	Worker        string                 `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobFailure) Reset() {
+	*x = JobFailure{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobFailure) ProtoMessage() {}
+
+func (x *JobFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobFailure.ProtoReflect.Descriptor instead.
+func (*JobFailure) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *JobFailure) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobFailure) GetRanks() []int32 {
+	if x != nil {
+		return x.Ranks
+	}
+	return nil
+}
+
+func (x *JobFailure) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *JobFailure) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *JobFailure) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 type RankStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Rank   int32                  `protobuf:"varint,1,opt,name=rank,proto3" json:"rank,omitempty"`
@@ -1057,7 +1887,7 @@ type RankStatus struct {
 
 func (x *RankStatus) Reset() {
 	*x = RankStatus{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[16]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1899,7 @@ func (x *RankStatus) String() string {
 func (*RankStatus) ProtoMessage() {}
 
 func (x *RankStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[16]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1912,7 @@ func (x *RankStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStatus.ProtoReflect.Descriptor instead.
 func (*RankStatus) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RankStatus) GetRank() int32 {
@@ -1148,7 +1978,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[17]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1990,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[17]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +2003,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JobEvent) GetTime() *timestamppb.Timestamp {
@@ -1227,7 +2057,7 @@ type TrainSummary struct {
 
 func (x *TrainSummary) Reset() {
 	*x = TrainSummary{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[18]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +2069,7 @@ func (x *TrainSummary) String() string {
 func (*TrainSummary) ProtoMessage() {}
 
 func (x *TrainSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[18]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +2082,7 @@ func (x *TrainSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainSummary.ProtoReflect.Descriptor instead.
 func (*TrainSummary) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TrainSummary) GetSteps() int64 {
@@ -1349,14 +2179,16 @@ type RegisterWorkerRequest struct {
 	// How many ranks the worker runs at once, at least 1.
 	Slots int32 `protobuf:"varint,3,opt,name=slots,proto3" json:"slots,omitempty"`
 	// Failure domains, e.g. node and rack, for placement.
-	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The worker process's id, shown by `ternctl get workers`.
+	Pid           int32 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterWorkerRequest) Reset() {
 	*x = RegisterWorkerRequest{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[19]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +2200,7 @@ func (x *RegisterWorkerRequest) String() string {
 func (*RegisterWorkerRequest) ProtoMessage() {}
 
 func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[19]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +2213,7 @@ func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegisterWorkerRequest) GetName() string {
@@ -1412,6 +2244,13 @@ func (x *RegisterWorkerRequest) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *RegisterWorkerRequest) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
 type RegisterWorkerResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Presented in SessionHello; a new registration gets a new one.
@@ -1428,7 +2267,7 @@ type RegisterWorkerResponse struct {
 
 func (x *RegisterWorkerResponse) Reset() {
 	*x = RegisterWorkerResponse{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[20]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +2279,7 @@ func (x *RegisterWorkerResponse) String() string {
 func (*RegisterWorkerResponse) ProtoMessage() {}
 
 func (x *RegisterWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[20]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +2292,7 @@ func (x *RegisterWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegisterWorkerResponse) GetSessionId() string {
@@ -1485,6 +2324,7 @@ type SessionRequest struct {
 	//	*SessionRequest_Hello
 	//	*SessionRequest_Heartbeat
 	//	*SessionRequest_Report
+	//	*SessionRequest_Logs
 	Msg           isSessionRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1492,7 +2332,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[21]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +2344,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[21]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +2357,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SessionRequest) GetMsg() isSessionRequest_Msg {
@@ -1554,6 +2394,15 @@ func (x *SessionRequest) GetReport() *RankReport {
 	return nil
 }
 
+func (x *SessionRequest) GetLogs() *RankLogs {
+	if x != nil {
+		if x, ok := x.Msg.(*SessionRequest_Logs); ok {
+			return x.Logs
+		}
+	}
+	return nil
+}
+
 type isSessionRequest_Msg interface {
 	isSessionRequest_Msg()
 }
@@ -1571,11 +2420,88 @@ type SessionRequest_Report struct {
 	Report *RankReport `protobuf:"bytes,3,opt,name=report,proto3,oneof"`
 }
 
+type SessionRequest_Logs struct {
+	Logs *RankLogs `protobuf:"bytes,4,opt,name=logs,proto3,oneof"`
+}
+
 func (*SessionRequest_Hello) isSessionRequest_Msg() {}
 
 func (*SessionRequest_Heartbeat) isSessionRequest_Msg() {}
 
 func (*SessionRequest_Report) isSessionRequest_Msg() {}
+
+func (*SessionRequest_Logs) isSessionRequest_Msg() {}
+
+// RankLogs carries lines one rank of a job attempt logged. Lines keep the
+// rank's numbering (LogLine.seq); their attempt and rank fields are unused
+// here.
+type RankLogs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Rank          int32                  `protobuf:"varint,3,opt,name=rank,proto3" json:"rank,omitempty"`
+	Lines         []*LogLine             `protobuf:"bytes,4,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RankLogs) Reset() {
+	*x = RankLogs{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RankLogs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RankLogs) ProtoMessage() {}
+
+func (x *RankLogs) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RankLogs.ProtoReflect.Descriptor instead.
+func (*RankLogs) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RankLogs) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *RankLogs) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *RankLogs) GetRank() int32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *RankLogs) GetLines() []*LogLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
 
 type SessionHello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1587,7 +2513,7 @@ type SessionHello struct {
 
 func (x *SessionHello) Reset() {
 	*x = SessionHello{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[22]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +2525,7 @@ func (x *SessionHello) String() string {
 func (*SessionHello) ProtoMessage() {}
 
 func (x *SessionHello) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[22]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +2538,7 @@ func (x *SessionHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionHello.ProtoReflect.Descriptor instead.
 func (*SessionHello) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SessionHello) GetWorker() string {
@@ -1638,7 +2564,7 @@ type SessionHeartbeat struct {
 
 func (x *SessionHeartbeat) Reset() {
 	*x = SessionHeartbeat{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[23]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +2576,7 @@ func (x *SessionHeartbeat) String() string {
 func (*SessionHeartbeat) ProtoMessage() {}
 
 func (x *SessionHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[23]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +2589,7 @@ func (x *SessionHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionHeartbeat.ProtoReflect.Descriptor instead.
 func (*SessionHeartbeat) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{36}
 }
 
 // RankReport is something one rank of a job attempt did.
@@ -1686,7 +2612,7 @@ type RankReport struct {
 
 func (x *RankReport) Reset() {
 	*x = RankReport{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[24]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +2624,7 @@ func (x *RankReport) String() string {
 func (*RankReport) ProtoMessage() {}
 
 func (x *RankReport) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[24]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +2637,7 @@ func (x *RankReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankReport.ProtoReflect.Descriptor instead.
 func (*RankReport) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RankReport) GetJob() string {
@@ -1831,7 +2757,7 @@ type RankListening struct {
 
 func (x *RankListening) Reset() {
 	*x = RankListening{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[25]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +2769,7 @@ func (x *RankListening) String() string {
 func (*RankListening) ProtoMessage() {}
 
 func (x *RankListening) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[25]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2782,7 @@ func (x *RankListening) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankListening.ProtoReflect.Descriptor instead.
 func (*RankListening) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{25}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RankListening) GetAddress() string {
@@ -1878,7 +2804,7 @@ type RankStarted struct {
 
 func (x *RankStarted) Reset() {
 	*x = RankStarted{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2816,7 @@ func (x *RankStarted) String() string {
 func (*RankStarted) ProtoMessage() {}
 
 func (x *RankStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2829,7 @@ func (x *RankStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStarted.ProtoReflect.Descriptor instead.
 func (*RankStarted) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RankStarted) GetParams() int64 {
@@ -1939,7 +2865,7 @@ type RankStep struct {
 
 func (x *RankStep) Reset() {
 	*x = RankStep{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2877,7 @@ func (x *RankStep) String() string {
 func (*RankStep) ProtoMessage() {}
 
 func (x *RankStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2890,7 @@ func (x *RankStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStep.ProtoReflect.Descriptor instead.
 func (*RankStep) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RankStep) GetStep() int64 {
@@ -2041,7 +2967,7 @@ type RankFinished struct {
 
 func (x *RankFinished) Reset() {
 	*x = RankFinished{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2979,7 @@ func (x *RankFinished) String() string {
 func (*RankFinished) ProtoMessage() {}
 
 func (x *RankFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2992,7 @@ func (x *RankFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankFinished.ProtoReflect.Descriptor instead.
 func (*RankFinished) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RankFinished) GetSummary() *TrainSummary {
@@ -2086,7 +3012,7 @@ type RankFailed struct {
 
 func (x *RankFailed) Reset() {
 	*x = RankFailed{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +3024,7 @@ func (x *RankFailed) String() string {
 func (*RankFailed) ProtoMessage() {}
 
 func (x *RankFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +3037,7 @@ func (x *RankFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankFailed.ProtoReflect.Descriptor instead.
 func (*RankFailed) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{29}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RankFailed) GetError() string {
@@ -2137,7 +3063,7 @@ type SessionResponse struct {
 
 func (x *SessionResponse) Reset() {
 	*x = SessionResponse{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +3075,7 @@ func (x *SessionResponse) String() string {
 func (*SessionResponse) ProtoMessage() {}
 
 func (x *SessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +3088,7 @@ func (x *SessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
 func (*SessionResponse) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{30}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SessionResponse) GetMsg() isSessionResponse_Msg {
@@ -2246,7 +3172,7 @@ type SessionAccepted struct {
 
 func (x *SessionAccepted) Reset() {
 	*x = SessionAccepted{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2258,7 +3184,7 @@ func (x *SessionAccepted) String() string {
 func (*SessionAccepted) ProtoMessage() {}
 
 func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2271,7 +3197,7 @@ func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAccepted.ProtoReflect.Descriptor instead.
 func (*SessionAccepted) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{31}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SessionAccepted) GetHeartbeatInterval() *durationpb.Duration {
@@ -2305,7 +3231,7 @@ type StartRank struct {
 
 func (x *StartRank) Reset() {
 	*x = StartRank{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +3243,7 @@ func (x *StartRank) String() string {
 func (*StartRank) ProtoMessage() {}
 
 func (x *StartRank) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +3256,7 @@ func (x *StartRank) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRank.ProtoReflect.Descriptor instead.
 func (*StartRank) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{32}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StartRank) GetJob() string {
@@ -2402,7 +3328,7 @@ type RankPeers struct {
 
 func (x *RankPeers) Reset() {
 	*x = RankPeers{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +3340,7 @@ func (x *RankPeers) String() string {
 func (*RankPeers) ProtoMessage() {}
 
 func (x *RankPeers) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +3353,7 @@ func (x *RankPeers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankPeers.ProtoReflect.Descriptor instead.
 func (*RankPeers) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{33}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RankPeers) GetJob() string {
@@ -2464,7 +3390,7 @@ type StopRanks struct {
 
 func (x *StopRanks) Reset() {
 	*x = StopRanks{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2476,7 +3402,7 @@ func (x *StopRanks) String() string {
 func (*StopRanks) ProtoMessage() {}
 
 func (x *StopRanks) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2489,7 +3415,7 @@ func (x *StopRanks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRanks.ProtoReflect.Descriptor instead.
 func (*StopRanks) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{34}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StopRanks) GetJob() string {
@@ -2541,10 +3467,51 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\x03job\x18\x01 \x01(\v2\f.tern.v1.JobR\x03job\"&\n" +
 	"\x10DeleteJobRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
-	"\x11DeleteJobResponse\"\x14\n" +
+	"\x11DeleteJobResponse\"%\n" +
+	"\x0fPauseJobRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"2\n" +
+	"\x10PauseJobResponse\x12\x1e\n" +
+	"\x03job\x18\x01 \x01(\v2\f.tern.v1.JobR\x03job\"&\n" +
+	"\x10ResumeJobRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"3\n" +
+	"\x11ResumeJobResponse\x12\x1e\n" +
+	"\x03job\x18\x01 \x01(\v2\f.tern.v1.JobR\x03job\"\xbe\x01\n" +
+	"\x0eGetLogsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x17\n" +
+	"\x04rank\x18\x03 \x01(\x05H\x00R\x04rank\x88\x01\x01\x12\x12\n" +
+	"\x04tail\x18\x04 \x01(\x03R\x04tail\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
+	"\x06follow\x18\x06 \x01(\bR\x06followB\a\n" +
+	"\x05_rank\"9\n" +
+	"\x0fGetLogsResponse\x12&\n" +
+	"\x05lines\x18\x01 \x03(\v2\x10.tern.v1.LogLineR\x05lines\"\x8d\x01\n" +
+	"\aLogLine\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x03R\x03seq\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04text\x18\x05 \x01(\tR\x04text\"I\n" +
+	"\x14GetJobMetricsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"after_step\x18\x02 \x01(\x03R\tafterStep\"E\n" +
+	"\x15GetJobMetricsResponse\x12,\n" +
+	"\x06points\x18\x01 \x03(\v2\x14.tern.v1.StepMetricsR\x06points\"\x84\x02\n" +
+	"\vStepMetrics\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x12\n" +
+	"\x04loss\x18\x03 \x01(\x01R\x04loss\x12*\n" +
+	"\x11tokens_per_second\x18\x04 \x01(\x01R\x0ftokensPerSecond\x12\x17\n" +
+	"\astep_ms\x18\x05 \x01(\x01R\x06stepMs\x12\x0e\n" +
+	"\x02lr\x18\x06 \x01(\x01R\x02lr\x12 \n" +
+	"\teval_loss\x18\a \x01(\x01H\x00R\bevalLoss\x88\x01\x01\x12.\n" +
+	"\x04time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\f\n" +
+	"\n" +
+	"_eval_loss\"\x14\n" +
 	"\x12ListWorkersRequest\"@\n" +
 	"\x13ListWorkersResponse\x12)\n" +
-	"\aworkers\x18\x01 \x03(\v2\x0f.tern.v1.WorkerR\aworkers\"\xf3\x01\n" +
+	"\aworkers\x18\x01 \x03(\v2\x0f.tern.v1.WorkerR\aworkers\"\xc1\x02\n" +
 	"\x06Worker\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
@@ -2552,10 +3519,14 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"used_slots\x18\x04 \x01(\x05R\tusedSlots\x123\n" +
 	"\x06labels\x18\x05 \x03(\v2\x1b.tern.v1.Worker.LabelsEntryR\x06labels\x12\x1c\n" +
-	"\tconnected\x18\x06 \x01(\bR\tconnected\x1a9\n" +
+	"\tconnected\x18\x06 \x01(\bR\tconnected\x12\x10\n" +
+	"\x03pid\x18\a \x01(\x05R\x03pid\x12:\n" +
+	"\n" +
+	"registered\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"registered\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x06\n" +
 	"\x03Job\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x05phase\x18\x02 \x01(\x0e2\x11.tern.v1.JobPhaseR\x05phase\x12\x16\n" +
@@ -2574,7 +3545,28 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\x06events\x18\x0e \x03(\v2\x11.tern.v1.JobEventR\x06events\x12/\n" +
 	"\asummary\x18\x0f \x01(\v2\x15.tern.v1.TrainSummaryR\asummary\x12\x1b\n" +
 	"\tspec_json\x18\x10 \x01(\fR\bspecJson\x12\x18\n" +
-	"\aversion\x18\x11 \x01(\x04R\aversion\"\xba\x01\n" +
+	"\aversion\x18\x11 \x01(\x04R\aversion\x124\n" +
+	"\acreated\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
+	"\astarted\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
+	"\bfinished\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12\x17\n" +
+	"\astep_ms\x18\x15 \x01(\x01R\x06stepMs\x122\n" +
+	"\battempts\x18\x16 \x03(\v2\x16.tern.v1.AttemptStatusR\battempts\x126\n" +
+	"\flast_failure\x18\x17 \x01(\v2\x13.tern.v1.JobFailureR\vlastFailure\"\xe7\x01\n" +
+	"\rAttemptStatus\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x124\n" +
+	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x120\n" +
+	"\x05ended\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05ended\x12\x1d\n" +
+	"\n" +
+	"start_step\x18\x04 \x01(\x03R\tstartStep\x12\x1b\n" +
+	"\tlast_step\x18\x05 \x01(\x03R\blastStep\x12\x18\n" +
+	"\aoutcome\x18\x06 \x01(\tR\aoutcome\"\x9e\x01\n" +
+	"\n" +
+	"JobFailure\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x14\n" +
+	"\x05ranks\x18\x02 \x03(\x05R\x05ranks\x12\x16\n" +
+	"\x06worker\x18\x03 \x01(\tR\x06worker\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xba\x01\n" +
 	"\n" +
 	"RankStatus\x12\x12\n" +
 	"\x04rank\x18\x01 \x01(\x05R\x04rank\x12\x16\n" +
@@ -2603,12 +3595,13 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\x13bytes_sent_per_step\x18\n" +
 	" \x01(\x03R\x10bytesSentPerStep\x12-\n" +
 	"\x13bytes_recv_per_step\x18\v \x01(\x03R\x10bytesRecvPerStep\x12\x18\n" +
-	"\astopped\x18\f \x01(\bR\astopped\"\xd4\x01\n" +
+	"\astopped\x18\f \x01(\bR\astopped\"\xe6\x01\n" +
 	"\x15RegisterWorkerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
 	"\x05slots\x18\x03 \x01(\x05R\x05slots\x12B\n" +
-	"\x06labels\x18\x04 \x03(\v2*.tern.v1.RegisterWorkerRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x04 \x03(\v2*.tern.v1.RegisterWorkerRequest.LabelsEntryR\x06labels\x12\x10\n" +
+	"\x03pid\x18\x05 \x01(\x05R\x03pid\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb9\x01\n" +
@@ -2616,12 +3609,18 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12H\n" +
 	"\x12heartbeat_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x126\n" +
-	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\"\xb0\x01\n" +
+	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\"\xd9\x01\n" +
 	"\x0eSessionRequest\x12-\n" +
 	"\x05hello\x18\x01 \x01(\v2\x15.tern.v1.SessionHelloH\x00R\x05hello\x129\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x19.tern.v1.SessionHeartbeatH\x00R\theartbeat\x12-\n" +
-	"\x06report\x18\x03 \x01(\v2\x13.tern.v1.RankReportH\x00R\x06reportB\x05\n" +
-	"\x03msg\"E\n" +
+	"\x06report\x18\x03 \x01(\v2\x13.tern.v1.RankReportH\x00R\x06report\x12'\n" +
+	"\x04logs\x18\x04 \x01(\v2\x11.tern.v1.RankLogsH\x00R\x04logsB\x05\n" +
+	"\x03msg\"r\n" +
+	"\bRankLogs\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04rank\x18\x03 \x01(\x05R\x04rank\x12&\n" +
+	"\x05lines\x18\x04 \x03(\v2\x10.tern.v1.LogLineR\x05lines\"E\n" +
 	"\fSessionHello\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x1d\n" +
 	"\n" +
@@ -2706,7 +3705,7 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\x14RANK_PHASE_LISTENING\x10\x02\x12\x16\n" +
 	"\x12RANK_PHASE_RUNNING\x10\x03\x12\x17\n" +
 	"\x13RANK_PHASE_FINISHED\x10\x04\x12\x15\n" +
-	"\x11RANK_PHASE_FAILED\x10\x052\xfb\x04\n" +
+	"\x11RANK_PHASE_FAILED\x10\x052\x90\a\n" +
 	"\x12CoordinatorService\x12?\n" +
 	"\bApplyJob\x12\x18.tern.v1.ApplyJobRequest\x1a\x19.tern.v1.ApplyJobResponse\x129\n" +
 	"\x06GetJob\x12\x16.tern.v1.GetJobRequest\x1a\x17.tern.v1.GetJobResponse\x12?\n" +
@@ -2714,7 +3713,11 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\tCancelJob\x12\x19.tern.v1.CancelJobRequest\x1a\x1a.tern.v1.CancelJobResponse\x12A\n" +
 	"\bWatchJob\x12\x18.tern.v1.WatchJobRequest\x1a\x19.tern.v1.WatchJobResponse0\x01\x12B\n" +
 	"\tDeleteJob\x12\x19.tern.v1.DeleteJobRequest\x1a\x1a.tern.v1.DeleteJobResponse\x12H\n" +
-	"\vListWorkers\x12\x1b.tern.v1.ListWorkersRequest\x1a\x1c.tern.v1.ListWorkersResponse\x12Q\n" +
+	"\vListWorkers\x12\x1b.tern.v1.ListWorkersRequest\x1a\x1c.tern.v1.ListWorkersResponse\x12?\n" +
+	"\bPauseJob\x12\x18.tern.v1.PauseJobRequest\x1a\x19.tern.v1.PauseJobResponse\x12B\n" +
+	"\tResumeJob\x12\x19.tern.v1.ResumeJobRequest\x1a\x1a.tern.v1.ResumeJobResponse\x12>\n" +
+	"\aGetLogs\x12\x17.tern.v1.GetLogsRequest\x1a\x18.tern.v1.GetLogsResponse0\x01\x12N\n" +
+	"\rGetJobMetrics\x12\x1d.tern.v1.GetJobMetricsRequest\x1a\x1e.tern.v1.GetJobMetricsResponse\x12Q\n" +
 	"\x0eRegisterWorker\x12\x1e.tern.v1.RegisterWorkerRequest\x1a\x1f.tern.v1.RegisterWorkerResponse\x12@\n" +
 	"\aSession\x12\x17.tern.v1.SessionRequest\x1a\x18.tern.v1.SessionResponse(\x010\x01B-Z+github.com/ternml/tern/proto/tern/v1;ternv1b\x06proto3"
 
@@ -2731,7 +3734,7 @@ func file_tern_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_tern_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tern_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_tern_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_tern_v1_coordinator_proto_goTypes = []any{
 	(JobPhase)(0),                  // 0: tern.v1.JobPhase
 	(RankPhase)(0),                 // 1: tern.v1.RankPhase
@@ -2747,88 +3750,127 @@ var file_tern_v1_coordinator_proto_goTypes = []any{
 	(*WatchJobResponse)(nil),       // 11: tern.v1.WatchJobResponse
 	(*DeleteJobRequest)(nil),       // 12: tern.v1.DeleteJobRequest
 	(*DeleteJobResponse)(nil),      // 13: tern.v1.DeleteJobResponse
-	(*ListWorkersRequest)(nil),     // 14: tern.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),    // 15: tern.v1.ListWorkersResponse
-	(*Worker)(nil),                 // 16: tern.v1.Worker
-	(*Job)(nil),                    // 17: tern.v1.Job
-	(*RankStatus)(nil),             // 18: tern.v1.RankStatus
-	(*JobEvent)(nil),               // 19: tern.v1.JobEvent
-	(*TrainSummary)(nil),           // 20: tern.v1.TrainSummary
-	(*RegisterWorkerRequest)(nil),  // 21: tern.v1.RegisterWorkerRequest
-	(*RegisterWorkerResponse)(nil), // 22: tern.v1.RegisterWorkerResponse
-	(*SessionRequest)(nil),         // 23: tern.v1.SessionRequest
-	(*SessionHello)(nil),           // 24: tern.v1.SessionHello
-	(*SessionHeartbeat)(nil),       // 25: tern.v1.SessionHeartbeat
-	(*RankReport)(nil),             // 26: tern.v1.RankReport
-	(*RankListening)(nil),          // 27: tern.v1.RankListening
-	(*RankStarted)(nil),            // 28: tern.v1.RankStarted
-	(*RankStep)(nil),               // 29: tern.v1.RankStep
-	(*RankFinished)(nil),           // 30: tern.v1.RankFinished
-	(*RankFailed)(nil),             // 31: tern.v1.RankFailed
-	(*SessionResponse)(nil),        // 32: tern.v1.SessionResponse
-	(*SessionAccepted)(nil),        // 33: tern.v1.SessionAccepted
-	(*StartRank)(nil),              // 34: tern.v1.StartRank
-	(*RankPeers)(nil),              // 35: tern.v1.RankPeers
-	(*StopRanks)(nil),              // 36: tern.v1.StopRanks
-	nil,                            // 37: tern.v1.Worker.LabelsEntry
-	nil,                            // 38: tern.v1.RegisterWorkerRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 39: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 40: google.protobuf.Duration
+	(*PauseJobRequest)(nil),        // 14: tern.v1.PauseJobRequest
+	(*PauseJobResponse)(nil),       // 15: tern.v1.PauseJobResponse
+	(*ResumeJobRequest)(nil),       // 16: tern.v1.ResumeJobRequest
+	(*ResumeJobResponse)(nil),      // 17: tern.v1.ResumeJobResponse
+	(*GetLogsRequest)(nil),         // 18: tern.v1.GetLogsRequest
+	(*GetLogsResponse)(nil),        // 19: tern.v1.GetLogsResponse
+	(*LogLine)(nil),                // 20: tern.v1.LogLine
+	(*GetJobMetricsRequest)(nil),   // 21: tern.v1.GetJobMetricsRequest
+	(*GetJobMetricsResponse)(nil),  // 22: tern.v1.GetJobMetricsResponse
+	(*StepMetrics)(nil),            // 23: tern.v1.StepMetrics
+	(*ListWorkersRequest)(nil),     // 24: tern.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),    // 25: tern.v1.ListWorkersResponse
+	(*Worker)(nil),                 // 26: tern.v1.Worker
+	(*Job)(nil),                    // 27: tern.v1.Job
+	(*AttemptStatus)(nil),          // 28: tern.v1.AttemptStatus
+	(*JobFailure)(nil),             // 29: tern.v1.JobFailure
+	(*RankStatus)(nil),             // 30: tern.v1.RankStatus
+	(*JobEvent)(nil),               // 31: tern.v1.JobEvent
+	(*TrainSummary)(nil),           // 32: tern.v1.TrainSummary
+	(*RegisterWorkerRequest)(nil),  // 33: tern.v1.RegisterWorkerRequest
+	(*RegisterWorkerResponse)(nil), // 34: tern.v1.RegisterWorkerResponse
+	(*SessionRequest)(nil),         // 35: tern.v1.SessionRequest
+	(*RankLogs)(nil),               // 36: tern.v1.RankLogs
+	(*SessionHello)(nil),           // 37: tern.v1.SessionHello
+	(*SessionHeartbeat)(nil),       // 38: tern.v1.SessionHeartbeat
+	(*RankReport)(nil),             // 39: tern.v1.RankReport
+	(*RankListening)(nil),          // 40: tern.v1.RankListening
+	(*RankStarted)(nil),            // 41: tern.v1.RankStarted
+	(*RankStep)(nil),               // 42: tern.v1.RankStep
+	(*RankFinished)(nil),           // 43: tern.v1.RankFinished
+	(*RankFailed)(nil),             // 44: tern.v1.RankFailed
+	(*SessionResponse)(nil),        // 45: tern.v1.SessionResponse
+	(*SessionAccepted)(nil),        // 46: tern.v1.SessionAccepted
+	(*StartRank)(nil),              // 47: tern.v1.StartRank
+	(*RankPeers)(nil),              // 48: tern.v1.RankPeers
+	(*StopRanks)(nil),              // 49: tern.v1.StopRanks
+	nil,                            // 50: tern.v1.Worker.LabelsEntry
+	nil,                            // 51: tern.v1.RegisterWorkerRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 52: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 53: google.protobuf.Duration
 }
 var file_tern_v1_coordinator_proto_depIdxs = []int32{
-	17, // 0: tern.v1.ApplyJobResponse.job:type_name -> tern.v1.Job
-	17, // 1: tern.v1.GetJobResponse.job:type_name -> tern.v1.Job
-	17, // 2: tern.v1.ListJobsResponse.jobs:type_name -> tern.v1.Job
-	17, // 3: tern.v1.CancelJobResponse.job:type_name -> tern.v1.Job
-	17, // 4: tern.v1.WatchJobResponse.job:type_name -> tern.v1.Job
-	16, // 5: tern.v1.ListWorkersResponse.workers:type_name -> tern.v1.Worker
-	37, // 6: tern.v1.Worker.labels:type_name -> tern.v1.Worker.LabelsEntry
-	0,  // 7: tern.v1.Job.phase:type_name -> tern.v1.JobPhase
-	18, // 8: tern.v1.Job.ranks:type_name -> tern.v1.RankStatus
-	19, // 9: tern.v1.Job.events:type_name -> tern.v1.JobEvent
-	20, // 10: tern.v1.Job.summary:type_name -> tern.v1.TrainSummary
-	1,  // 11: tern.v1.RankStatus.phase:type_name -> tern.v1.RankPhase
-	39, // 12: tern.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	38, // 13: tern.v1.RegisterWorkerRequest.labels:type_name -> tern.v1.RegisterWorkerRequest.LabelsEntry
-	40, // 14: tern.v1.RegisterWorkerResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	40, // 15: tern.v1.RegisterWorkerResponse.lease_ttl:type_name -> google.protobuf.Duration
-	24, // 16: tern.v1.SessionRequest.hello:type_name -> tern.v1.SessionHello
-	25, // 17: tern.v1.SessionRequest.heartbeat:type_name -> tern.v1.SessionHeartbeat
-	26, // 18: tern.v1.SessionRequest.report:type_name -> tern.v1.RankReport
-	27, // 19: tern.v1.RankReport.listening:type_name -> tern.v1.RankListening
-	28, // 20: tern.v1.RankReport.started:type_name -> tern.v1.RankStarted
-	29, // 21: tern.v1.RankReport.step:type_name -> tern.v1.RankStep
-	30, // 22: tern.v1.RankReport.finished:type_name -> tern.v1.RankFinished
-	31, // 23: tern.v1.RankReport.failed:type_name -> tern.v1.RankFailed
-	20, // 24: tern.v1.RankFinished.summary:type_name -> tern.v1.TrainSummary
-	33, // 25: tern.v1.SessionResponse.accepted:type_name -> tern.v1.SessionAccepted
-	34, // 26: tern.v1.SessionResponse.start_rank:type_name -> tern.v1.StartRank
-	35, // 27: tern.v1.SessionResponse.peers:type_name -> tern.v1.RankPeers
-	36, // 28: tern.v1.SessionResponse.stop_ranks:type_name -> tern.v1.StopRanks
-	40, // 29: tern.v1.SessionAccepted.heartbeat_interval:type_name -> google.protobuf.Duration
-	2,  // 30: tern.v1.CoordinatorService.ApplyJob:input_type -> tern.v1.ApplyJobRequest
-	4,  // 31: tern.v1.CoordinatorService.GetJob:input_type -> tern.v1.GetJobRequest
-	6,  // 32: tern.v1.CoordinatorService.ListJobs:input_type -> tern.v1.ListJobsRequest
-	8,  // 33: tern.v1.CoordinatorService.CancelJob:input_type -> tern.v1.CancelJobRequest
-	10, // 34: tern.v1.CoordinatorService.WatchJob:input_type -> tern.v1.WatchJobRequest
-	12, // 35: tern.v1.CoordinatorService.DeleteJob:input_type -> tern.v1.DeleteJobRequest
-	14, // 36: tern.v1.CoordinatorService.ListWorkers:input_type -> tern.v1.ListWorkersRequest
-	21, // 37: tern.v1.CoordinatorService.RegisterWorker:input_type -> tern.v1.RegisterWorkerRequest
-	23, // 38: tern.v1.CoordinatorService.Session:input_type -> tern.v1.SessionRequest
-	3,  // 39: tern.v1.CoordinatorService.ApplyJob:output_type -> tern.v1.ApplyJobResponse
-	5,  // 40: tern.v1.CoordinatorService.GetJob:output_type -> tern.v1.GetJobResponse
-	7,  // 41: tern.v1.CoordinatorService.ListJobs:output_type -> tern.v1.ListJobsResponse
-	9,  // 42: tern.v1.CoordinatorService.CancelJob:output_type -> tern.v1.CancelJobResponse
-	11, // 43: tern.v1.CoordinatorService.WatchJob:output_type -> tern.v1.WatchJobResponse
-	13, // 44: tern.v1.CoordinatorService.DeleteJob:output_type -> tern.v1.DeleteJobResponse
-	15, // 45: tern.v1.CoordinatorService.ListWorkers:output_type -> tern.v1.ListWorkersResponse
-	22, // 46: tern.v1.CoordinatorService.RegisterWorker:output_type -> tern.v1.RegisterWorkerResponse
-	32, // 47: tern.v1.CoordinatorService.Session:output_type -> tern.v1.SessionResponse
-	39, // [39:48] is the sub-list for method output_type
-	30, // [30:39] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	27, // 0: tern.v1.ApplyJobResponse.job:type_name -> tern.v1.Job
+	27, // 1: tern.v1.GetJobResponse.job:type_name -> tern.v1.Job
+	27, // 2: tern.v1.ListJobsResponse.jobs:type_name -> tern.v1.Job
+	27, // 3: tern.v1.CancelJobResponse.job:type_name -> tern.v1.Job
+	27, // 4: tern.v1.WatchJobResponse.job:type_name -> tern.v1.Job
+	27, // 5: tern.v1.PauseJobResponse.job:type_name -> tern.v1.Job
+	27, // 6: tern.v1.ResumeJobResponse.job:type_name -> tern.v1.Job
+	52, // 7: tern.v1.GetLogsRequest.since:type_name -> google.protobuf.Timestamp
+	20, // 8: tern.v1.GetLogsResponse.lines:type_name -> tern.v1.LogLine
+	52, // 9: tern.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	23, // 10: tern.v1.GetJobMetricsResponse.points:type_name -> tern.v1.StepMetrics
+	52, // 11: tern.v1.StepMetrics.time:type_name -> google.protobuf.Timestamp
+	26, // 12: tern.v1.ListWorkersResponse.workers:type_name -> tern.v1.Worker
+	50, // 13: tern.v1.Worker.labels:type_name -> tern.v1.Worker.LabelsEntry
+	52, // 14: tern.v1.Worker.registered:type_name -> google.protobuf.Timestamp
+	0,  // 15: tern.v1.Job.phase:type_name -> tern.v1.JobPhase
+	30, // 16: tern.v1.Job.ranks:type_name -> tern.v1.RankStatus
+	31, // 17: tern.v1.Job.events:type_name -> tern.v1.JobEvent
+	32, // 18: tern.v1.Job.summary:type_name -> tern.v1.TrainSummary
+	52, // 19: tern.v1.Job.created:type_name -> google.protobuf.Timestamp
+	52, // 20: tern.v1.Job.started:type_name -> google.protobuf.Timestamp
+	52, // 21: tern.v1.Job.finished:type_name -> google.protobuf.Timestamp
+	28, // 22: tern.v1.Job.attempts:type_name -> tern.v1.AttemptStatus
+	29, // 23: tern.v1.Job.last_failure:type_name -> tern.v1.JobFailure
+	52, // 24: tern.v1.AttemptStatus.started:type_name -> google.protobuf.Timestamp
+	52, // 25: tern.v1.AttemptStatus.ended:type_name -> google.protobuf.Timestamp
+	52, // 26: tern.v1.JobFailure.time:type_name -> google.protobuf.Timestamp
+	1,  // 27: tern.v1.RankStatus.phase:type_name -> tern.v1.RankPhase
+	52, // 28: tern.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	51, // 29: tern.v1.RegisterWorkerRequest.labels:type_name -> tern.v1.RegisterWorkerRequest.LabelsEntry
+	53, // 30: tern.v1.RegisterWorkerResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	53, // 31: tern.v1.RegisterWorkerResponse.lease_ttl:type_name -> google.protobuf.Duration
+	37, // 32: tern.v1.SessionRequest.hello:type_name -> tern.v1.SessionHello
+	38, // 33: tern.v1.SessionRequest.heartbeat:type_name -> tern.v1.SessionHeartbeat
+	39, // 34: tern.v1.SessionRequest.report:type_name -> tern.v1.RankReport
+	36, // 35: tern.v1.SessionRequest.logs:type_name -> tern.v1.RankLogs
+	20, // 36: tern.v1.RankLogs.lines:type_name -> tern.v1.LogLine
+	40, // 37: tern.v1.RankReport.listening:type_name -> tern.v1.RankListening
+	41, // 38: tern.v1.RankReport.started:type_name -> tern.v1.RankStarted
+	42, // 39: tern.v1.RankReport.step:type_name -> tern.v1.RankStep
+	43, // 40: tern.v1.RankReport.finished:type_name -> tern.v1.RankFinished
+	44, // 41: tern.v1.RankReport.failed:type_name -> tern.v1.RankFailed
+	32, // 42: tern.v1.RankFinished.summary:type_name -> tern.v1.TrainSummary
+	46, // 43: tern.v1.SessionResponse.accepted:type_name -> tern.v1.SessionAccepted
+	47, // 44: tern.v1.SessionResponse.start_rank:type_name -> tern.v1.StartRank
+	48, // 45: tern.v1.SessionResponse.peers:type_name -> tern.v1.RankPeers
+	49, // 46: tern.v1.SessionResponse.stop_ranks:type_name -> tern.v1.StopRanks
+	53, // 47: tern.v1.SessionAccepted.heartbeat_interval:type_name -> google.protobuf.Duration
+	2,  // 48: tern.v1.CoordinatorService.ApplyJob:input_type -> tern.v1.ApplyJobRequest
+	4,  // 49: tern.v1.CoordinatorService.GetJob:input_type -> tern.v1.GetJobRequest
+	6,  // 50: tern.v1.CoordinatorService.ListJobs:input_type -> tern.v1.ListJobsRequest
+	8,  // 51: tern.v1.CoordinatorService.CancelJob:input_type -> tern.v1.CancelJobRequest
+	10, // 52: tern.v1.CoordinatorService.WatchJob:input_type -> tern.v1.WatchJobRequest
+	12, // 53: tern.v1.CoordinatorService.DeleteJob:input_type -> tern.v1.DeleteJobRequest
+	24, // 54: tern.v1.CoordinatorService.ListWorkers:input_type -> tern.v1.ListWorkersRequest
+	14, // 55: tern.v1.CoordinatorService.PauseJob:input_type -> tern.v1.PauseJobRequest
+	16, // 56: tern.v1.CoordinatorService.ResumeJob:input_type -> tern.v1.ResumeJobRequest
+	18, // 57: tern.v1.CoordinatorService.GetLogs:input_type -> tern.v1.GetLogsRequest
+	21, // 58: tern.v1.CoordinatorService.GetJobMetrics:input_type -> tern.v1.GetJobMetricsRequest
+	33, // 59: tern.v1.CoordinatorService.RegisterWorker:input_type -> tern.v1.RegisterWorkerRequest
+	35, // 60: tern.v1.CoordinatorService.Session:input_type -> tern.v1.SessionRequest
+	3,  // 61: tern.v1.CoordinatorService.ApplyJob:output_type -> tern.v1.ApplyJobResponse
+	5,  // 62: tern.v1.CoordinatorService.GetJob:output_type -> tern.v1.GetJobResponse
+	7,  // 63: tern.v1.CoordinatorService.ListJobs:output_type -> tern.v1.ListJobsResponse
+	9,  // 64: tern.v1.CoordinatorService.CancelJob:output_type -> tern.v1.CancelJobResponse
+	11, // 65: tern.v1.CoordinatorService.WatchJob:output_type -> tern.v1.WatchJobResponse
+	13, // 66: tern.v1.CoordinatorService.DeleteJob:output_type -> tern.v1.DeleteJobResponse
+	25, // 67: tern.v1.CoordinatorService.ListWorkers:output_type -> tern.v1.ListWorkersResponse
+	15, // 68: tern.v1.CoordinatorService.PauseJob:output_type -> tern.v1.PauseJobResponse
+	17, // 69: tern.v1.CoordinatorService.ResumeJob:output_type -> tern.v1.ResumeJobResponse
+	19, // 70: tern.v1.CoordinatorService.GetLogs:output_type -> tern.v1.GetLogsResponse
+	22, // 71: tern.v1.CoordinatorService.GetJobMetrics:output_type -> tern.v1.GetJobMetricsResponse
+	34, // 72: tern.v1.CoordinatorService.RegisterWorker:output_type -> tern.v1.RegisterWorkerResponse
+	45, // 73: tern.v1.CoordinatorService.Session:output_type -> tern.v1.SessionResponse
+	61, // [61:74] is the sub-list for method output_type
+	48, // [48:61] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_tern_v1_coordinator_proto_init() }
@@ -2836,20 +3878,23 @@ func file_tern_v1_coordinator_proto_init() {
 	if File_tern_v1_coordinator_proto != nil {
 		return
 	}
-	file_tern_v1_coordinator_proto_msgTypes[21].OneofWrappers = []any{
+	file_tern_v1_coordinator_proto_msgTypes[16].OneofWrappers = []any{}
+	file_tern_v1_coordinator_proto_msgTypes[21].OneofWrappers = []any{}
+	file_tern_v1_coordinator_proto_msgTypes[33].OneofWrappers = []any{
 		(*SessionRequest_Hello)(nil),
 		(*SessionRequest_Heartbeat)(nil),
 		(*SessionRequest_Report)(nil),
+		(*SessionRequest_Logs)(nil),
 	}
-	file_tern_v1_coordinator_proto_msgTypes[24].OneofWrappers = []any{
+	file_tern_v1_coordinator_proto_msgTypes[37].OneofWrappers = []any{
 		(*RankReport_Listening)(nil),
 		(*RankReport_Started)(nil),
 		(*RankReport_Step)(nil),
 		(*RankReport_Finished)(nil),
 		(*RankReport_Failed)(nil),
 	}
-	file_tern_v1_coordinator_proto_msgTypes[27].OneofWrappers = []any{}
-	file_tern_v1_coordinator_proto_msgTypes[30].OneofWrappers = []any{
+	file_tern_v1_coordinator_proto_msgTypes[40].OneofWrappers = []any{}
+	file_tern_v1_coordinator_proto_msgTypes[43].OneofWrappers = []any{
 		(*SessionResponse_Accepted)(nil),
 		(*SessionResponse_StartRank)(nil),
 		(*SessionResponse_Peers)(nil),
@@ -2861,7 +3906,7 @@ func file_tern_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tern_v1_coordinator_proto_rawDesc), len(file_tern_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   37,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

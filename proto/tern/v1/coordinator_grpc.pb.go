@@ -26,6 +26,10 @@ const (
 	CoordinatorService_WatchJob_FullMethodName       = "/tern.v1.CoordinatorService/WatchJob"
 	CoordinatorService_DeleteJob_FullMethodName      = "/tern.v1.CoordinatorService/DeleteJob"
 	CoordinatorService_ListWorkers_FullMethodName    = "/tern.v1.CoordinatorService/ListWorkers"
+	CoordinatorService_PauseJob_FullMethodName       = "/tern.v1.CoordinatorService/PauseJob"
+	CoordinatorService_ResumeJob_FullMethodName      = "/tern.v1.CoordinatorService/ResumeJob"
+	CoordinatorService_GetLogs_FullMethodName        = "/tern.v1.CoordinatorService/GetLogs"
+	CoordinatorService_GetJobMetrics_FullMethodName  = "/tern.v1.CoordinatorService/GetJobMetrics"
 	CoordinatorService_RegisterWorker_FullMethodName = "/tern.v1.CoordinatorService/RegisterWorker"
 	CoordinatorService_Session_FullMethodName        = "/tern.v1.CoordinatorService/Session"
 )
@@ -60,6 +64,24 @@ type CoordinatorServiceClient interface {
 	DeleteJob(ctx context.Context, in *DeleteJobRequest, opts ...grpc.CallOption) (*DeleteJobResponse, error)
 	// ListWorkers returns the registered workers, ordered by name.
 	ListWorkers(ctx context.Context, in *ListWorkersRequest, opts ...grpc.CallOption) (*ListWorkersResponse, error)
+	// PauseJob stops the job's ranks (each after its current step, writing
+	// a checkpoint if the spec has checkpoint.dir) and frees its slots; the
+	// job stays Paused until ResumeJob. FAILED_PRECONDITION for a job that
+	// is over or already paused.
+	PauseJob(ctx context.Context, in *PauseJobRequest, opts ...grpc.CallOption) (*PauseJobResponse, error)
+	// ResumeJob places a paused job again. Its ranks continue from the
+	// latest complete checkpoint in spec.checkpoint.dir, or from step 0 when
+	// the spec has no checkpoint directory (or nothing was written there).
+	// FAILED_PRECONDITION for a job that is not paused.
+	ResumeJob(ctx context.Context, in *ResumeJobRequest, opts ...grpc.CallOption) (*ResumeJobResponse, error)
+	// GetLogs sends the log lines the job's ranks produced (their messages
+	// and one line per training step), as the workers shipped them and the
+	// coordinator stored them. With follow it keeps sending new lines until
+	// the attempt being read ends.
+	GetLogs(ctx context.Context, in *GetLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetLogsResponse], error)
+	// GetJobMetrics returns the job's per-step training metrics (as rank 0
+	// of each attempt reported them), oldest first.
+	GetJobMetrics(ctx context.Context, in *GetJobMetricsRequest, opts ...grpc.CallOption) (*GetJobMetricsResponse, error)
 	// RegisterWorker adds a worker to the registry (or replaces an earlier
 	// registration under the same name: ranks that ran there count as lost)
 	// and returns the session id its Session stream must present.
@@ -160,6 +182,55 @@ func (c *coordinatorServiceClient) ListWorkers(ctx context.Context, in *ListWork
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) PauseJob(ctx context.Context, in *PauseJobRequest, opts ...grpc.CallOption) (*PauseJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PauseJobResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_PauseJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) ResumeJob(ctx context.Context, in *ResumeJobRequest, opts ...grpc.CallOption) (*ResumeJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeJobResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_ResumeJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorServiceClient) GetLogs(ctx context.Context, in *GetLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetLogsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[1], CoordinatorService_GetLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetLogsRequest, GetLogsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_GetLogsClient = grpc.ServerStreamingClient[GetLogsResponse]
+
+func (c *coordinatorServiceClient) GetJobMetrics(ctx context.Context, in *GetJobMetricsRequest, opts ...grpc.CallOption) (*GetJobMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetJobMetricsResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_GetJobMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorServiceClient) RegisterWorker(ctx context.Context, in *RegisterWorkerRequest, opts ...grpc.CallOption) (*RegisterWorkerResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RegisterWorkerResponse)
@@ -172,7 +243,7 @@ func (c *coordinatorServiceClient) RegisterWorker(ctx context.Context, in *Regis
 
 func (c *coordinatorServiceClient) Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[1], CoordinatorService_Session_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &CoordinatorService_ServiceDesc.Streams[2], CoordinatorService_Session_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -213,6 +284,24 @@ type CoordinatorServiceServer interface {
 	DeleteJob(context.Context, *DeleteJobRequest) (*DeleteJobResponse, error)
 	// ListWorkers returns the registered workers, ordered by name.
 	ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error)
+	// PauseJob stops the job's ranks (each after its current step, writing
+	// a checkpoint if the spec has checkpoint.dir) and frees its slots; the
+	// job stays Paused until ResumeJob. FAILED_PRECONDITION for a job that
+	// is over or already paused.
+	PauseJob(context.Context, *PauseJobRequest) (*PauseJobResponse, error)
+	// ResumeJob places a paused job again. Its ranks continue from the
+	// latest complete checkpoint in spec.checkpoint.dir, or from step 0 when
+	// the spec has no checkpoint directory (or nothing was written there).
+	// FAILED_PRECONDITION for a job that is not paused.
+	ResumeJob(context.Context, *ResumeJobRequest) (*ResumeJobResponse, error)
+	// GetLogs sends the log lines the job's ranks produced (their messages
+	// and one line per training step), as the workers shipped them and the
+	// coordinator stored them. With follow it keeps sending new lines until
+	// the attempt being read ends.
+	GetLogs(*GetLogsRequest, grpc.ServerStreamingServer[GetLogsResponse]) error
+	// GetJobMetrics returns the job's per-step training metrics (as rank 0
+	// of each attempt reported them), oldest first.
+	GetJobMetrics(context.Context, *GetJobMetricsRequest) (*GetJobMetricsResponse, error)
 	// RegisterWorker adds a worker to the registry (or replaces an earlier
 	// registration under the same name: ranks that ran there count as lost)
 	// and returns the session id its Session stream must present.
@@ -254,6 +343,18 @@ func (UnimplementedCoordinatorServiceServer) DeleteJob(context.Context, *DeleteJ
 }
 func (UnimplementedCoordinatorServiceServer) ListWorkers(context.Context, *ListWorkersRequest) (*ListWorkersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListWorkers not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) PauseJob(context.Context, *PauseJobRequest) (*PauseJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseJob not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) ResumeJob(context.Context, *ResumeJobRequest) (*ResumeJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeJob not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) GetLogs(*GetLogsRequest, grpc.ServerStreamingServer[GetLogsResponse]) error {
+	return status.Error(codes.Unimplemented, "method GetLogs not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) GetJobMetrics(context.Context, *GetJobMetricsRequest) (*GetJobMetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetJobMetrics not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) RegisterWorker(context.Context, *RegisterWorkerRequest) (*RegisterWorkerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterWorker not implemented")
@@ -401,6 +502,71 @@ func _CoordinatorService_ListWorkers_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_PauseJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).PauseJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_PauseJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).PauseJob(ctx, req.(*PauseJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_ResumeJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).ResumeJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_ResumeJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).ResumeJob(ctx, req.(*ResumeJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CoordinatorService_GetLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServiceServer).GetLogs(m, &grpc.GenericServerStream[GetLogsRequest, GetLogsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CoordinatorService_GetLogsServer = grpc.ServerStreamingServer[GetLogsResponse]
+
+func _CoordinatorService_GetJobMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetJobMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).GetJobMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_GetJobMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).GetJobMetrics(ctx, req.(*GetJobMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _CoordinatorService_RegisterWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RegisterWorkerRequest)
 	if err := dec(in); err != nil {
@@ -458,6 +624,18 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _CoordinatorService_ListWorkers_Handler,
 		},
 		{
+			MethodName: "PauseJob",
+			Handler:    _CoordinatorService_PauseJob_Handler,
+		},
+		{
+			MethodName: "ResumeJob",
+			Handler:    _CoordinatorService_ResumeJob_Handler,
+		},
+		{
+			MethodName: "GetJobMetrics",
+			Handler:    _CoordinatorService_GetJobMetrics_Handler,
+		},
+		{
 			MethodName: "RegisterWorker",
 			Handler:    _CoordinatorService_RegisterWorker_Handler,
 		},
@@ -466,6 +644,11 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchJob",
 			Handler:       _CoordinatorService_WatchJob_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetLogs",
+			Handler:       _CoordinatorService_GetLogs_Handler,
 			ServerStreams: true,
 		},
 		{
