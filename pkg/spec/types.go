@@ -44,6 +44,8 @@ type JobSpec struct {
 	Parallel      ParallelSpec      `json:"parallel" desc:"How the job is laid out over ranks (processes)."`
 	Communication CommunicationSpec `json:"communication" desc:"How ranks exchange gradients, and how long they wait for each other."`
 	Snapshot      Reserved          `json:"snapshot,omitempty" desc:"Reserved for in-memory snapshot settings; must be empty in tern/v1."`
+
+	RestartPolicy *RestartPolicySpec `json:"restartPolicy,omitempty" desc:"What the coordinator does when a rank fails: relaunch the job from its latest checkpoint, up to maxRestarts times. Absent: the defaults."`
 }
 
 // Reserved is a section that later versions of the schema will define. It

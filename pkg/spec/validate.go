@@ -52,6 +52,7 @@ func (j *TrainingJob) Validate() error {
 	v.minInt("spec.checkpoint.keep", s.Checkpoint.Keep, 0)
 
 	v.parallel(s)
+	v.restartPolicy(s)
 	if len(s.Snapshot) > 0 {
 		es.add("spec.snapshot", "reserved for a later version of %s and must be empty; remove %s", APIVersion, strings.Join(sortedKeys(s.Snapshot), ", "))
 	}
