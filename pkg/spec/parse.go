@@ -5,23 +5,39 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
+	goyaml "go.yaml.in/yaml/v2"
 	"sigs.k8s.io/yaml"
 )
+
+// MaxDocumentBytes bounds a job spec document. A spec holds settings, not
+// data: even one with its corpus inline (spec.data.kind text) is far
+// smaller, and the coordinator keeps a resolved spec in one etcd value.
+// The bound keeps a mistaken argument (a corpus or a binary passed as -f)
+// from being read and decoded whole.
+const MaxDocumentBytes = 1 << 20
+
+// errTooLarge is the message for a document over MaxDocumentBytes; size
+// says how large it is, as far as known.
+func errTooLarge(size string) error {
+	return fmt.Errorf("the job spec is %s, over the limit of %d bytes (1 MiB): a spec holds settings, not data; put a large corpus in a file and point spec.data.path at it", size, MaxDocumentBytes)
+}
 
 // Load reads a TrainingJob from a YAML (or JSON) file, applies the --set
 // overrides, fills defaults and validates it. Problems in the document come
 // back as Errors (all of them) wrapped with the file name.
 func Load(path string, sets []string) (*TrainingJob, error) {
-	b, err := os.ReadFile(path)
+	b, err := readLimited(path)
 	if err != nil {
-		return nil, fmt.Errorf("read job spec: %w", err)
+		return nil, err
 	}
 	j, err := parse(b, sets, filepath.Dir(path))
 	if err != nil {
@@ -47,8 +63,17 @@ func Parse(b []byte, sets []string) (*TrainingJob, error) {
 // and the job runs from any working directory. A relative path given with
 // --set stays relative to the working directory, like any other argument.
 func parse(b []byte, sets []string, baseDir string) (*TrainingJob, error) {
+	if len(b) > MaxDocumentBytes {
+		return nil, errTooLarge(fmt.Sprintf("%d bytes", len(b)))
+	}
 	js, err := yaml.YAMLToJSONStrict(b)
 	if err != nil {
+		var nf *json.UnsupportedValueError
+		if errors.As(err, &nf) {
+			// YAML has .nan and .inf, JSON does not: name the field
+			// rather than echo the encoder's complaint.
+			return nil, Errors{nonFinite(b)}
+		}
 		return nil, fmt.Errorf("parse YAML: %w", err)
 	}
 	var tree any
@@ -128,6 +153,70 @@ func parse(b []byte, sets []string, baseDir string) (*TrainingJob, error) {
 		return nil, err
 	}
 	return &j, nil
+}
+
+// nonFinite finds the first .nan or .inf in a YAML document that did
+// decode, and says where it is.
+func nonFinite(b []byte) *FieldError {
+	var tree any
+	if goyaml.Unmarshal(b, &tree) == nil {
+		if path, v, ok := findNonFinite("", tree); ok {
+			return &FieldError{Path: path, Msg: fmt.Sprintf("got %v: numbers in a job spec must be finite", v)}
+		}
+	}
+	return &FieldError{Msg: "the document holds .nan or .inf: every number in a job spec must be finite"}
+}
+
+func findNonFinite(path string, v any) (string, float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return path, x, true
+		}
+	case map[any]any:
+		keys := make([]string, 0, len(x))
+		byKey := map[string]any{}
+		for k, c := range x {
+			ks := fmt.Sprint(k)
+			keys = append(keys, ks)
+			byKey[ks] = c
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			if p, f, ok := findNonFinite(joinPath(path, k), byKey[k]); ok {
+				return p, f, true
+			}
+		}
+	case []any:
+		for i, c := range x {
+			if p, f, ok := findNonFinite(fmt.Sprintf("%s[%d]", path, i), c); ok {
+				return p, f, true
+			}
+		}
+	}
+	return "", 0, false
+}
+
+// readLimited reads a spec file, refusing one over MaxDocumentBytes
+// without reading it all (it may be a device or a pipe that never ends).
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read job spec: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxDocumentBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read job spec %s: %w", path, err)
+	}
+	if len(b) > MaxDocumentBytes {
+		size := fmt.Sprintf("more than %d bytes", MaxDocumentBytes)
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fmt.Sprintf("%d bytes", fi.Size())
+		}
+		return nil, fmt.Errorf("%s: %w", path, errTooLarge(size))
+	}
+	return b, nil
 }
 
 // coveredBy reports whether a path is at or under one already reported.
