@@ -114,7 +114,7 @@ func TestParseErrors(t *testing.T) {
 		{"exchange name", minimal + "  communication: {exchange: fp16}\n", []string{`spec.communication.exchange: "fp16" is not supported (allowed: dense, bf16, none)`}},
 		{"exchange none with replicas", minimal + "  parallel: {data: 2}\n  communication: {exchange: none}\n", []string{`spec.communication.exchange: none would let the 2 replicas drift apart`}},
 		{"timeout", minimal + "  communication: {timeoutSeconds: 0}\n", []string{`spec.communication.timeoutSeconds: 0 must be a positive number of seconds`}},
-		{"reserved snapshot", minimal + "  snapshot: {every: 1}\n", []string{`spec.snapshot: reserved`}},
+		{"unknown snapshot field", minimal + "  snapshot: {every: 1}\n", []string{`spec.snapshot.every: unknown field "every" (allowed: everySteps, peerEverySteps, tolerate, dataShards)`}},
 		{"section not object", minimal + "  communication: 3\n", []string{`spec.communication: must be an object`}},
 		{"vocab tokenizer mismatch", noModel + "  data: {tokenizer: gpt2}\n  model: {preset: tiny, vocab: 256}\n", []string{`spec.model.vocab: 256 does not match spec.data.tokenizer "gpt2" (vocab 50257)`}},
 		{"explicit vocab wrong", noModel + "  model: {preset: tiny, vocab: 1000}\n", []string{`spec.model.vocab: 1000 does not match spec.data.tokenizer "byte" (vocab 256)`}},

@@ -43,7 +43,7 @@ type JobSpec struct {
 	Checkpoint    CheckpointSpec    `json:"checkpoint" desc:"Durable checkpoints on disk."`
 	Parallel      ParallelSpec      `json:"parallel" desc:"How the job is laid out over ranks (processes)."`
 	Communication CommunicationSpec `json:"communication" desc:"How ranks exchange gradients, and how long they wait for each other."`
-	Snapshot      Reserved          `json:"snapshot,omitempty" desc:"Reserved for in-memory snapshot settings; must be empty in tern/v1."`
+	Snapshot      *SnapshotSpec     `json:"snapshot,omitempty" desc:"In-memory snapshots: a local copy every step and Reed-Solomon fragments on peers, so a job resumes after a crash or a lost worker without disk. Absent: the defaults."`
 
 	RestartPolicy *RestartPolicySpec `json:"restartPolicy,omitempty" desc:"What the coordinator does when a rank fails: relaunch the job from its latest checkpoint, up to maxRestarts times. Absent: the defaults."`
 }
@@ -67,6 +67,7 @@ type ModelSpec struct {
 	NormEps   float64 `json:"normEps,omitempty" default:"1e-5" desc:"RMSNorm epsilon."`
 	Tokenizer string  `json:"tokenizer,omitempty" default:"derived" desc:"Tokenizer the vocabulary belongs to. Default: from the preset, else spec.data.tokenizer, else byte."`
 	Recompute bool    `json:"recompute,omitempty" default:"false" desc:"Recompute each block's activations in backward instead of storing them (less memory, about a third more compute)."`
+	Init      InitSource `json:"init,omitempty" default:"\"\"" desc:"Initial weights: empty for the seeded random initialisation, or hf:DIR to start from a Hugging Face LLaMA directory (config.json + safetensors; bf16/fp16 widened to float32) that must match this model exactly. A relative DIR is relative to the working directory of the process that runs the job."`
 }
 
 // DataSpec chooses the corpus.

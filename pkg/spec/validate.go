@@ -36,6 +36,7 @@ func (j *TrainingJob) Validate() error {
 	s := &j.Spec
 	v.minInt("spec.steps", s.Steps, 1)
 	v.model(s)
+	v.modelInit(s)
 	v.data(s)
 	v.minInt("spec.batch.microBatchSize", s.Batch.MicroBatchSize, 1)
 	v.minInt("spec.batch.microBatches", s.Batch.MicroBatches, 1)
@@ -53,9 +54,7 @@ func (j *TrainingJob) Validate() error {
 
 	v.parallel(s)
 	v.restartPolicy(s)
-	if len(s.Snapshot) > 0 {
-		es.add("spec.snapshot", "reserved for a later version of %s and must be empty; remove %s", APIVersion, strings.Join(sortedKeys(s.Snapshot), ", "))
-	}
+	v.snapshot(s)
 	return es.err()
 }
 

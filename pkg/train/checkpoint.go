@@ -385,6 +385,7 @@ func compatible(saved json.RawMessage, job *spec.TrainingJob) error {
 		j.Spec.Steps = 0
 		j.Spec.Eval = spec.EvalSpec{}
 		j.Spec.Checkpoint = spec.CheckpointSpec{}
+		j.Spec.Snapshot = nil
 		j.Spec.Data.CacheDir = ""
 	}
 	a, b := old.CanonicalJSON(), cur.CanonicalJSON()
@@ -402,5 +403,5 @@ func compatible(saved json.RawMessage, job *spec.TrainingJob) error {
 			diff = append(diff, "spec."+k)
 		}
 	}
-	return fmt.Errorf("the job differs from the checkpoint's in %v (only steps, eval and checkpoint may change on resume)", diff)
+	return fmt.Errorf("the job differs from the checkpoint's in %v (only steps, eval, checkpoint and snapshot may change on resume)", diff)
 }
