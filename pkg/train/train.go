@@ -238,6 +238,11 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 		}
 		r.params = r.model.Params()
 	}
+	if opts.Resume == "" {
+		if err := r.applyInit(); err != nil {
+			return nil, err
+		}
+	}
 	var dpg *comm.Group
 	if r.dp != nil && r.dp.size > 1 {
 		dpg = r.dp.g
