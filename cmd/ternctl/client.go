@@ -12,9 +12,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/ternml/tern/pkg/auth"
 	"github.com/ternml/tern/pkg/spec"
 	ternv1 "github.com/ternml/tern/proto/tern/v1"
 )
@@ -37,6 +37,10 @@ const dialTimeout = 3 * time.Second
 type clusterFlags struct {
 	addr string
 }
+
+// clientAuth holds --tls-ca and --token-file, the credentials connect
+// dials with (pkg/auth); the root command registers them.
+var clientAuth auth.ClientFlags
 
 // coordinatorDefault is the --coordinator default: $TERN_COORDINATOR, else
 // the coordinator's own default address.
@@ -75,7 +79,11 @@ func connect(ctx context.Context, addr string) (ternv1.CoordinatorServiceClient,
 		return nil, nil, connectionErr("no coordinator at %s: start one with `coordinator` or pass --coordinator (%v)", addr, unwrapOpErr(err))
 	}
 	probe.Close()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := clientAuth.Load(addr)
+	if err != nil {
+		return nil, nil, connectionErr("%v", err)
+	}
+	conn, err := grpc.NewClient(addr, creds.DialOptions()...)
 	if err != nil {
 		return nil, nil, connectionErr("coordinator at %s: %v", addr, err)
 	}
@@ -115,6 +123,8 @@ func rpcErr(addr, doing string, err error) error {
 		}
 	case codes.Unavailable:
 		return connectionErr("%s: coordinator at %s unavailable: %s", doing, addr, st.Message())
+	case codes.Unauthenticated:
+		return connectionErr("%s: the coordinator at %s refused the credentials: %s", doing, addr, st.Message())
 	case codes.DeadlineExceeded, codes.Canceled:
 		return fmt.Errorf("%s: %s", doing, st.Message())
 	}

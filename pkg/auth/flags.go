@@ -37,7 +37,7 @@ type ServerFlags struct {
 // Register adds --tls-cert, --tls-key and --token-file to fs, each
 // defaulting to its environment variable.
 func (f *ServerFlags) Register(fs FlagSet) {
-	fs.StringVar(&f.CertFile, FlagTLSCert, os.Getenv(EnvTLSCert), "PEM certificate the coordinator serves TLS with, e.g. DIR/"+ServerCertFile+" of `ternctl certs create` (env "+EnvTLSCert+"); required unless --listen is loopback")
+	fs.StringVar(&f.CertFile, FlagTLSCert, os.Getenv(EnvTLSCert), "PEM certificate the coordinator serves TLS with, e.g. DIR/"+ServerCertFile+" written by ternctl certs create (env "+EnvTLSCert+"); required unless --listen is loopback")
 	fs.StringVar(&f.KeyFile, FlagTLSKey, os.Getenv(EnvTLSKey), "PEM private key of --tls-cert, e.g. DIR/"+ServerKeyFile+" (env "+EnvTLSKey+")")
 	fs.StringVar(&f.TokenFile, FlagTokenFile, os.Getenv(EnvTokenFile), "file holding the cluster's join token, e.g. DIR/"+TokenFile+"; every call must carry it (env "+EnvTokenFile+"); required unless --listen is loopback")
 }
@@ -89,7 +89,7 @@ type ClientFlags struct {
 // Register adds --tls-ca and --token-file to fs, each defaulting to its
 // environment variable.
 func (f *ClientFlags) Register(fs FlagSet) {
-	fs.StringVar(&f.CAFile, FlagTLSCA, os.Getenv(EnvTLSCA), "PEM CA certificate to verify the coordinator's TLS certificate with, e.g. DIR/"+CACertFile+" of `ternctl certs create` (env "+EnvTLSCA+"); required unless the coordinator is on loopback")
+	fs.StringVar(&f.CAFile, FlagTLSCA, os.Getenv(EnvTLSCA), "PEM CA certificate to verify the coordinator's TLS certificate with, e.g. DIR/"+CACertFile+" written by ternctl certs create (env "+EnvTLSCA+"); required unless the coordinator is on loopback")
 	fs.StringVar(&f.TokenFile, FlagTokenFile, os.Getenv(EnvTokenFile), "file holding the cluster's join token, e.g. DIR/"+TokenFile+" (env "+EnvTokenFile+"); required unless the coordinator is on loopback")
 }
 

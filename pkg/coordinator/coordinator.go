@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/ternml/tern/pkg/auth"
 	"github.com/ternml/tern/pkg/coordinator/store"
 	ternv1 "github.com/ternml/tern/proto/tern/v1"
 )
@@ -47,8 +48,8 @@ const (
 // or EtcdEndpoints is set.
 type Options struct {
 	// Listen is the gRPC address for ternctl and workers (default
-	// DefaultListen). Only loopback addresses are accepted: anything else
-	// needs TLS and a join token, which this release does not have.
+	// DefaultListen). Only loopback addresses are accepted unless Auth
+	// sets both TLS and a join token.
 	Listen string
 	// DataDir holds the embedded etcd member (DataDir/etcd). Required
 	// unless EtcdEndpoints is set.
@@ -70,6 +71,12 @@ type Options struct {
 	Store store.Options
 	// Logger receives the coordinator's logs (default: discarded).
 	Logger *slog.Logger
+	// Auth secures the gRPC server with TLS and the join token
+	// (pkg/auth); with both, Listen may be any address.
+	Auth *auth.Server
+	// ServerOptions are added to the gRPC server's, e.g. interceptors
+	// that count reports for /metrics.
+	ServerOptions []grpc.ServerOption
 }
 
 func (o *Options) setDefaults() error {
@@ -99,7 +106,7 @@ func (o *Options) setDefaults() error {
 	case o.LeaseTTL < 2*o.HeartbeatInterval:
 		return fmt.Errorf("coordinator: lease TTL %v must be at least two heartbeat intervals (%v), so that one late heartbeat does not lose a worker", o.LeaseTTL, o.HeartbeatInterval)
 	}
-	return checkLoopback(o.Listen)
+	return o.checkListen()
 }
 
 // checkLoopback refuses a listen address beyond this machine: without TLS
@@ -116,7 +123,7 @@ func checkLoopback(addr string) error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("coordinator: listen address %q is not a loopback address: serving other machines needs TLS and a join token, which this release does not support yet; listen on 127.0.0.1:PORT", addr)
+	return fmt.Errorf("coordinator: listen address %q is not a loopback address: serving other machines needs TLS and a join token (Options.Auth, pkg/auth); listen on 127.0.0.1:PORT", addr)
 }
 
 // Coordinator is tern's control-plane server: it keeps jobs and the worker
@@ -171,7 +178,7 @@ func (c *Coordinator) Run(ctx context.Context) (err error) {
 	defer closeStore()
 	c.st.Store(st)
 
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(c.serverOptions()...)
 	ternv1.RegisterCoordinatorServiceServer(srv, &service{c: c})
 	served := make(chan error, 1)
 	go func() {

@@ -13,8 +13,9 @@
 // proto/tern/v1/coordinator.proto at once, campaigns for leadership
 // (store.Campaign) and, once it leads, restores every job from etcd and
 // runs the loop. A coordinator standing by answers UNAVAILABLE, naming the
-// leader. Only loopback listen addresses are accepted: serving other
-// machines needs TLS and a join token, which this release lacks.
+// leader. Serving other machines needs Options.Auth with TLS and the
+// cluster's join token (pkg/auth), checked on every call; without it only
+// loopback listen addresses are accepted.
 //
 // # Shape
 //
@@ -63,6 +64,6 @@
 //
 // The spec has no restartPolicy yet, so a job gets MaxRestarts 0: a failed
 // or lost rank fails the job (ranks keep no snapshots to recover from).
-// Pause and resume, logs, events beyond the last 64 per job, metrics, TLS
-// and join tokens are not implemented.
+// Pause and resume, logs and events beyond the last 64 per job are not
+// implemented.
 package coordinator

@@ -12,9 +12,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/ternml/tern/pkg/auth"
 	ternv1 "github.com/ternml/tern/proto/tern/v1"
 )
 
@@ -39,8 +39,7 @@ const (
 // Config configures an Agent.
 type Config struct {
 	// Coordinator is the coordinator's address, host:port. Only loopback
-	// addresses are accepted: anything else needs TLS and a join token,
-	// which this release does not have.
+	// addresses are accepted unless Auth sets both TLS and a join token.
 	Coordinator string
 	// Name identifies the worker to the coordinator (letters, digits, '.',
 	// '_', '-'); unique among its workers.
@@ -57,6 +56,12 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Logger receives the agent's logs (default: discarded).
 	Logger *slog.Logger
+	// Auth is how the agent authenticates to the coordinator: TLS and the
+	// join token (pkg/auth); nil dials in plaintext, on loopback only.
+	Auth *auth.Client
+	// Observe, if set, is called with every report of a rank as it is
+	// made (for /metrics), under the agent's lock: it must not block.
+	Observe func(*ternv1.RankReport)
 }
 
 // Agent registers a worker with the coordinator, keeps its session, and
@@ -107,7 +112,7 @@ func New(cfg Config) (*Agent, error) {
 	case cfg.DrainTimeout < 0:
 		return nil, fmt.Errorf("worker: drain timeout %v is negative", cfg.DrainTimeout)
 	}
-	if err := checkLoopback(cfg.Coordinator); err != nil {
+	if err := cfg.checkCoordinator(); err != nil {
 		return nil, err
 	}
 	return &Agent{cfg: cfg, log: cfg.Logger.With("worker", cfg.Name), quit: make(chan struct{}), ranks: map[rankKey]*rankRun{}}, nil
@@ -126,7 +131,7 @@ func checkLoopback(addr string) error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("worker: coordinator address %q is not a loopback address: reaching a coordinator on another machine needs TLS and a join token, which this release does not support yet", addr)
+	return fmt.Errorf("worker: coordinator address %q is not a loopback address: reaching a coordinator on another machine needs TLS and a join token (Config.Auth, pkg/auth)", addr)
 }
 
 // Run registers with the coordinator and serves it until ctx ends, then
@@ -136,7 +141,7 @@ func checkLoopback(addr string) error {
 // the coordinator has forgotten it. It returns an error only if the
 // coordinator refuses the registration itself (a bad name, no slots).
 func (a *Agent) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(a.cfg.Coordinator, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(a.cfg.Coordinator, a.dialOptions()...)
 	if err != nil {
 		return fmt.Errorf("worker: coordinator %s: %w", a.cfg.Coordinator, err)
 	}
@@ -189,6 +194,8 @@ func (a *Agent) serve(ctx context.Context, client ternv1.CoordinatorServiceClien
 			switch {
 			case status.Code(err) == codes.InvalidArgument:
 				return fmt.Errorf("worker: the coordinator refused the registration: %s", status.Convert(err).Message())
+			case status.Code(err) == codes.Unauthenticated:
+				return fmt.Errorf("worker: the coordinator refused this worker's credentials: %s", status.Convert(err).Message())
 			case err != nil:
 				a.log.Debug("register", "err", err)
 			default:

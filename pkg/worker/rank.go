@@ -200,6 +200,9 @@ func (a *Agent) report(rr *rankRun, r *ternv1.RankReport) {
 
 func (a *Agent) reportLocked(rr *rankRun, r *ternv1.RankReport) {
 	r.Job, r.Attempt, r.Rank = rr.key.job, int32(rr.key.attempt), int32(rr.key.rank)
+	if a.cfg.Observe != nil {
+		a.cfg.Observe(r)
+	}
 	switch r.Event.(type) {
 	case *ternv1.RankReport_Listening:
 		rr.listening = r

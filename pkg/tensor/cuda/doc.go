@@ -1,0 +1,65 @@
+// Package cuda is a tensor.Device on an NVIDIA GPU, loaded at run time with
+// purego: no cgo and nothing from CUDA at build time, so the same static
+// binaries run on machines with and without a GPU.
+//
+// At New the package dlopens three libraries, searching for each in turn the
+// dynamic linker's own path (LD_LIBRARY_PATH, the ldconfig cache), the
+// directory in TERN_CUDA_LIB_DIR, LD_LIBRARY_PATH's entries, the standard
+// CUDA directories and the nvidia/*/lib directories of the pip wheels
+// PyTorch installs:
+//
+//	libcuda.so.1                    the driver API: context, stream, memory, modules, launches
+//	libnvrtc.so.{13,12,11.2}        compiles kernels.cu (embedded) to CUBIN for the GPU found
+//	libcublas.so.{13,12,11}         every Gemm, as cublasGemmEx
+//
+// A library that is missing gives a *LibraryError naming the files tried and
+// the directories searched; a failing CUDA call gives an *Error naming the
+// call, what the device was doing and the CUDA status (CUDA_ERROR_...).
+//
+// # Threads and queue
+//
+// A CUDA context is current per OS thread, so one goroutine, locked with
+// runtime.LockOSThread, owns the context, its one stream, the cuBLAS handle
+// and the compiled kernels. Device methods check their arguments on the
+// caller's goroutine (a bad shape panics there, naming the argument), copy
+// the host index arguments, and queue a command; kernels then run in call
+// order while the caller goes on. Sync, SumSquares and Alloc wait. A command
+// that fails poisons the device: the next call panics with the error.
+//
+// # Memory
+//
+// tensor.Device hands kernels []float32 slices that the host may also read
+// and write (parameter initialisation, losses after Sync), so Alloc returns
+// CUDA managed memory, carved from 64 MiB chunks at 256-byte alignment and
+// kept until Close. The device never takes more than Options.MaxBytes, by
+// default 90% of the GPU memory free at start: managed memory is not to be
+// oversubscribed on a shared GPU. Every pointer a kernel receives is checked
+// to lie in those chunks. Token ids, targets and column lists go to the GPU
+// through a pinned staging ring; scratch (partial sums, attention's row
+// dots) is plain device memory.
+//
+// # Precision and reproducibility
+//
+// Parameters, gradients, optimizer state and every non-GEMM kernel are
+// float32. Options.Precision picks the GEMM: FP32 (CUDA cores), TF32 or
+// BF16 (tensor cores, inputs rounded inside cuBLAS, float32 accumulation
+// and output). No kernel here uses atomics, and every reduction has a
+// fixed order (SumSquares: fixed grid of float64 partials; RMSNorm's gain
+// gradient: fixed row chunks; embedding gradient: the host groups token
+// positions by row so one block sums each row in token order), so a run is
+// bitwise repeatable on the same GPU model, driver and cuBLAS version.
+// Options.Reproducible also turns cuBLAS's pedantic math on. Results differ
+// from the CPU device in the last bits (different summation orders and
+// exp implementations): the GPU tests state the tolerances.
+//
+// # Use
+//
+//	dev, err := cuda.New(cuda.Options{Precision: cuda.TF32})
+//	if err != nil { ... }               // no GPU, no driver, no cuBLAS: the error says which
+//	defer dev.Close()
+//	m, err := model.New(cfg, seed, false, model.WithDevice(dev))
+//
+// Tests that need a GPU carry the gpu build tag (go test -tags gpu); the
+// rest run everywhere. make gpu-bundle builds them with the binaries into
+// out/gpu-bundle, and its run.sh runs them on a GPU machine.
+package cuda
