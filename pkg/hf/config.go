@@ -157,7 +157,7 @@ func (c Config) CheckMatches(want model.Config) error {
 		return err
 	}
 	fields := []struct {
-		hf, tern string
+		hf, tern  string
 		got, want float64
 	}{
 		{"vocab_size", "vocab", float64(got.Vocab), float64(want.Vocab)},

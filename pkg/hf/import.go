@@ -185,7 +185,7 @@ func (d *Dir) source(name string) string {
 // have. Errors name the tensor and both shapes.
 func (d *Dir) Check(c model.Config) error {
 	if err := d.Config.CheckMatches(c); err != nil {
-		return fmt.Errorf("%s: %w", d.Path, err)
+		return fmt.Errorf("import %s: %w", d.Path, err)
 	}
 	want := Shapes(c)
 	used := map[string]bool{}
@@ -199,16 +199,16 @@ func (d *Dir) Check(c model.Config) error {
 			continue
 		}
 		if !slices.Equal(shape, w.Shape) {
-			return fmt.Errorf("%s: tensor %s has shape %v, the job's model wants %v", d.Path, src, shape, w.Shape)
+			return fmt.Errorf("import %s: tensor %s has shape %v, the job's model wants %v", d.Path, src, shape, w.Shape)
 		}
 		switch dtype {
 		case safetensors.DTypeF32, safetensors.DTypeBF16, safetensors.DTypeF16:
 		default:
-			return fmt.Errorf("%s: tensor %s has dtype %s; tern imports F32, BF16 or F16", d.Path, src, dtype)
+			return fmt.Errorf("import %s: tensor %s has dtype %s; tern imports F32, BF16 or F16", d.Path, src, dtype)
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%s: missing tensor %s (the job's model needs %d tensors; this directory has %d)",
+		return fmt.Errorf("import %s: missing tensor %s (the job's model needs %d tensors; this directory has %d)",
 			d.Path, strings.Join(missing, ", "), len(want), len(d.where))
 	}
 	var extra []string
@@ -218,7 +218,7 @@ func (d *Dir) Check(c model.Config) error {
 		}
 	}
 	if len(extra) > 0 {
-		return fmt.Errorf("%s: tensors the job's model does not have: %s (is it a different architecture?)", d.Path, strings.Join(extra, ", "))
+		return fmt.Errorf("import %s: tensors the job's model does not have: %s (is it a different architecture?)", d.Path, strings.Join(extra, ", "))
 	}
 	return nil
 }
