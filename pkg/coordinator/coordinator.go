@@ -238,5 +238,20 @@ func (c *Coordinator) openStore(ctx context.Context) (*store.Store, func(), erro
 		closeEtcd()
 		return nil, nil, fmt.Errorf("coordinator: %w", err)
 	}
+	if len(c.opts.EtcdEndpoints) == 0 {
+		// A candidate key in the member just started on our own data
+		// directory is a dead predecessor's (killed without resigning).
+		// Waiting out its TTL would keep the workers from the leader for
+		// as long as their own leases last, and they would be lost.
+		n, err := st.RevokeCandidates(ctx)
+		if err != nil {
+			st.Close()
+			closeEtcd()
+			return nil, nil, fmt.Errorf("coordinator: %w", err)
+		}
+		if n > 0 {
+			c.opts.Logger.Info("ended the leadership of a coordinator that stopped without resigning", "sessions", n)
+		}
+	}
 	return st, func() { st.Close(); closeEtcd() }, nil
 }

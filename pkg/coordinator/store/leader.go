@@ -203,3 +203,30 @@ func (s *Store) waitChange(ctx context.Context, prefix string, rev int64) error 
 	}
 	return errors.New("watch closed")
 }
+
+// RevokeCandidates ends every candidate's session now, so that a Campaign
+// that follows wins at once instead of waiting out a dead predecessor's
+// LeaderTTL, and returns how many it ended. It is not fenced: call it only
+// where no other coordinator can be alive on this etcd, as when the
+// coordinator has just started its embedded member on its own data
+// directory (etcd locks the directory, so whoever left a key there is
+// dead: a coordinator killed without resigning).
+func (s *Store) RevokeCandidates(ctx context.Context) (int, error) {
+	resp, err := s.cli.Get(ctx, s.electionPrefix()+"/", clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("list leader candidates: %w", err)
+	}
+	n := 0
+	for _, kv := range resp.Kvs {
+		if kv.Lease == 0 {
+			// Not a session's key (concurrency.Election always attaches
+			// one); leave it to whoever wrote it.
+			continue
+		}
+		if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !isLeaseNotFound(err) {
+			return n, fmt.Errorf("end the session of leader candidate %q: %w", kv.Value, err)
+		}
+		n++
+	}
+	return n, nil
+}
