@@ -152,6 +152,43 @@ func (s *service) CancelJob(ctx context.Context, req *ternv1.CancelJobRequest) (
 	return &ternv1.CancelJobResponse{Job: res.job}, nil
 }
 
+func (s *service) PauseJob(ctx context.Context, req *ternv1.PauseJobRequest) (*ternv1.PauseJobResponse, error) {
+	res, err := s.jobVerb(ctx, req.Name, func(reply chan jobResult) input { return &pauseReq{name: req.Name, reply: reply} })
+	if err != nil {
+		return nil, err
+	}
+	return &ternv1.PauseJobResponse{Job: res}, nil
+}
+
+func (s *service) ResumeJob(ctx context.Context, req *ternv1.ResumeJobRequest) (*ternv1.ResumeJobResponse, error) {
+	res, err := s.jobVerb(ctx, req.Name, func(reply chan jobResult) input { return &resumeReq{name: req.Name, reply: reply} })
+	if err != nil {
+		return nil, err
+	}
+	return &ternv1.ResumeJobResponse{Job: res}, nil
+}
+
+// jobVerb hands a user's verb on a named job to the loop and returns the
+// job's status after it, or the error as a status.
+func (s *service) jobVerb(ctx context.Context, name string, req func(chan jobResult) input) (*ternv1.Job, error) {
+	l, err := s.leading(ctx)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	if name == "" {
+		return nil, statusOf(notFound(""))
+	}
+	reply := make(chan jobResult, 1)
+	res, err := call(ctx, l, req(reply), reply)
+	if err == nil {
+		err = res.err
+	}
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	return res.job, nil
+}
+
 func (s *service) DeleteJob(ctx context.Context, req *ternv1.DeleteJobRequest) (*ternv1.DeleteJobResponse, error) {
 	l, err := s.leading(ctx)
 	if err != nil {
@@ -256,7 +293,10 @@ func checkRegistration(req *ternv1.RegisterWorkerRequest) (workerInfo, error) {
 			return bad("label %q=%q: keys are 1 to %d characters, values at most %d", k, v, maxLabelKey, maxLabelValue)
 		}
 	}
-	return workerInfo{Host: h, Slots: int(req.Slots), Labels: req.Labels}, nil
+	if req.Pid < 0 {
+		return bad("pid %d is negative", req.Pid)
+	}
+	return workerInfo{Host: h, Slots: int(req.Slots), Labels: req.Labels, Pid: int(req.Pid)}, nil
 }
 
 // Session serves one worker's control stream: it attaches the session to
@@ -297,7 +337,7 @@ func (s *service) Session(stream ternv1.CoordinatorService_SessionServer) error 
 	// Receive on a goroutine of its own, so that ending the session (a
 	// newer one replaced it, the outbox overflowed) ends the handler even
 	// while the worker is silent. It exits once the handler returns.
-	go s.receive(sctx, l, stream, hello.Worker, res, end)
+	go s.receive(sctx, l, stream, sess, res, end)
 	for {
 		select {
 		case msg := <-sess.out:
@@ -316,7 +356,14 @@ func (s *service) Session(stream ternv1.CoordinatorService_SessionServer) error 
 
 // receive reads a worker's messages until the stream ends, then ends the
 // session with the reason.
-func (s *service) receive(ctx context.Context, l *loop, stream ternv1.CoordinatorService_SessionServer, worker string, att attachResult, end context.CancelCauseFunc) {
+func (s *service) receive(ctx context.Context, l *loop, stream ternv1.CoordinatorService_SessionServer, sess *session, att attachResult, end context.CancelCauseFunc) {
+	worker := sess.worker
+	// Acknowledging a renewal is what tells the worker it is still in
+	// contact: a worker that hears nothing for a lease TTL stops its
+	// ranks, and while a job runs the coordinator has nothing else to say.
+	ack := &ternv1.SessionResponse{Msg: &ternv1.SessionResponse_Accepted{Accepted: &ternv1.SessionAccepted{
+		HeartbeatInterval: durationpb.New(s.c.opts.HeartbeatInterval),
+	}}}
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -325,9 +372,13 @@ func (s *service) receive(ctx context.Context, l *loop, stream ternv1.Coordinato
 		}
 		switch m := msg.Msg.(type) {
 		case *ternv1.SessionRequest_Heartbeat:
-			if err := renew(ctx, att); err != nil {
+			renewed, err := renew(ctx, att)
+			if err != nil {
 				end(err)
 				return
+			}
+			if renewed {
+				sess.offer(ack)
 			}
 		case *ternv1.SessionRequest_Report:
 			if m.Report == nil || m.Report.Job == "" {
@@ -337,6 +388,11 @@ func (s *service) receive(ctx context.Context, l *loop, stream ternv1.Coordinato
 			if l.post(ctx, report{worker: worker, r: m.Report}) != nil {
 				return
 			}
+		case *ternv1.SessionRequest_Logs:
+			if err := s.storeLogs(m.Logs); err != nil {
+				end(fmt.Errorf("worker %q: %w", worker, err))
+				return
+			}
 		default:
 			end(fmt.Errorf("%w: worker %q sent %T after its hello", ErrInvalid, worker, msg.Msg))
 			return
@@ -344,14 +400,15 @@ func (s *service) receive(ctx context.Context, l *loop, stream ternv1.Coordinato
 	}
 }
 
-// renew refreshes the worker's lease on a heartbeat. A lease that is gone
-// ends the session (the worker registers again); etcd being slow does not.
-func renew(ctx context.Context, att attachResult) error {
+// renew refreshes the worker's lease on a heartbeat and reports whether
+// it did. A lease that is gone ends the session (the worker registers
+// again); etcd being slow does not.
+func renew(ctx context.Context, att attachResult) (bool, error) {
 	rctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	err := att.lease.Refresh(rctx)
 	if errors.Is(err, store.ErrLeaseExpired) {
-		return err
+		return false, err
 	}
-	return nil
+	return err == nil, nil
 }

@@ -3139,7 +3139,9 @@ type isSessionResponse_Msg interface {
 }
 
 type SessionResponse_Accepted struct {
-	// Exactly once, first, answering the hello.
+	// First, answering the hello; then again after each heartbeat that
+	// renewed the worker's registration. A worker that hears nothing from
+	// the coordinator for a lease TTL stops its ranks.
 	Accepted *SessionAccepted `protobuf:"bytes,1,opt,name=accepted,proto3,oneof"`
 }
 
