@@ -147,6 +147,10 @@ func newRootCmd(e *env, entered *bool) *cobra.Command {
 		markEntered(c, entered)
 		root.AddCommand(c)
 	}
+	for _, c := range []*cobra.Command{newExportCmd(e), newGenerateCmd(e), newEvalCmd(e)} {
+		markEntered(c, entered)
+		root.AddCommand(c)
+	}
 	return root
 }
 
