@@ -60,7 +60,9 @@ func newCertsCreateCmd(e *env) *cobra.Command {
 				fmt.Fprintln(e.stdout, p)
 			}
 			if err != nil {
-				return fmt.Errorf("certs create: %w", err)
+				// Exit 1, not 2: the root counts only its direct children's
+				// errors as past the command line.
+				return &codedError{fmt.Errorf("certs create: %w", err), exitError}
 			}
 			d := filepath.Dir(paths[0])
 			fmt.Fprintf(e.stderr, "Certificates for %s, valid %d days.\n", strings.Join(hosts, ", "), days)

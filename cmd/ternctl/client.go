@@ -43,12 +43,9 @@ type clusterFlags struct {
 var clientAuth auth.ClientFlags
 
 // coordinatorDefault is the --coordinator default: $TERN_COORDINATOR, else
-// the current context's (contexts.go), else the coordinator's own default.
+// the coordinator's own default address.
 func coordinatorDefault() string {
 	if v := os.Getenv("TERN_COORDINATOR"); v != "" {
-		return v
-	}
-	if v := contextCoordinator(); v != "" {
 		return v
 	}
 	return defaultCoordinator
@@ -76,16 +73,18 @@ func connect(ctx context.Context, addr string) (ternv1.CoordinatorServiceClient,
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, nil, connectionErr("--coordinator %q is not host:port: %v", addr, err)
 	}
+	// Credentials first: a remote coordinator without them is refused
+	// before any dial.
+	creds, err := clientAuth.Load(addr)
+	if err != nil {
+		return nil, nil, connectionErr("%v", err)
+	}
 	d := net.Dialer{Timeout: dialTimeout}
 	probe, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, nil, connectionErr("no coordinator at %s: start one with `coordinator` or pass --coordinator (%v)", addr, unwrapOpErr(err))
 	}
 	probe.Close()
-	creds, err := clientAuth.Load(addr)
-	if err != nil {
-		return nil, nil, connectionErr("%v", err)
-	}
 	conn, err := grpc.NewClient(addr, creds.DialOptions()...)
 	if err != nil {
 		return nil, nil, connectionErr("coordinator at %s: %v", addr, err)

@@ -3,13 +3,17 @@
 // Agent mode, with a coordinator placing the ranks:
 //
 //	worker --coordinator 127.0.0.1:7070 [--name NAME] [--slots N] [--host HOST] [--label node=a]...
+//	       [--tls-ca FILE --token-file FILE] [--metrics-listen HOST:PORT]
 //
 // registers with the coordinator as NAME (default: the host name) with N
 // slots, runs the ranks the coordinator assigns (each listening on HOST,
 // default 127.0.0.1, at a port of its choosing) and reports their
 // progress. It reconnects when the coordinator restarts. SIGINT or SIGTERM
-// stops its ranks after their current step, reports them and exits. The
-// coordinator must be on this machine (loopback) in this release.
+// stops its ranks after their current step, reports them and exits. A
+// coordinator on another machine needs TLS and the cluster's join token:
+// --tls-ca names the CA that signed its certificate and --token-file the
+// token (both made by `ternctl certs create`). With --metrics-listen the
+// worker serves Prometheus metrics of its ranks on /metrics, and /healthz.
 //
 // Explicit-peers mode, one rank of a job whose peers are given on the
 // command line, for runs across machines without a coordinator:
@@ -34,7 +38,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ternml/tern/pkg/auth"
 	"github.com/ternml/tern/pkg/launch"
+	"github.com/ternml/tern/pkg/metrics"
 	"github.com/ternml/tern/pkg/spec"
 	"github.com/ternml/tern/pkg/train"
 	"github.com/ternml/tern/pkg/worker"
@@ -70,7 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	world := fs.Int("world", 0, "number of ranks (sets spec.parallel.data; default: the spec's)")
 	peers := fs.String("peers", "", "every rank's address host:port, comma-separated, in rank order")
 	listenAddr := fs.String("listen", "", "address to bind (default: this rank's entry in --peers)")
-	tokenFile := fs.String("token-file", "", "file holding the job's shared secret (or set TERN_JOB_TOKEN); required unless every peer is on loopback")
+	tokenFile := fs.String(auth.FlagTokenFile, os.Getenv(auth.EnvTokenFile), "agent mode: file holding the cluster's join token, required unless the coordinator is on loopback; with --peers: file holding the job's shared secret (or set TERN_JOB_TOKEN), required unless every peer is on loopback (env "+auth.EnvTokenFile+")")
 	ckpt := fs.String("checkpoint-dir", "", "write checkpoints under DIR (overrides spec.checkpoint.dir)")
 	resume := fs.String("resume", "", "resume from a checkpoint directory or one step directory")
 	var overrides sets
@@ -81,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	host := fs.String("host", worker.DefaultHost, "agent mode: host at which this worker's ranks accept their peers")
 	var labels sets
 	fs.Var(&labels, "label", "agent mode: a failure-domain label KEY=VALUE for placement, e.g. --label node=a (repeatable)")
+	caFile := fs.String(auth.FlagTLSCA, os.Getenv(auth.EnvTLSCA), "agent mode: PEM CA certificate to verify the coordinator's TLS certificate with, e.g. DIR/"+auth.CACertFile+" written by ternctl certs create (env "+auth.EnvTLSCA+"); required unless the coordinator is on loopback")
+	metricsListen := fs.String("metrics-listen", os.Getenv("TERN_METRICS_LISTEN"), "agent mode: serve Prometheus /metrics and /healthz on this HTTP address, e.g. 127.0.0.1:9465 (env TERN_METRICS_LISTEN; default off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -89,7 +97,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fs.Usage()
 			return errors.New("--coordinator (agent mode) and -f/--rank/--peers (explicit peers) exclude each other: the coordinator assigns jobs and ranks")
 		}
-		return runAgent(ctx, *coord, *name, *slots, *host, labels, stderr)
+		creds, err := (&auth.ClientFlags{CAFile: *caFile, TokenFile: *tokenFile}).Load(*coord)
+		if err != nil {
+			return err
+		}
+		return runAgent(ctx, agentConfig{coord: *coord, name: *name, slots: *slots, host: *host, labels: labels, auth: creds, metricsListen: *metricsListen}, stderr)
 	}
 	if *file == "" || *rank < 0 || *peers == "" {
 		fs.Usage()
@@ -121,9 +133,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return json.NewEncoder(stdout).Encode(sum)
 }
 
+// agentConfig is agent mode's command line.
+type agentConfig struct {
+	coord, name, host string
+	slots             int
+	labels            []string
+	auth              *auth.Client
+	metricsListen     string
+}
+
 // runAgent registers with the coordinator and runs what it assigns until
 // ctx ends.
-func runAgent(ctx context.Context, coord, name string, slots int, host string, labels []string, stderr io.Writer) error {
+func runAgent(ctx context.Context, ac agentConfig, stderr io.Writer) error {
+	coord, name, slots, host, labels := ac.coord, ac.name, ac.slots, ac.host, ac.labels
 	if name == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -140,12 +162,21 @@ func runAgent(ctx context.Context, coord, name string, slots int, host string, l
 		lm[k] = v
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	a, err := worker.New(worker.Config{Coordinator: coord, Name: name, Host: host, Slots: slots, Labels: lm, Logger: log})
+	ranks := metrics.NewRanks()
+	cfg := worker.Config{Coordinator: coord, Name: name, Host: host, Slots: slots, Labels: lm, Logger: log, Auth: ac.auth}
+	if ac.metricsListen != "" {
+		cfg.Observe = ranks.Observe
+	}
+	a, err := worker.New(cfg)
 	if err != nil {
 		return err
 	}
-	log.Info("worker starting", "coordinator", coord, "name", name, "slots", slots, "host", host)
-	return a.Run(ctx)
+	log.Info("worker starting", "coordinator", coord, "name", name, "slots", slots, "host", host,
+		"tls", ac.auth != nil && ac.auth.TLS != nil, "token", ac.auth != nil && ac.auth.Token != "")
+	if ac.metricsListen == "" {
+		return a.Run(ctx)
+	}
+	return runWithMetrics(ctx, a, slots, ranks, ac.metricsListen, log)
 }
 
 // stepLogger writes one line per step.
