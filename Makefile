@@ -71,3 +71,19 @@ $(TOOLS)/.protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION):
 
 lint: ## staticcheck, fetched from the Go module proxy
 	$(GO) run $(STATICCHECK) ./...
+
+# The CUDA device (pkg/tensor/cuda) loads CUDA at run time, so its binaries
+# build here; its tests and benchmarks need a GPU machine, where run.sh runs
+# them without Go.
+GPU_BUNDLE := out/gpu-bundle
+.PHONY: gpu-bundle gpu-check
+gpu-bundle: ## static ternctl, worker, GPU test and bench binaries plus run.sh in out/gpu-bundle
+	rm -rf $(GPU_BUNDLE) && mkdir -p $(GPU_BUNDLE)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(GPU_BUNDLE)/ ./cmd/ternctl ./cmd/worker ./scripts/gpu/bench
+	CGO_ENABLED=0 $(GO) test -c -tags gpu -trimpath -ldflags='-s -w' -o $(GPU_BUNDLE)/cuda.test ./pkg/tensor/cuda
+	gzip -6 $(GPU_BUNDLE)/ternctl $(GPU_BUNDLE)/worker $(GPU_BUNDLE)/bench $(GPU_BUNDLE)/cuda.test
+	cp scripts/gpu/run.sh scripts/gpu/torch_baseline.py $(GPU_BUNDLE)/
+	@du -sh $(GPU_BUNDLE)
+
+gpu-check: gpu-bundle ## run the GPU bundle's tests here (needs an NVIDIA GPU and its driver)
+	$(GPU_BUNDLE)/run.sh check

@@ -8,7 +8,11 @@ func newCompletionCmd(e *env, root *cobra.Command) *cobra.Command {
 	return &cobra.Command{
 		Use:   "completion bash|zsh|fish",
 		Short: "Print a shell completion script",
-		Long: "Print a shell completion script to stdout.\n\n" +
+		Long: "Print a shell completion script to stdout. Besides commands and flags, it\n" +
+			"completes job names for get, describe, logs, wait, cancel and delete by asking\n" +
+			"the coordinator (of the current context, or --coordinator) at the moment of\n" +
+			"completing, with a short timeout and quietly nothing when none answers, and\n" +
+			"context names for `config use-context`.\n\n" +
 			"  bash:  source <(ternctl completion bash)\n" +
 			"  zsh:   ternctl completion zsh > \"${fpath[1]}/_ternctl\"\n" +
 			"  fish:  ternctl completion fish > ~/.config/fish/completions/ternctl.fish",

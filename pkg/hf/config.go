@@ -47,8 +47,8 @@ type Config struct {
 	TorchDtype            string   `json:"torch_dtype,omitempty"`
 	InitializerRange      float64  `json:"initializer_range,omitempty"`
 	UseCache              bool     `json:"use_cache"`
-	BOSTokenID            *int     `json:"bos_token_id"`
-	EOSTokenID            *int     `json:"eos_token_id"`
+	BOSTokenID            any      `json:"bos_token_id"` // an id, a list of ids (LLaMA 3) or null
+	EOSTokenID            any      `json:"eos_token_id"`
 	// TernTokenizer names tern's tokenizer for the vocabulary (byte, gpt2,
 	// cl100k_base); transformers keeps unknown keys as plain attributes.
 	TernTokenizer string `json:"tern_tokenizer,omitempty"`
@@ -70,10 +70,10 @@ func FromModel(c model.Config, bos, eos int) Config {
 		TernTokenizer: c.Tokenizer,
 	}
 	if bos >= 0 {
-		h.BOSTokenID = &bos
+		h.BOSTokenID = bos
 	}
 	if eos >= 0 {
-		h.EOSTokenID = &eos
+		h.EOSTokenID = eos
 	}
 	return h
 }
@@ -94,12 +94,26 @@ func ReadConfig(dir string) (Config, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", path, err)
 	}
-	if c.RopeParameters != nil {
-		if th, ok := c.RopeParameters["rope_theta"].(float64); ok {
+	// transformers 5 moves rope_theta into rope_parameters, and some
+	// versions write a rope_scaling that names the default (unscaled) RoPE:
+	// both describe plain RoPE.
+	for i, rp := range []any{c.RopeParameters, c.RopeScaling} {
+		m, ok := rp.(map[string]any)
+		if !ok || m == nil {
+			continue
+		}
+		if th, ok := m["rope_theta"].(float64); ok {
 			c.RopeTheta = th
 		}
-		if rt, ok := c.RopeParameters["rope_type"].(string); ok && rt != "default" {
-			c.RopeScaling = c.RopeParameters
+		kind, _ := m["rope_type"].(string)
+		if kind == "" {
+			kind, _ = m["type"].(string)
+		}
+		switch {
+		case kind != "default" && (kind != "" || i == 1):
+			c.RopeScaling = m // scaled RoPE: refused by ModelConfig
+		case i == 1:
+			c.RopeScaling = nil
 		}
 	}
 	if c.NumKeyValueHeads == 0 {

@@ -483,3 +483,46 @@ func toF16(x float32) uint16 {
 	}
 	return sign | uint16(exp+15)<<10 | uint16(man)
 }
+
+// Configs written by other transformers versions: rope_theta inside
+// rope_parameters (transformers 5), a rope_scaling naming the default RoPE,
+// eos_token_id as a list (LLaMA 3), missing optional keys.
+func TestReadConfigVariants(t *testing.T) {
+	for _, tc := range []struct {
+		name, json string
+		theta      float64
+		eps        float64
+		kv         int
+		err        string
+	}{
+		{"transformers 5", `{"model_type":"llama","hidden_size":32,"intermediate_size":48,"num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":10,"rms_norm_eps":1e-6,"rope_parameters":{"rope_theta":500000.0,"rope_type":"default"},"eos_token_id":[1,2],"dtype":"bfloat16"}`, 500000, 1e-6, 2, ""},
+		{"default rope_scaling", `{"hidden_size":32,"intermediate_size":48,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,"rope_scaling":{"type":"default"},"rope_theta":20000}`, 20000, 1e-6, 4, ""},
+		{"llama3 rope", `{"hidden_size":32,"intermediate_size":48,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,"rope_scaling":{"rope_type":"llama3","factor":8.0}}`, 0, 0, 0, "rope_scaling"},
+		{"yarn in rope_parameters", `{"hidden_size":32,"intermediate_size":48,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,"rope_parameters":{"rope_type":"yarn","rope_theta":10000.0}}`, 0, 0, 0, "rope_scaling"},
+		{"other model", `{"model_type":"mistral","hidden_size":32,"intermediate_size":48,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10}`, 0, 0, 0, `model_type is "mistral"`},
+		{"untyped rope_scaling", `{"hidden_size":32,"intermediate_size":48,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,"rope_scaling":{"factor":2.0}}`, 0, 0, 0, "rope_scaling"},
+		{"gelu", `{"hidden_size":32,"intermediate_size":48,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,"hidden_act":"gelu"}`, 0, 0, 0, "hidden_act"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, hf.ConfigFile), []byte(tc.json), 0o644)
+			cfg, err := hf.ReadConfig(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := cfg.ModelConfig(16, "")
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("ModelConfig: %v, want an error mentioning %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.RopeTheta != tc.theta || c.NormEps != tc.eps || c.KVHeads != tc.kv || c.SeqLen != 16 {
+				t.Fatalf("config %+v, want theta %g eps %g kv %d", c, tc.theta, tc.eps, tc.kv)
+			}
+		})
+	}
+}

@@ -1,0 +1,136 @@
+// Command bench measures tern's CUDA device on one GPU: cuBLAS GEMM
+// throughput through tensor.Device.Gemm, and the training step (forward,
+// backward, AdamW) of a model preset at a given batch shape and GEMM
+// precision, with model FLOP utilisation.
+//
+//	bench -gemm                                   # 4096³ in fp32, tf32, bf16
+//	bench -preset gpt2-shape -b 4 -t 64 -precision tf32 -steps 30
+//
+// Tokens are uniform random ids (the loss stays near ln vocab, as in a
+// freshly initialised model); the step time is the median of the timed
+// steps, each ending in a device Sync.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/ternml/tern/pkg/model"
+	"github.com/ternml/tern/pkg/optim"
+	"github.com/ternml/tern/pkg/tensor/cuda"
+)
+
+// peakTFLOPs is the dense peak of an H100/H200 SXM (NVIDIA H100 datasheet:
+// FP32 67, TF32 tensor 494.7, BF16 tensor 989.4 TFLOP/s without sparsity).
+var peakTFLOPs = map[cuda.Precision]float64{cuda.FP32: 67, cuda.TF32: 494.7, cuda.BF16: 989.4}
+
+func main() {
+	preset := flag.String("preset", "gpt2-shape", "model preset")
+	b := flag.Int("b", 4, "sequences per step")
+	t := flag.Int("t", 64, "tokens per sequence")
+	prec := flag.String("precision", "tf32", "GEMM precision: fp32, tf32 or bf16")
+	steps := flag.Int("steps", 30, "timed steps")
+	warmup := flag.Int("warmup", 3, "untimed steps first")
+	gemm := flag.Bool("gemm", false, "measure 4096³ GEMM throughput instead of training steps")
+	gpuN := flag.Int("gpu", 0, "GPU ordinal")
+	flag.Parse()
+	if err := run(*preset, *b, *t, *prec, *steps, *warmup, *gemm, *gpuN); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(preset string, b, t int, precName string, steps, warmup int, gemm bool, gpuN int) error {
+	if gemm {
+		for _, p := range []cuda.Precision{cuda.FP32, cuda.TF32, cuda.BF16} {
+			if err := gemmBench(p, gpuN); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	p, err := cuda.ParsePrecision(precName)
+	if err != nil {
+		return err
+	}
+	dev, err := cuda.New(cuda.Options{Ordinal: gpuN, Precision: p})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	cfg, err := model.Preset(preset)
+	if err != nil {
+		return err
+	}
+	if t > cfg.SeqLen {
+		return fmt.Errorf("-t %d exceeds the preset's context %d", t, cfg.SeqLen)
+	}
+	start := time.Now()
+	m, err := model.New(cfg, 1, false, model.WithDevice(dev))
+	if err != nil {
+		return err
+	}
+	opt, err := optim.NewAdamW(m.Params(), optim.AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1})
+	if err != nil {
+		return err
+	}
+	init := time.Since(start)
+	r := rand.New(rand.NewPCG(1, 2))
+	tokens, targets := make([]int32, b*t), make([]int32, b*t)
+	var times []time.Duration
+	var loss float64
+	for s := 0; s < warmup+steps; s++ {
+		for i := range tokens {
+			tokens[i], targets[i] = int32(r.IntN(cfg.Vocab)), int32(r.IntN(cfg.Vocab))
+		}
+		t0 := time.Now()
+		m.ZeroGrad()
+		sum, n := m.ForwardBackward(tokens, targets, b, t, 1/float32(b*t))
+		opt.Step(1e-4)
+		dev.Sync()
+		if s >= warmup {
+			times = append(times, time.Since(t0))
+		}
+		loss = sum / float64(n)
+	}
+	slices.Sort(times)
+	med := times[len(times)/2]
+	tokS := float64(b*t) / med.Seconds()
+	flops := cfg.TrainFLOPsPerToken(t) * tokS
+	in := dev.Info()
+	fmt.Printf("gpu=%q preset=%s params=%d B=%d T=%d precision=%s init=%.1fs step_ms_median=%.2f step_ms_min=%.2f tokens_per_s=%.0f tflops=%.1f mfu=%.1f%% loss=%.4f\n",
+		in.GPU, preset, cfg.NumParams(), b, t, p, init.Seconds(), ms(med), ms(times[0]), tokS, flops/1e12, 100*flops/1e12/peakTFLOPs[p], loss)
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func gemmBench(p cuda.Precision, gpuN int) error {
+	dev, err := cuda.New(cuda.Options{Ordinal: gpuN, Precision: p})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	const n, reps = 4096, 30
+	a, bb, c := dev.Alloc(n*n), dev.Alloc(n*n), dev.Alloc(n*n)
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range a {
+		a[i], bb[i] = float32(r.NormFloat64()), float32(r.NormFloat64())
+	}
+	for range 5 {
+		dev.Gemm(false, true, n, n, n, 1, a, n, bb, n, 0, c, n)
+	}
+	dev.Sync()
+	t0 := time.Now()
+	for range reps {
+		dev.Gemm(false, true, n, n, n, 1, a, n, bb, n, 0, c, n)
+	}
+	dev.Sync()
+	el := time.Since(t0).Seconds() / reps
+	fmt.Printf("gemm gpu=%q precision=%s m=n=k=%d ms=%.3f tflops=%.1f\n", dev.Info().GPU, p, n, el*1e3, 2*float64(n)*n*n/el/1e12)
+	return nil
+}

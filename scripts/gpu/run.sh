@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs tern's CUDA checks and benchmarks from a bundle built by `make
+# gpu-bundle`, on a machine with an NVIDIA GPU (no Go needed).
+#
+#   run.sh check          GPU facts, library discovery, the gpu-tagged tests
+#   run.sh bench          GEMM throughput, tern vs PyTorch training steps
+#   run.sh all            both
+#
+# Output also goes to $OUT/gpu-<mode>.log when OUT is set.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+mode=${1:-check}
+log=/dev/null
+if [ -n "${OUT:-}" ]; then log=$OUT/gpu-$mode.log; fi
+exec > >(tee -a "$log") 2>&1
+
+for f in "$here"/*.gz; do [ -e "$f" ] && gunzip -f "$f"; done
+chmod +x "$here"/ternctl "$here"/worker "$here"/bench "$here"/cuda.test 2>/dev/null || true
+status=0
+
+check() {
+  echo "== $(date -u +%FT%TZ) GPU"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || status=1
+  echo "== CUDA libraries the dynamic linker knows"
+  ldconfig -p | grep -E 'libcuda\.so|libnvrtc\.so|libcublas(Lt)?\.so' | head -20
+  python3 - <<'PY' 2>/dev/null || true
+import glob, site
+for sp in site.getsitepackages():
+    for d in sorted(glob.glob(sp + "/nvidia/*/lib")):
+        libs = [p.rsplit("/", 1)[1] for p in glob.glob(d + "/lib*.so*") if any(k in p for k in ("nvrtc", "cublas"))]
+        if libs: print("pip:", d, " ".join(sorted(libs)))
+PY
+  echo "== gpu-tagged tests"
+  "$here"/cuda.test -test.v -test.count=1 -test.timeout 300s || status=1
+  echo "== binaries"
+  "$here"/ternctl version 2>&1 | head -3 || true
+}
+
+bench() {
+  echo "== $(date -u +%FT%TZ) bench"
+  "$here"/bench -gemm || status=1
+  for p in fp32 tf32; do
+    "$here"/bench -preset gpt2-shape -b 4 -t 64 -precision $p -steps 30 || status=1
+    python3 "$here"/torch_baseline.py --b 4 --t 64 --precision $p --steps 30 || status=1
+  done
+  "$here"/bench -preset gpt2-shape -b 16 -t 1024 -precision bf16 -steps 10 || status=1
+  python3 "$here"/torch_baseline.py --b 16 --t 1024 --precision bf16 --steps 10 || status=1
+}
+
+case $mode in
+  check) check ;;
+  bench) bench ;;
+  all) check; bench ;;
+  *) echo "usage: run.sh check|bench|all" >&2; exit 2 ;;
+esac
+exit $status
