@@ -43,9 +43,12 @@ type clusterFlags struct {
 var clientAuth auth.ClientFlags
 
 // coordinatorDefault is the --coordinator default: $TERN_COORDINATOR, else
-// the coordinator's own default address.
+// the current context's (contexts.go), else the coordinator's own default.
 func coordinatorDefault() string {
 	if v := os.Getenv("TERN_COORDINATOR"); v != "" {
+		return v
+	}
+	if v := contextCoordinator(); v != "" {
 		return v
 	}
 	return defaultCoordinator
