@@ -216,6 +216,9 @@ func cacheDir(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if v := os.Getenv(workerProcessEnv); v != "" {
+		os.Exit(workerProcess(v))
+	}
 	code := m.Run()
 	if cachePath != "" {
 		os.RemoveAll(cachePath)

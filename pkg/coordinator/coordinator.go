@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -51,9 +52,14 @@ type Options struct {
 	// DefaultListen). Only loopback addresses are accepted unless Auth
 	// sets both TLS and a join token.
 	Listen string
-	// DataDir holds the embedded etcd member (DataDir/etcd). Required
-	// unless EtcdEndpoints is set.
+	// DataDir holds the embedded etcd member (DataDir/etcd) and the jobs'
+	// logs (DataDir/logs). Required unless EtcdEndpoints is set.
 	DataDir string
+	// LogDir is where the ranks' logs and step metrics are kept (default
+	// DataDir/logs; with neither set, a new temporary directory). Logs
+	// stay on this coordinator's disk: a coordinator that takes over
+	// serves only what reaches it from then on.
+	LogDir string
 	// EtcdEndpoints uses an external etcd cluster instead of the embedded
 	// member; several coordinators may share one, and one of them leads.
 	EtcdEndpoints []string
@@ -98,6 +104,9 @@ func (o *Options) setDefaults() error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.LogDir == "" && o.DataDir != "" {
+		o.LogDir = filepath.Join(o.DataDir, "logs")
+	}
 	switch {
 	case o.DataDir == "" && len(o.EtcdEndpoints) == 0:
 		return errors.New("coordinator: no data directory and no etcd endpoints: give a data directory for the embedded etcd, or the endpoints of an etcd cluster")
@@ -133,6 +142,7 @@ type Coordinator struct {
 	opts  Options
 	lis   net.Listener
 	views *views
+	logs  *logStore
 	// loop is set while this coordinator leads; the gRPC handlers read it.
 	loop atomic.Pointer[loop]
 	// st is set once etcd is open, for the handlers of a standby.
@@ -152,7 +162,18 @@ func New(opts Options) (*Coordinator, error) {
 	if opts.Name == "" {
 		opts.Name = lis.Addr().String()
 	}
-	return &Coordinator{opts: opts, lis: lis, views: newViews()}, nil
+	if opts.LogDir == "" {
+		if opts.LogDir, err = os.MkdirTemp("", "tern-coordinator-logs-"); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("coordinator: log directory: %w", err)
+		}
+	}
+	logs, err := newLogStore(opts.LogDir)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	return &Coordinator{opts: opts, lis: lis, views: newViews(), logs: logs}, nil
 }
 
 // Addr is the bound gRPC address.
@@ -210,7 +231,7 @@ func (c *Coordinator) Run(ctx context.Context) (err error) {
 	}()
 	log.Info("leading", "name", c.opts.Name, "fence", leader.Fence())
 
-	l, err := newLoop(ctx, leader, c.opts, c.views)
+	l, err := newLoop(ctx, leader, c.opts, c.views, c.logs)
 	if err != nil {
 		return err
 	}

@@ -318,7 +318,7 @@ func TestRestartedCoordinatorContinuesJob(t *testing.T) {
 func TestWorkerShutdownFailsJob(t *testing.T) {
 	c := startCluster(t, 1, 1)
 	ctx := context.Background()
-	if _, err := c.client.ApplyJob(ctx, tinySpec(t, "orphan", "parallel.data=2", "steps=100000", "eval.everySteps=0")); err != nil {
+	if _, err := c.client.ApplyJob(ctx, tinySpec(t, "orphan", "parallel.data=2", "steps=100000", "eval.everySteps=0", "restartPolicy.maxRestarts=0")); err != nil {
 		t.Fatal(err)
 	}
 	c.watch("orphan", "a committed step", func(j *ternv1.Job) bool { return j.CommittedStep >= 1 })
@@ -332,7 +332,7 @@ func TestWorkerShutdownFailsJob(t *testing.T) {
 
 // A worker that stops heartbeating (here: one that registers, takes a
 // rank and goes silent) loses its etcd lease; the coordinator declares it
-// lost and fails the job whose rank it held.
+// lost and fails the job whose rank it held (it has no restarts).
 func TestSilentWorkerIsLost(t *testing.T) {
 	c := startClusterWith(t, coordinator.Options{HeartbeatInterval: 500 * time.Millisecond, LeaseTTL: 2 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
@@ -348,7 +348,7 @@ func TestSilentWorkerIsLost(t *testing.T) {
 	if err := stream.Send(&ternv1.SessionRequest{Msg: &ternv1.SessionRequest_Hello{Hello: &ternv1.SessionHello{Worker: "ghost", SessionId: reg.SessionId}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.client.ApplyJob(ctx, tinySpec(t, "haunted")); err != nil {
+	if _, err := c.client.ApplyJob(ctx, tinySpec(t, "haunted", "restartPolicy.maxRestarts=0")); err != nil {
 		t.Fatal(err)
 	}
 	for {

@@ -10,17 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-
-	"google.golang.org/protobuf/types/known/timestamppb"
+	"time"
 
 	"github.com/ternml/tern/pkg/coordinator/job"
 	"github.com/ternml/tern/pkg/coordinator/sched"
 	"github.com/ternml/tern/pkg/spec"
 	ternv1 "github.com/ternml/tern/proto/tern/v1"
 )
-
-// maxEvents bounds the events kept per job for `describe`.
-const maxEvents = 64
 
 // entry is one job as the loop holds it: the state machine, the spec it
 // runs, and what the loop knows beyond the record (the ranks' reports).
@@ -36,8 +32,10 @@ type entry struct {
 	// in etcd.
 	persisted int
 	// run is the latest attempt's ranks; nil before the first launch.
-	run    *attempt
-	events []*ternv1.JobEvent
+	run *attempt
+	// meta is the job's times, attempts and events, stored with the
+	// record.
+	meta jobMeta
 }
 
 type applyReq struct {
@@ -53,6 +51,16 @@ type applyResult struct {
 }
 
 type cancelReq struct {
+	name  string
+	reply chan jobResult
+}
+
+type pauseReq struct {
+	name  string
+	reply chan jobResult
+}
+
+type resumeReq struct {
 	name  string
 	reply chan jobResult
 }
@@ -86,15 +94,20 @@ func (l *loop) apply(ctx context.Context, r *applyReq) error {
 		Name: name,
 		DP:   r.spec.Spec.Parallel.Data,
 		PP:   r.spec.Spec.Parallel.Pipeline,
-		// The spec has no restartPolicy yet, and recovery needs state
-		// the ranks do not yet keep: a failure ends the job.
-		MaxRestarts: 0,
+		// A recovery relaunches every rank from the latest durable
+		// checkpoint (or from step 0 without one).
+		MaxRestarts: r.spec.Spec.RestartSettings().MaxRestarts,
 	})
 	if err != nil {
 		r.reply <- applyResult{err: err}
 		return nil
 	}
-	e := &entry{name: name, j: j, spec: r.spec, specJSON: r.specJSON}
+	// Logs left by an earlier job of this name (deleted while this
+	// coordinator was down) are not this job's.
+	if err := l.logs.remove(name); err != nil {
+		l.log.Warn("old logs not removed", "job", name, "err", err)
+	}
+	e := &entry{name: name, j: j, spec: r.spec, specJSON: r.specJSON, meta: jobMeta{Created: time.Now()}}
 	l.jobs[name] = e
 	if err := l.carry(ctx, e, acts); err != nil {
 		delete(l.jobs, name)
@@ -125,6 +138,43 @@ func (l *loop) cancelJob(ctx context.Context, r *cancelReq) error {
 	return nil
 }
 
+func (l *loop) pauseJob(ctx context.Context, r *pauseReq) error {
+	e := l.jobs[r.name]
+	switch {
+	case e == nil:
+		r.reply <- jobResult{err: fmt.Errorf("%w: no job named %q", ErrNotFound, r.name)}
+		return nil
+	case e.j.Phase.Terminal():
+		r.reply <- jobResult{err: fmt.Errorf("%w: job %q is already %s; there is nothing to pause", ErrPhase, r.name, e.j.Phase)}
+		return nil
+	case e.j.Phase == job.Paused:
+		r.reply <- jobResult{err: fmt.Errorf("%w: job %q is already paused; resume it with `ternctl resume %s`", ErrPhase, r.name, r.name)}
+		return nil
+	}
+	if err := l.feed(ctx, e, job.Pause{}); err != nil {
+		return err
+	}
+	l.after(func() { r.reply <- jobResult{job: l.status(e)} })
+	return nil
+}
+
+func (l *loop) resumeJob(ctx context.Context, r *resumeReq) error {
+	e := l.jobs[r.name]
+	switch {
+	case e == nil:
+		r.reply <- jobResult{err: fmt.Errorf("%w: no job named %q", ErrNotFound, r.name)}
+		return nil
+	case e.j.Phase != job.Paused:
+		r.reply <- jobResult{err: fmt.Errorf("%w: job %q is %s; only a paused job can resume", ErrPhase, r.name, e.j.Phase)}
+		return nil
+	}
+	if err := l.feed(ctx, e, job.Resume{}); err != nil {
+		return err
+	}
+	l.after(func() { r.reply <- jobResult{job: l.status(e)} })
+	return nil
+}
+
 func (l *loop) deleteJob(ctx context.Context, r *deleteReq) error {
 	e := l.jobs[r.name]
 	switch {
@@ -144,6 +194,9 @@ func (l *loop) deleteJob(ctx context.Context, r *deleteReq) error {
 	}
 	delete(l.jobs, r.name)
 	l.views.putJob(r.name, nil)
+	if err := l.logs.remove(r.name); err != nil {
+		l.log.Warn("logs of a deleted job not removed", "job", r.name, "err", err)
+	}
 	r.reply <- jobResult{}
 	return nil
 }
@@ -175,6 +228,14 @@ func (l *loop) feed(ctx context.Context, e *entry, ev job.Event) error {
 // machine's contract: Persist first), then publishes the job's status.
 // It fails only when etcd refuses the job's record.
 func (l *loop) carry(ctx context.Context, e *entry, acts []job.Action) error {
+	// The metadata goes into the same write as the record, events and
+	// all; a step that emitted an event without changing the record
+	// writes it too, so describe shows the same events after a restart.
+	if noteMeta(e, acts, time.Now()) && !slices.ContainsFunc(acts, isPersist) && e.revision != 0 {
+		if err := l.persist(ctx, e); err != nil {
+			return err
+		}
+	}
 	for _, a := range acts {
 		switch a := a.(type) {
 		case job.Persist:
@@ -190,9 +251,10 @@ func (l *loop) carry(ctx context.Context, e *entry, acts []job.Action) error {
 		case job.Launch:
 			l.launch(e, a.Attempt)
 		case job.StartRecovery:
-			// Ranks keep no state a recovery could restore in place yet,
-			// so a recovery launches every rank of the new attempt;
-			// restoring a committed step fails on the worker.
+			// Ranks keep no in-memory state a recovery could restore in
+			// place yet, so a recovery launches every rank of the new
+			// attempt, and each resumes from the job's latest durable
+			// checkpoint (or from step 0 without one).
 			l.launch(e, a.Attempt)
 		case job.AbortAttempt:
 			l.stopRanks(e, a.Attempt, "attempt aborted: "+e.j.Reason)
@@ -216,7 +278,7 @@ func (l *loop) carry(ctx context.Context, e *entry, acts []job.Action) error {
 // over can re-send exactly what the ranks were told; so does the
 // attempt's summary once it has one.
 func (l *loop) persist(ctx context.Context, e *entry) error {
-	state, err := json.Marshal(e.j)
+	state, err := encodeState(e)
 	if err != nil {
 		return fmt.Errorf("coordinator: encode job %s: %w", e.name, err)
 	}
@@ -296,11 +358,8 @@ func (l *loop) capacityChanged() {
 	}
 }
 
+// emit logs a job's event; noteMeta has recorded it in the job's events.
 func (l *loop) emit(e *entry, a job.Emit) {
-	e.events = append(e.events, &ternv1.JobEvent{Time: timestamppb.Now(), Severity: string(a.Severity), Reason: a.Reason, Message: a.Message})
-	if n := len(e.events); n > maxEvents {
-		e.events = slices.Clone(e.events[n-maxEvents:])
-	}
 	level := slog.LevelInfo
 	if a.Severity == job.Warning {
 		level = slog.LevelWarn
@@ -322,6 +381,11 @@ func (l *loop) jobNames() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+func isPersist(a job.Action) bool {
+	_, ok := a.(job.Persist)
+	return ok
 }
 
 // newToken returns a fresh secret shared by the ranks of one attempt

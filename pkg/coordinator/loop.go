@@ -27,6 +27,7 @@ type loop struct {
 	opts   Options
 	log    *slog.Logger
 	views  *views
+	logs   *logStore
 
 	in   chan input
 	done chan struct{} // closed when run returns
@@ -58,13 +59,14 @@ type queued struct {
 
 // newLoop restores the jobs and the worker registry from etcd. Run then
 // carries out what each restored job's phase needs (job.Reconcile).
-func newLoop(ctx context.Context, leader *store.Leader, opts Options, v *views) (*loop, error) {
+func newLoop(ctx context.Context, leader *store.Leader, opts Options, v *views, logs *logStore) (*loop, error) {
 	l := &loop{
 		leader:   leader,
 		st:       leader.Store(),
 		opts:     opts,
 		log:      opts.Logger,
 		views:    v,
+		logs:     logs,
 		in:       make(chan input, inputQueueLen),
 		done:     make(chan struct{}),
 		jobs:     map[string]*entry{},
@@ -136,6 +138,10 @@ func (l *loop) handle(ctx context.Context, in input) error {
 		return l.apply(ctx, in)
 	case *cancelReq:
 		return l.cancelJob(ctx, in)
+	case *pauseReq:
+		return l.pauseJob(ctx, in)
+	case *resumeReq:
+		return l.resumeJob(ctx, in)
 	case *deleteReq:
 		return l.deleteJob(ctx, in)
 	case *registerReq:

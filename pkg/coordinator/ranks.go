@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ternml/tern/pkg/coordinator/job"
 	"github.com/ternml/tern/pkg/coordinator/sched"
@@ -49,6 +50,8 @@ type attempt struct {
 	// summarySaved says the attempt record in etcd has it.
 	summary      *ternv1.TrainSummary
 	summarySaved bool
+	// stepMS holds rank 0's latest step times, for the ETA.
+	stepMS []float64
 }
 
 type rankState struct {
@@ -227,9 +230,16 @@ func (l *loop) onReport(ctx context.Context, in report) error {
 		l.sharePeers(e, in.worker)
 	case *ternv1.RankReport_Started:
 		rs.phase = ternv1.RankPhase_RANK_PHASE_RUNNING
+		rs.step = max(rs.step, ev.Started.StartStep)
+		if n := len(e.meta.Attempts); rank == 0 && n > 0 && e.meta.Attempts[n-1].N == run.n {
+			e.meta.Attempts[n-1].StartStep = ev.Started.StartStep
+		}
 	case *ternv1.RankReport_Step:
 		if s := ev.Step.Step; s > rs.step {
 			rs.step, rs.last = s, ev.Step
+			if rank == 0 {
+				l.recordStep(e, ev.Step)
+			}
 		}
 	case *ternv1.RankReport_Finished:
 		if ev.Finished.Summary == nil {
@@ -246,6 +256,22 @@ func (l *loop) onReport(ctx context.Context, in report) error {
 		return nil
 	}
 	return l.progress(ctx, e)
+}
+
+// recordStep keeps rank 0's step for the job's metrics and ETA. Every
+// rank reports the global batch's loss; rank 0's throughput is one
+// replica's.
+func (l *loop) recordStep(e *entry, st *ternv1.RankStep) {
+	run := e.run
+	run.stepMS = append(run.stepMS, st.StepMs)
+	if len(run.stepMS) > stepTimesKept {
+		run.stepMS = run.stepMS[1:]
+	}
+	m := &ternv1.StepMetrics{Attempt: int32(run.n), Step: st.Step, Loss: st.Loss, TokensPerSecond: st.TokensPerSecond * float64(e.j.Spec.DP),
+		StepMs: st.StepMs, Lr: st.Lr, EvalLoss: st.EvalLoss, Time: timestamppb.Now()}
+	if err := l.logs.appendMetric(e.name, m); err != nil {
+		l.log.Warn("step metrics not stored", "job", e.name, "err", err)
+	}
 }
 
 // sharePeers hands out the peer list once every rank listens; a worker

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/ternml/tern/pkg/coordinator/job"
 	"github.com/ternml/tern/pkg/coordinator/store"
 	"github.com/ternml/tern/pkg/spec"
 )
@@ -39,7 +38,7 @@ func (l *loop) restoreJobs(ctx context.Context) error {
 }
 
 func (l *loop) restoreJob(ctx context.Context, rec store.Job) (*entry, error) {
-	j, err := job.Restore(rec.State)
+	j, meta, err := decodeState(rec.State)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +46,7 @@ func (l *loop) restoreJob(ctx context.Context, rec store.Job) (*entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stored spec: %w", err)
 	}
-	e := &entry{name: rec.Name, j: j, spec: ts, specJSON: rec.Spec, revision: rec.Revision, persisted: j.Attempt}
+	e := &entry{name: rec.Name, j: j, spec: ts, specJSON: rec.Spec, revision: rec.Revision, persisted: j.Attempt, meta: meta}
 	if j.Attempt > 0 {
 		a, err := l.st.GetAttempt(ctx, rec.Name, j.Attempt)
 		if err != nil {

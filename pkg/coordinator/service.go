@@ -152,6 +152,43 @@ func (s *service) CancelJob(ctx context.Context, req *ternv1.CancelJobRequest) (
 	return &ternv1.CancelJobResponse{Job: res.job}, nil
 }
 
+func (s *service) PauseJob(ctx context.Context, req *ternv1.PauseJobRequest) (*ternv1.PauseJobResponse, error) {
+	res, err := s.jobVerb(ctx, req.Name, func(reply chan jobResult) input { return &pauseReq{name: req.Name, reply: reply} })
+	if err != nil {
+		return nil, err
+	}
+	return &ternv1.PauseJobResponse{Job: res}, nil
+}
+
+func (s *service) ResumeJob(ctx context.Context, req *ternv1.ResumeJobRequest) (*ternv1.ResumeJobResponse, error) {
+	res, err := s.jobVerb(ctx, req.Name, func(reply chan jobResult) input { return &resumeReq{name: req.Name, reply: reply} })
+	if err != nil {
+		return nil, err
+	}
+	return &ternv1.ResumeJobResponse{Job: res}, nil
+}
+
+// jobVerb hands a user's verb on a named job to the loop and returns the
+// job's status after it, or the error as a status.
+func (s *service) jobVerb(ctx context.Context, name string, req func(chan jobResult) input) (*ternv1.Job, error) {
+	l, err := s.leading(ctx)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	if name == "" {
+		return nil, statusOf(notFound(""))
+	}
+	reply := make(chan jobResult, 1)
+	res, err := call(ctx, l, req(reply), reply)
+	if err == nil {
+		err = res.err
+	}
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	return res.job, nil
+}
+
 func (s *service) DeleteJob(ctx context.Context, req *ternv1.DeleteJobRequest) (*ternv1.DeleteJobResponse, error) {
 	l, err := s.leading(ctx)
 	if err != nil {
@@ -256,7 +293,10 @@ func checkRegistration(req *ternv1.RegisterWorkerRequest) (workerInfo, error) {
 			return bad("label %q=%q: keys are 1 to %d characters, values at most %d", k, v, maxLabelKey, maxLabelValue)
 		}
 	}
-	return workerInfo{Host: h, Slots: int(req.Slots), Labels: req.Labels}, nil
+	if req.Pid < 0 {
+		return bad("pid %d is negative", req.Pid)
+	}
+	return workerInfo{Host: h, Slots: int(req.Slots), Labels: req.Labels, Pid: int(req.Pid)}, nil
 }
 
 // Session serves one worker's control stream: it attaches the session to
@@ -346,6 +386,11 @@ func (s *service) receive(ctx context.Context, l *loop, stream ternv1.Coordinato
 				return
 			}
 			if l.post(ctx, report{worker: worker, r: m.Report}) != nil {
+				return
+			}
+		case *ternv1.SessionRequest_Logs:
+			if err := s.storeLogs(m.Logs); err != nil {
+				end(fmt.Errorf("worker %q: %w", worker, err))
 				return
 			}
 		default:

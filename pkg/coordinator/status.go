@@ -39,10 +39,10 @@ func (l *loop) status(e *entry) *ternv1.Job {
 		Attempt:          int32(j.Attempt),
 		Restarts:         int32(j.Restarts),
 		MaxRestarts:      int32(j.Spec.MaxRestarts),
-		Events:           slices.Clone(e.events),
 		SpecJson:         e.specJSON,
 		Version:          j.Version,
 	}
+	metaStatus(out, e)
 	run := e.run
 	if run == nil || run.n != j.Attempt {
 		return out
@@ -59,6 +59,7 @@ func (l *loop) status(e *entry) *ternv1.Job {
 		}
 	}
 	out.Summary = run.summary
+	out.StepMs = median(run.stepMS)
 	switch {
 	case run.ranks[0].last != nil:
 		out.LastLoss = run.ranks[0].last.Loss
@@ -66,4 +67,14 @@ func (l *loop) status(e *entry) *ternv1.Job {
 		out.LastLoss = run.summary.FinalLoss // restored: the ranks' reports are gone
 	}
 	return out
+}
+
+// median of xs (0 for none); xs is not modified.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ternml/tern/pkg/coordinator/job"
 	"github.com/ternml/tern/pkg/coordinator/sched"
@@ -22,6 +25,10 @@ type workerInfo struct {
 	Slots   int               `json:"slots"`
 	Labels  map[string]string `json:"labels,omitempty"`
 	Session string            `json:"session"`
+	// Pid is the worker process's id on its host; Registered when it
+	// registered.
+	Pid        int       `json:"pid,omitempty"`
+	Registered time.Time `json:"registered"`
 }
 
 // registered is a worker in the loop's registry.
@@ -147,6 +154,7 @@ func (l *loop) register(ctx context.Context, r *registerReq) error {
 		return nil
 	}
 	r.info.Session = sid
+	r.info.Registered = time.Now()
 	b, err := json.Marshal(r.info)
 	if err != nil {
 		r.reply <- registerResult{err: fmt.Errorf("encode worker %q: %w", r.name, err)}
@@ -265,10 +273,14 @@ func (l *loop) publishWorkers() {
 	var ws []*ternv1.Worker
 	for _, name := range slices.Sorted(maps.Keys(l.registry)) {
 		w := l.registry[name]
-		ws = append(ws, &ternv1.Worker{
+		wk := &ternv1.Worker{
 			Name: name, Host: w.info.Host, Slots: int32(w.info.Slots), UsedSlots: int32(len(used[name])),
-			Labels: maps.Clone(w.info.Labels), Connected: l.sessions[name] != nil,
-		})
+			Labels: maps.Clone(w.info.Labels), Connected: l.sessions[name] != nil, Pid: int32(w.info.Pid),
+		}
+		if !w.info.Registered.IsZero() {
+			wk.Registered = timestamppb.New(w.info.Registered)
+		}
+		ws = append(ws, wk)
 	}
 	l.views.putWorkers(ws)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -189,7 +190,7 @@ func (a *Agent) serve(ctx context.Context, client ternv1.CoordinatorServiceClien
 	for !a.quitting() {
 		if reg == nil {
 			resp, err := client.RegisterWorker(ctx, &ternv1.RegisterWorkerRequest{
-				Name: a.cfg.Name, Host: a.cfg.Host, Slots: int32(a.cfg.Slots), Labels: a.cfg.Labels,
+				Name: a.cfg.Name, Host: a.cfg.Host, Slots: int32(a.cfg.Slots), Labels: a.cfg.Labels, Pid: int32(os.Getpid()),
 			})
 			switch {
 			case status.Code(err) == codes.InvalidArgument:

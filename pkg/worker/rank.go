@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 
 	"github.com/ternml/tern/pkg/launch"
+	"github.com/ternml/tern/pkg/snapshot"
 	"github.com/ternml/tern/pkg/spec"
 	"github.com/ternml/tern/pkg/train"
 	ternv1 "github.com/ternml/tern/proto/tern/v1"
@@ -42,8 +44,19 @@ type rankRun struct {
 	peers      chan []string
 	peersGiven bool
 	done       bool
+	// ended is closed when the rank's goroutine returns.
+	ended chan struct{}
+	// prev are the ranks of earlier attempts of the job that this one
+	// superseded: it waits for them to end before it starts, so that
+	// one that writes a checkpoint as it stops has finished writing.
+	prev []*rankRun
 
 	listening, started, step, final *ternv1.RankReport
+
+	// logSeq numbers the rank's log lines; logs retains the latest
+	// maxRetainedLines of them for replay to a new session.
+	logSeq int64
+	logs   []*ternv1.LogLine
 }
 
 // startRank starts a rank the coordinator assigned, or re-reports one
@@ -69,13 +82,16 @@ func (a *Agent) startRank(s *ternv1.StartRank) error {
 		return nil
 	}
 	// A newer attempt of the job supersedes what runs of older ones.
+	var prev []*rankRun
 	for ok, rr := range a.ranks {
 		if ok.job == k.job && ok.attempt < k.attempt && !rr.done {
+			a.logLocked(rr, fmt.Sprintf("stopping: attempt %d of the job superseded this one", k.attempt))
 			rr.stop(fmt.Errorf("attempt %d of job %s superseded it", k.attempt, k.job))
+			prev = append(prev, rr)
 		}
 	}
 	ctx, stop := context.WithCancelCause(context.Background())
-	rr := &rankRun{key: k, start: s, stop: stop, peers: make(chan []string, 1)}
+	rr := &rankRun{key: k, start: s, stop: stop, peers: make(chan []string, 1), ended: make(chan struct{}), prev: prev}
 	a.ranks[k] = rr
 	a.wg.Add(1)
 	go a.runRank(ctx, rr)
@@ -114,6 +130,7 @@ func (a *Agent) stopRanks(s *ternv1.StopRanks) {
 			continue
 		}
 		a.log.Info("stopping rank", "job", k.job, "attempt", k.attempt, "rank", k.rank, "reason", s.Reason)
+		a.logLocked(rr, "stopping after the current step: "+s.Reason)
 		rr.stop(fmt.Errorf("stopped by the coordinator: %s", s.Reason))
 	}
 }
@@ -132,6 +149,7 @@ func (a *Agent) stopAll(cause error) {
 // runRank trains one rank and reports how it ended.
 func (a *Agent) runRank(ctx context.Context, rr *rankRun) {
 	defer a.wg.Done()
+	defer close(rr.ended)
 	sum, err := a.train(ctx, rr)
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -140,10 +158,16 @@ func (a *Agent) runRank(ctx context.Context, rr *rankRun) {
 	k := rr.key
 	if err != nil {
 		a.log.Warn("rank failed", "job", k.job, "attempt", k.attempt, "rank", k.rank, "err", err)
+		a.logLocked(rr, "failed: "+err.Error())
 		a.reportLocked(rr, &ternv1.RankReport{Event: &ternv1.RankReport_Failed{Failed: &ternv1.RankFailed{Error: err.Error()}}})
 		return
 	}
 	a.log.Info("rank finished", "job", k.job, "attempt", k.attempt, "rank", k.rank, "steps", sum.Steps, "stopped", sum.Stopped)
+	if sum.Stopped {
+		a.logLocked(rr, fmt.Sprintf("stopped after step %d", sum.Steps))
+	} else {
+		a.logLocked(rr, fmt.Sprintf("finished: %d steps, final loss %.4f, %.0f tokens/s", sum.Steps, sum.FinalLoss, sum.TokensPerS))
+	}
 	a.reportLocked(rr, &ternv1.RankReport{Event: &ternv1.RankReport_Finished{Finished: &ternv1.RankFinished{Summary: summaryProto(sum)}}})
 }
 
@@ -151,8 +175,12 @@ func (a *Agent) runRank(ctx context.Context, rr *rankRun) {
 // peer list and trains with the peers.
 func (a *Agent) train(ctx context.Context, rr *rankRun) (*train.Summary, error) {
 	s := rr.start
-	if s.FromStep > 0 {
-		return nil, fmt.Errorf("restoring step %d is not supported by this worker yet (ranks keep no snapshots)", s.FromStep)
+	for _, p := range rr.prev {
+		select {
+		case <-p.ended:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("stopped before training started: %w", context.Cause(ctx))
+		}
 	}
 	job, err := spec.Parse(s.SpecJson, nil)
 	if err != nil {
@@ -173,6 +201,7 @@ func (a *Agent) train(ctx context.Context, rr *rankRun) (*train.Summary, error) 
 		return nil, err
 	}
 	defer r.Close()
+	a.logf(rr, "rank %d of %d (attempt %d) listening on %s", s.Rank, s.World, s.Attempt, r.Addr())
 	a.report(rr, &ternv1.RankReport{Event: &ternv1.RankReport_Listening{Listening: &ternv1.RankListening{Address: r.Addr()}}})
 	var peers []string
 	select {
@@ -180,7 +209,15 @@ func (a *Agent) train(ctx context.Context, rr *rankRun) (*train.Summary, error) 
 	case <-ctx.Done():
 		return nil, fmt.Errorf("stopped before training started: %w", context.Cause(ctx))
 	}
-	sum, err := r.Run(ctx, peers, train.Options{Observer: observer{a, rr}})
+	// Every rank of the attempt listens before any gets its peers, and
+	// each waited for its superseded ranks first: the checkpoints they
+	// wrote on the way out are complete by now, so all ranks find the
+	// same latest one.
+	resume, err := a.resumePoint(rr, job)
+	if err != nil {
+		return nil, err
+	}
+	sum, err := r.Run(ctx, peers, train.Options{Observer: observer{a, rr}, Resume: resume})
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w (while stopping: %v)", err, cause)
@@ -189,6 +226,33 @@ func (a *Agent) train(ctx context.Context, rr *rankRun) (*train.Summary, error) 
 	}
 	sum.PeakRSSBytes = train.PeakRSS()
 	return sum, nil
+}
+
+// resumePoint is the checkpoint a relaunched attempt resumes from: the
+// latest complete one in spec.checkpoint.dir. A first attempt starts
+// afresh (a directory left by another run is not this job's progress), as
+// does a relaunch without a checkpoint directory or before the first
+// checkpoint was written, from step 0.
+func (a *Agent) resumePoint(rr *rankRun, job *spec.TrainingJob) (string, error) {
+	s := rr.start
+	if s.Attempt <= 1 && s.FromStep == 0 {
+		return "", nil
+	}
+	dir := job.Spec.Checkpoint.Dir
+	if dir == "" {
+		a.logf(rr, "spec.checkpoint.dir is not set, so attempt %d starts again from step 0", s.Attempt)
+		return "", nil
+	}
+	p, err := snapshot.Latest(dir)
+	switch {
+	case errors.Is(err, snapshot.ErrNoCheckpoint) || errors.Is(err, fs.ErrNotExist):
+		a.logf(rr, "no complete checkpoint in %s yet, so attempt %d starts again from step 0", dir, s.Attempt)
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("find the checkpoint to resume from: %w", err)
+	}
+	a.logf(rr, "attempt %d resumes from checkpoint %s", s.Attempt, p)
+	return p, nil
 }
 
 // report records a rank's report as its latest state and sends it.
@@ -232,12 +296,18 @@ type observer struct {
 }
 
 func (o observer) Started(info train.RunInfo) {
+	o.a.logf(o.rr, "training: %d parameters, from step %d", info.Params, info.StartStep)
 	o.a.report(o.rr, &ternv1.RankReport{Event: &ternv1.RankReport_Started{Started: &ternv1.RankStarted{
 		Params: info.Params, StartStep: int64(info.StartStep),
 	}}})
 }
 
 func (o observer) Step(r train.StepReport) {
+	line := fmt.Sprintf("step %d/%d loss %.4f lr %.3g grad-norm %.3g %.0f tokens/s %.0f ms", r.Step, r.Steps, r.Loss, r.LR, r.GradNorm, r.TokensPerS, r.StepMS)
+	if r.EvalLoss != nil {
+		line += fmt.Sprintf(" eval-loss %.4f", *r.EvalLoss)
+	}
+	o.a.logf(o.rr, "%s", line)
 	o.a.report(o.rr, &ternv1.RankReport{Event: &ternv1.RankReport_Step{Step: &ternv1.RankStep{
 		Step: int64(r.Step), Loss: r.Loss, TokensPerSecond: r.TokensPerS, StepMs: r.StepMS, Lr: r.LR,
 		GradNorm: r.GradNorm, EvalLoss: r.EvalLoss, BytesSent: r.BytesSent, BytesRecv: r.BytesRecv,
@@ -247,6 +317,7 @@ func (o observer) Step(r train.StepReport) {
 func (o observer) Log(msg string) {
 	k := o.rr.key
 	o.a.log.Debug(msg, "job", k.job, "attempt", k.attempt, "rank", k.rank)
+	o.a.logf(o.rr, "%s", msg)
 }
 
 func summaryProto(s *train.Summary) *ternv1.TrainSummary {

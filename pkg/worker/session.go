@@ -118,6 +118,7 @@ func (a *Agent) attach(outbox chan *ternv1.SessionRequest, end context.CancelCau
 	defer a.mu.Unlock()
 	a.outbox, a.endSession = outbox, end
 	for _, k := range a.sortedKeysLocked() {
+		a.replayLogsLocked(a.ranks[k])
 		a.replayLocked(a.ranks[k])
 	}
 }
