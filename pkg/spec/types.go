@@ -46,6 +46,7 @@ type JobSpec struct {
 	Snapshot      *SnapshotSpec     `json:"snapshot,omitempty" desc:"In-memory snapshots: a local copy every step and Reed-Solomon fragments on peers, so a job resumes after a crash or a lost worker without disk. Absent: the defaults."`
 
 	RestartPolicy *RestartPolicySpec `json:"restartPolicy,omitempty" desc:"What the coordinator does when a rank fails: relaunch the job from its latest checkpoint, up to maxRestarts times. Absent: the defaults."`
+	Device        *DeviceSpec        `json:"device,omitempty" desc:"Where each rank computes: the CPU (the default) or a CUDA GPU, and the GPU's matrix-product precision. Absent: the CPU."`
 }
 
 // Reserved is a section that later versions of the schema will define. It

@@ -55,6 +55,7 @@ func (j *TrainingJob) Validate() error {
 	v.parallel(s)
 	v.restartPolicy(s)
 	v.snapshot(s)
+	v.device(s)
 	return es.err()
 }
 
