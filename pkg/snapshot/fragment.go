@@ -200,6 +200,26 @@ type Expect struct {
 	FragmentCRCs []uint32 // by index; nil skips the per-fragment check
 }
 
+// Check refuses a fragment that is missing, fails its own CRC, or is not
+// the one want describes.
+func (want Expect) Check(f *Fragment) error {
+	c := want.Code
+	switch {
+	case f.Data == nil:
+		return fmt.Errorf("fragment %d: missing", f.Index)
+	case f.Job != want.Job || f.Step != want.Step || f.Rank != want.Rank || f.Code() != c || f.StateBytes != want.StateBytes || f.StateCRC != want.StateCRC:
+		return fmt.Errorf("fragment %d is of job %q rank %d step %d %v, %d bytes, state CRC %08x; want job %q rank %d step %d %v, %d bytes, state CRC %08x",
+			f.Index, f.Job, f.Rank, f.Step, f.Code(), f.StateBytes, f.StateCRC, want.Job, want.Rank, want.Step, c, want.StateBytes, want.StateCRC)
+	}
+	if err := f.Verify(); err != nil {
+		return err
+	}
+	if want.FragmentCRCs != nil && (f.Index >= len(want.FragmentCRCs) || want.FragmentCRCs[f.Index] != f.CRC) {
+		return fmt.Errorf("fragment %d: CRC32C %08x is not the committed one", f.Index, f.CRC)
+	}
+	return nil
+}
+
 // Decode rebuilds the state shard from any k fragments that verify and
 // match want; frags may hold nil-data, corrupt, stale or duplicate
 // fragments, which are skipped. It returns the state after checking its
@@ -218,25 +238,12 @@ func Decode(want Expect, frags []Fragment) ([]byte, error) {
 	have := 0
 	for i := range frags {
 		f := &frags[i]
-		why := ""
-		switch {
-		case f.Data == nil:
-			why = fmt.Sprintf("fragment %d: missing", f.Index)
-		case f.Job != want.Job || f.Step != want.Step || f.Rank != want.Rank || f.Code() != c || f.StateBytes != want.StateBytes || f.StateCRC != want.StateCRC:
-			why = fmt.Sprintf("fragment %d is of job %q rank %d step %d %v, %d bytes, state CRC %08x; want job %q rank %d step %d %v, %d bytes, state CRC %08x",
-				f.Index, f.Job, f.Rank, f.Step, f.Code(), f.StateBytes, f.StateCRC, want.Job, want.Rank, want.Step, c, want.StateBytes, want.StateCRC)
-		default:
-			if err := f.Verify(); err != nil {
-				why = err.Error()
-			} else if want.FragmentCRCs != nil && (f.Index >= len(want.FragmentCRCs) || want.FragmentCRCs[f.Index] != f.CRC) {
-				why = fmt.Sprintf("fragment %d: CRC32C %08x is not the committed one", f.Index, f.CRC)
-			} else if shards[f.Index] != nil {
-				continue // a duplicate of one already taken
-			}
-		}
-		if why != "" {
-			rejected = append(rejected, why)
+		if err := want.Check(f); err != nil {
+			rejected = append(rejected, err.Error())
 			continue
+		}
+		if shards[f.Index] != nil {
+			continue // a duplicate of one already taken
 		}
 		shards[f.Index] = f.Data
 		have++
@@ -270,13 +277,23 @@ const (
 	maxJobBytes = 1 << 10
 )
 
-// MarshalFragment encodes f for the wire.
+// MarshalFragment encodes f for the wire: its header, then its data.
 func MarshalFragment(f *Fragment) ([]byte, error) {
+	h, err := marshalFragmentHeader(f, len(f.Data))
+	if err != nil {
+		return nil, err
+	}
+	return append(h, f.Data...), nil
+}
+
+// marshalFragmentHeader encodes f's header for a fragment of dataLen
+// bytes; the data may travel separately.
+func marshalFragmentHeader(f *Fragment, dataLen int) ([]byte, error) {
 	if len(f.Job) > maxJobBytes {
 		return nil, fmt.Errorf("fragment: job name of %d bytes, at most %d", len(f.Job), maxJobBytes)
 	}
 	hl := fragHeaderBytes(len(f.Job))
-	b := make([]byte, hl+len(f.Data))
+	b := make([]byte, hl, hl+dataLen)
 	p := copy(b, fragMagic)
 	le := binary.LittleEndian
 	le.PutUint16(b[p:], fragVersion)
@@ -291,10 +308,9 @@ func MarshalFragment(f *Fragment) ([]byte, error) {
 	le.PutUint64(b[p+18:], uint64(f.StateBytes))
 	le.PutUint32(b[p+26:], f.StateCRC)
 	le.PutUint32(b[p+30:], f.CRC)
-	le.PutUint32(b[p+34:], uint32(len(f.Data)))
+	le.PutUint32(b[p+34:], uint32(dataLen))
 	p += 38
 	le.PutUint32(b[p:], crc32.Update(0, castagnoli, b[:p]))
-	copy(b[hl:], f.Data)
 	return b, nil
 }
 
@@ -304,8 +320,25 @@ func fragHeaderBytes(job int) int { return len(fragMagic) + 4 + job + 38 + 4 }
 // CRC and every bound, and the data against its CRC (Verify). The data
 // aliases b.
 func UnmarshalFragment(b []byte) (Fragment, error) {
-	bad := func(format string, args ...any) (Fragment, error) {
-		return Fragment{}, fmt.Errorf("%w: fragment: %s", ErrStateCorrupt, fmt.Sprintf(format, args...))
+	f, hl, dl, err := unmarshalFragmentHeader(b)
+	if err != nil {
+		return Fragment{}, err
+	}
+	if dl != len(b)-hl {
+		return Fragment{}, fmt.Errorf("%w: fragment: header says %d data bytes, %d follow", ErrStateCorrupt, dl, len(b)-hl)
+	}
+	f.Data = b[hl:]
+	if err := f.Verify(); err != nil {
+		return Fragment{}, fmt.Errorf("%w: fragment: %v", ErrStateCorrupt, err)
+	}
+	return f, nil
+}
+
+// unmarshalFragmentHeader decodes the header at the start of b and returns
+// it with the header's length and the data length it announces.
+func unmarshalFragmentHeader(b []byte) (Fragment, int, int, error) {
+	bad := func(format string, args ...any) (Fragment, int, int, error) {
+		return Fragment{}, 0, 0, fmt.Errorf("%w: fragment: %s", ErrStateCorrupt, fmt.Sprintf(format, args...))
 	}
 	le := binary.LittleEndian
 	if len(b) < fragHeaderBytes(0) || string(b[:4]) != fragMagic {
@@ -334,17 +367,17 @@ func UnmarshalFragment(b []byte) (Fragment, error) {
 		StateCRC:   le.Uint32(b[p+26:]),
 		CRC:        le.Uint32(b[p+30:]),
 	}}
-	if dl := int64(le.Uint32(b[p+34:])); dl != int64(len(b)-hl) {
-		return bad("header says %d data bytes, %d follow", dl, len(b)-hl)
-	}
+	dl := int(le.Uint32(b[p+34:]))
 	if f.StateBytes < 0 || f.Step < 0 {
 		return bad("negative step %d or state size %d", f.Step, f.StateBytes)
 	}
-	f.Data = b[hl:]
-	if err := f.Verify(); err != nil {
+	if err := f.Code().check(); err != nil {
 		return bad("%v", err)
 	}
-	return f, nil
+	if dl != f.FragmentBytes() {
+		return bad("%d data bytes announced, the state of %d bytes has fragments of %d", dl, f.StateBytes, f.FragmentBytes())
+	}
+	return f, hl, dl, nil
 }
 
 func crcCastagnoli(b []byte) uint32 { return crc32.Update(0, castagnoli, b) }

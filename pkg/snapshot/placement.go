@@ -87,6 +87,12 @@ func Place(in PlacementInput) (*Placement, error) {
 		chosen := make([]int, 0, n)
 		used := make([]bool, len(ws))
 		used[o] = true
+		// taken[l][d]: domain d of level l holds the owner or a holder.
+		taken := make([][]bool, levels)
+		for l := range levels {
+			taken[l] = make([]bool, len(ws))
+			taken[l][domains[l][o]] = true
+		}
 		key, bestKey := make([]int, 0, levels+2), make([]int, 0, levels+2)
 		for range n {
 			best := -1
@@ -102,13 +108,8 @@ func Place(in PlacementInput) (*Placement, error) {
 				key = key[:0]
 				for l := range levels {
 					clash := 0
-					if domains[l][w] == domains[l][o] {
+					if taken[l][domains[l][w]] {
 						clash = 1
-					}
-					for _, h := range chosen {
-						if domains[l][w] == domains[l][h] {
-							clash = 1
-						}
 					}
 					key = append(key, clash)
 				}
@@ -120,6 +121,9 @@ func Place(in PlacementInput) (*Placement, error) {
 			}
 			chosen = append(chosen, best)
 			used[best] = true
+			for l := range levels {
+				taken[l][domains[l][best]] = true
+			}
 			load[best]++
 		}
 		p.Holders[r] = make([]string, n)
