@@ -32,9 +32,9 @@ type Stager struct {
 	committed   int64            // last committed step (Free), -1: none
 	outstanding int64            // step whose fragments are out and not settled, -1: none
 	results     chan StageResult
-	wg      sync.WaitGroup
-	ctx     context.Context
-	cancel  context.CancelFunc
+	wg          sync.WaitGroup
+	ctx         context.Context
+	cancel      context.CancelFunc
 }
 
 // StageResult is the outcome of one peer dispersal.

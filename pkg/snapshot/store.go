@@ -348,7 +348,9 @@ func (s *PeerService) Get(ctx context.Context, peer, owner int, step int64, inde
 	binary.LittleEndian.PutUint32(req, uint32(owner))
 	binary.LittleEndian.PutUint64(req[4:], uint64(step))
 	binary.LittleEndian.PutUint16(req[12:], uint16(index))
-	what := func() string { return fmt.Sprintf("fetch fragment %d of rank %d step %d from rank %d", index, owner, step, peer) }
+	what := func() string {
+		return fmt.Sprintf("fetch fragment %d of rank %d step %d from rank %d", index, owner, step, peer)
+	}
 	status, body, parts, err := s.call(ctx, peer, opGet, req, nil)
 	if err != nil {
 		return Fragment{}, fmt.Errorf("%s: %w", what(), err)
