@@ -81,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	resume := fs.String("resume", "", "resume from a checkpoint directory or one step directory")
 	var overrides sets
 	fs.Var(&overrides, "set", "override a spec field, e.g. --set optimizer.lr=1e-3 (repeatable)")
+	device := fs.String("device", "", "compute on cpu or cuda (sets spec.device.kind; default: the spec's)")
+	gpu := fs.Int("gpu", -1, "with --device cuda: the GPU ordinal to use (sets spec.device.gpu; default: the spec's)")
 	coord := fs.String("coordinator", "", "agent mode: the coordinator's address host:port; the coordinator assigns the ranks")
 	name := fs.String("name", "", "agent mode: this worker's name, unique among the coordinator's workers (default: the host name)")
 	slots := fs.Int("slots", 1, "agent mode: how many ranks this worker runs at once")
@@ -93,6 +95,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *coord != "" {
+		if *device != "" || *gpu >= 0 {
+			return errors.New("--device and --gpu apply to -f/--rank/--peers mode; in agent mode the job's spec.device says where ranks compute")
+		}
 		if *file != "" || *rank >= 0 || *peers != "" {
 			fs.Usage()
 			return errors.New("--coordinator (agent mode) and -f/--rank/--peers (explicit peers) exclude each other: the coordinator assigns jobs and ranks")
@@ -109,6 +114,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *world > 0 {
 		overrides = append(overrides, fmt.Sprintf("parallel.data=%d", *world))
+	}
+	if *device != "" {
+		overrides = append(overrides, "device.kind="+*device)
+	}
+	if *gpu >= 0 {
+		overrides = append(overrides, fmt.Sprintf("device.gpu=%d", *gpu))
 	}
 	job, err := spec.Load(*file, overrides)
 	if err != nil {

@@ -78,7 +78,7 @@ type microbatch struct {
 // spec.parallel, the stage's parameters (initialised as the same rows of
 // the whole model would be), buffers for every microbatch, and the group of
 // the replica's stages.
-func newPipeline(job *spec.TrainingJob, cfg model.Config, d *replicas) (*pipeline, error) {
+func newPipeline(job *spec.TrainingJob, cfg model.Config, d *replicas, devOpts ...model.Option) (*pipeline, error) {
 	ps := job.Spec.Parallel
 	mode := parallel.VocabNaive
 	if ps.VocabParallel {
@@ -116,7 +116,7 @@ func newPipeline(job *spec.TrainingJob, cfg model.Config, d *replicas) (*pipelin
 	scfg.Vocab = layout.PaddedVocab
 	sspec := layout.Stages[d.pp]
 	sspec.Recompute = job.Spec.Model.Recompute
-	stage, err := model.NewStage(scfg, sspec, job.Spec.Seed)
+	stage, err := model.NewStage(scfg, sspec, job.Spec.Seed, devOpts...)
 	if err != nil {
 		return nil, err
 	}

@@ -60,6 +60,7 @@ func Run(ctx context.Context, job *spec.TrainingJob, opts Options) (*Summary, er
 	if err != nil {
 		return nil, err
 	}
+	defer r.device.release()
 	sum, err := r.loop(ctx, obs)
 	if err != nil {
 		return nil, err
@@ -191,6 +192,8 @@ type runner struct {
 	// its pipeline stage's. pipe is nil without pipeline parallelism.
 	params []*model.Param
 	pipe   *pipeline
+
+	device *computeDevice // spec.device; nil or zero means the CPU
 }
 
 func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runner, error) {
@@ -227,13 +230,16 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 	if err := r.connect(job, opts); err != nil {
 		return nil, err
 	}
+	if r.device, err = openDevice(s); err != nil {
+		return nil, err
+	}
 	if s.Parallel.Pipeline > 1 {
-		if r.pipe, err = newPipeline(job, cfg, r.dp); err != nil {
+		if r.pipe, err = newPipeline(job, cfg, r.dp, r.device.opts...); err != nil {
 			return nil, err
 		}
 		r.params = r.pipe.stage.Params()
 	} else {
-		if r.model, err = model.New(cfg, s.Seed, s.Model.Recompute); err != nil {
+		if r.model, err = model.New(cfg, s.Seed, s.Model.Recompute, r.device.opts...); err != nil {
 			return nil, err
 		}
 		r.params = r.model.Params()
@@ -362,6 +368,7 @@ func (r *runner) stepOptimizer(ctx context.Context, lr float64) error {
 		return s.StepContext(ctx, lr)
 	}
 	r.opt.Step(lr)
+	r.device.sync() // the host reads parameters next (checkpoints, snapshots)
 	return nil
 }
 
