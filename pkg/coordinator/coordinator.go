@@ -26,6 +26,12 @@ const (
 	// plane).
 	DefaultHeartbeatInterval = time.Second
 	DefaultLeaseTTL          = 5 * time.Second
+	// DefaultLeaderTTL is how long a dead leader keeps leadership before a
+	// standby takes over. It must be well under the workers' lease: the
+	// workers reattach to the new leader only once it leads, and one whose
+	// lease ran out meanwhile is lost with its ranks. 2 s is etcd's
+	// minimum lease with its default raft timings.
+	DefaultLeaderTTL = 2 * time.Second
 	// DefaultStartTimeout bounds how long an attempt's ranks may take to
 	// start: tokenizing a corpus the first time is the slow part.
 	DefaultStartTimeout = 10 * time.Minute
@@ -94,6 +100,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.Store.LeaderTTL == 0 {
+		o.Store.LeaderTTL = DefaultLeaderTTL
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = DefaultStartTimeout

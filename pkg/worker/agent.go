@@ -229,8 +229,17 @@ func (a *Agent) serve(ctx context.Context, client ternv1.CoordinatorServiceClien
 				reg = nil
 			}
 		}
+		wait := backoff
+		if reg != nil {
+			// The registration lasts only its lease: retry at the
+			// heartbeat pace, so a coordinator that restarts or takes
+			// over finds this worker before the lease runs out.
+			if hb := reg.HeartbeatInterval.AsDuration(); hb > 0 {
+				wait = min(wait, max(hb, minHeartbeat))
+			}
+		}
 		select {
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		case <-a.quit:
 		case <-ctx.Done():
 			return nil
