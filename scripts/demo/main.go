@@ -33,8 +33,12 @@ import (
 	"time"
 )
 
-// pollInterval paces the progress checks.
-const pollInterval = time.Second
+// pollInterval paces the progress checks; coordinatorGone is how long the
+// coordinator may not answer before the demo gives up.
+const (
+	pollInterval    = time.Second
+	coordinatorGone = 2 * time.Minute
+)
 
 type sets []string
 
@@ -53,10 +57,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	d := &demo{bin: *bin, file: *file, dir: *dir, keep: *keep, sets: overrides, out: os.Stdout, tty: isTerminal(os.Stdout)}
 	err := d.run(ctx)
+	interrupted := ctx.Err() != nil
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
-		if ctx.Err() != nil {
+		if interrupted {
 			os.Exit(130)
 		}
 		os.Exit(1)
@@ -195,11 +200,30 @@ func (d *demo) follow(ctx context.Context, name string) (*jobView, float64, erro
 	firstLoss := math.NaN()
 	lastPhase, lastDecile := "", int64(-1)
 	began := time.Now()
+	var unreachableSince time.Time
 	for {
 		out, err := d.quiet("get", "jobs", name, "-o", "json")
 		if err != nil {
-			return nil, 0, err
+			// The supervisor restarts a coordinator that exits; the job is
+			// in etcd and goes on. Give it time before giving up.
+			if unreachableSince.IsZero() {
+				unreachableSince = time.Now()
+				if d.tty {
+					fmt.Fprintln(d.out)
+				}
+				fmt.Fprintf(d.out, "the coordinator does not answer; waiting for the supervisor to restart it (%v)\n", firstLine(err))
+			}
+			if time.Since(unreachableSince) > coordinatorGone {
+				return nil, 0, err
+			}
+			select {
+			case <-ctx.Done():
+				return nil, 0, errors.New("interrupted")
+			case <-time.After(pollInterval):
+			}
+			continue
 		}
+		unreachableSince = time.Time{}
 		var j jobView
 		if err := json.Unmarshal([]byte(out), &j); err != nil {
 			return nil, 0, fmt.Errorf("ternctl get jobs %s -o json: %v", name, err)
@@ -454,4 +478,9 @@ func isTerminal(f *os.File) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func firstLine(err error) string {
+	l, _, _ := strings.Cut(err.Error(), "\n")
+	return l
 }
