@@ -52,6 +52,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// skipShort skips a multi-process test under -short. Its coordinator and
+// workers run as binaries built without the race detector, so the -race
+// pass of make test would check nothing in them that this pass does not;
+// the pass without -short runs them.
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("multi-process test: the coordinator and workers run as separate binaries; run without -short")
+	}
+}
+
 // binaries are the programs the tests start.
 type binaries struct{ coordinator, worker string }
 

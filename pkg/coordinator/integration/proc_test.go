@@ -50,6 +50,8 @@ func embeddedStore(t *testing.T, dataDir string) *store.Store {
 // job runs to success in its first attempt, as the same etcd record, with
 // every write of the record in sequence and no committed step going back.
 func TestCoordinatorSIGKILLRestart(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
 	bins := build(t)
 	dir := t.TempDir()
 	addr := freeAddr(t)
