@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 
 	ternv1 "github.com/ternml/tern/proto/tern/v1"
@@ -126,25 +127,50 @@ func getJobs(ctx context.Context, e *env, cf *clusterFlags, name, output string)
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(tw, jobHeader(output == "wide"))
 	for _, j := range jobs {
-		fmt.Fprintln(tw, jobRow(j, output == "wide"))
+		fmt.Fprintln(tw, jobRow(j, output == "wide", e.now()))
 	}
 	return tw.Flush()
 }
 
 func jobHeader(wide bool) string {
-	head := "NAME\tPHASE\tPROGRESS\tLOSS\tTOKENS/S"
+	head := "NAME\tPHASE\tPROGRESS\tLOSS\tTOKENS/S\tETA\tAGE"
 	if wide {
 		head += "\tRANKS\tATTEMPT\tRESTARTS"
 	}
 	return head + "\tREASON"
 }
 
-func jobRow(j *ternv1.Job, wide bool) string {
-	row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", j.Name, phaseName(j.Phase), progressText(j), lossText(j), rateText(j))
+func jobRow(j *ternv1.Job, wide bool, now time.Time) string {
+	row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", j.Name, phaseName(j.Phase), progressText(j), lossText(j), rateText(j), etaText(j), ageText(j.Created, now))
 	if wide {
 		row += fmt.Sprintf("\t%dx%d\t%d\t%d/%d", j.DataParallel, j.PipelineParallel, j.Attempt, j.Restarts, j.MaxRestarts)
 	}
 	return row + "\t" + oneLine(j.Reason)
+}
+
+// etaSeconds estimates the time left from the recent step time; nil when
+// the job is not running or has no step time yet.
+func etaSeconds(j *ternv1.Job) *float64 {
+	if j.Phase != ternv1.JobPhase_JOB_PHASE_RUNNING || j.StepMs <= 0 || j.Steps <= j.CommittedStep {
+		return nil
+	}
+	s := float64(j.Steps-j.CommittedStep) * j.StepMs / 1000
+	return &s
+}
+
+func etaText(j *ternv1.Job) string {
+	if s := etaSeconds(j); s != nil {
+		return fmtDuration(seconds(*s))
+	}
+	return "-"
+}
+
+// ageText is how long ago t was, as kubectl's AGE column shows it.
+func ageText(t *timestamppb.Timestamp, now time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return fmtDuration(now.Sub(t.AsTime()))
 }
 
 // watchJob prints a job and then every change of it that shows, until the
@@ -188,8 +214,10 @@ func watchJob(ctx context.Context, e *env, cf *clusterFlags, name, output string
 			}
 			line = string(b)
 		} else {
-			line = jobRow(resp.Job, output == "wide")
+			line = jobRow(resp.Job, output == "wide", e.now())
 		}
+		// The AGE and ETA columns change by themselves; a new row is
+		// worth printing only when something else does.
 		if line == last {
 			continue // a change this view does not show
 		}
@@ -215,8 +243,12 @@ func getWorkers(ctx context.Context, e *env, cf *clusterFlags, output string) er
 	case "json", "yaml":
 		views := make([]*workerView, len(resp.Workers))
 		for i, w := range resp.Workers {
-			views[i] = &workerView{Name: w.Name, Host: w.Host, Slots: w.Slots, UsedSlots: w.UsedSlots,
+			views[i] = &workerView{Name: w.Name, Host: w.Host, Pid: w.Pid, Slots: w.Slots, UsedSlots: w.UsedSlots,
 				FreeSlots: w.Slots - w.UsedSlots, Labels: w.Labels, Connected: w.Connected}
+			if w.Registered != nil {
+				t := w.Registered.AsTime()
+				views[i].Registered = &t
+			}
 		}
 		return writeStructured(e.stdout, output, map[string]any{"items": views})
 	case "name":
@@ -231,13 +263,13 @@ func getWorkers(ctx context.Context, e *env, cf *clusterFlags, output string) er
 	}
 	wide := output == "wide"
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 3, ' ', 0)
-	head := "NAME\tHOST\tSLOTS\tFREE\tCONNECTED"
+	head := "NAME\tHOST\tPID\tSLOTS\tFREE\tCONNECTED\tAGE"
 	if wide {
 		head += "\tLABELS"
 	}
 	fmt.Fprintln(tw, head)
 	for _, w := range resp.Workers {
-		row := fmt.Sprintf("%s\t%s\t%d\t%d\t%t", w.Name, w.Host, w.Slots, w.Slots-w.UsedSlots, w.Connected)
+		row := fmt.Sprintf("%s\t%s\t%d\t%d\t%d\t%t\t%s", w.Name, w.Host, w.Pid, w.Slots, w.Slots-w.UsedSlots, w.Connected, ageText(w.Registered, e.now()))
 		if wide {
 			row += "\t" + labelsText(w.Labels)
 		}
@@ -262,11 +294,35 @@ type jobView struct {
 	Attempt          int32           `json:"attempt"`
 	Restarts         int32           `json:"restarts"`
 	MaxRestarts      int32           `json:"max_restarts"`
+	StepMS           *float64        `json:"step_ms"`
+	ETASeconds       *float64        `json:"eta_seconds"`
+	Created          *time.Time      `json:"created"`
+	Started          *time.Time      `json:"started"`
+	Finished         *time.Time      `json:"finished"`
+	Attempts         []attemptView   `json:"attempts"`
+	LastFailure      *failureView    `json:"last_failure"`
 	Ranks            []rankView      `json:"ranks"`
 	Events           []eventView     `json:"events"`
 	Summary          *summaryView    `json:"summary"`
 	Spec             json.RawMessage `json:"spec,omitempty"`
 	Version          uint64          `json:"version"`
+}
+
+type attemptView struct {
+	Attempt   int32      `json:"attempt"`
+	Started   time.Time  `json:"started"`
+	Ended     *time.Time `json:"ended"`
+	StartStep int64      `json:"start_step"`
+	LastStep  int64      `json:"last_step"`
+	Outcome   string     `json:"outcome"`
+}
+
+type failureView struct {
+	Attempt int32      `json:"attempt"`
+	Ranks   []int32    `json:"ranks"`
+	Worker  string     `json:"worker"`
+	Message string     `json:"message"`
+	Time    *time.Time `json:"time"`
 }
 
 type rankView struct {
@@ -302,13 +358,15 @@ type summaryView struct {
 }
 
 type workerView struct {
-	Name      string            `json:"name"`
-	Host      string            `json:"host"`
-	Slots     int32             `json:"slots"`
-	UsedSlots int32             `json:"used_slots"`
-	FreeSlots int32             `json:"free_slots"`
-	Labels    map[string]string `json:"labels"`
-	Connected bool              `json:"connected"`
+	Name       string            `json:"name"`
+	Host       string            `json:"host"`
+	Pid        int32             `json:"pid"`
+	Registered *time.Time        `json:"registered"`
+	Slots      int32             `json:"slots"`
+	UsedSlots  int32             `json:"used_slots"`
+	FreeSlots  int32             `json:"free_slots"`
+	Labels     map[string]string `json:"labels"`
+	Connected  bool              `json:"connected"`
 }
 
 func newJobView(j *ternv1.Job) *jobView {
@@ -321,6 +379,19 @@ func newJobView(j *ternv1.Job) *jobView {
 	}
 	if json.Valid(j.SpecJson) {
 		v.Spec = j.SpecJson
+	}
+	if j.StepMs > 0 {
+		v.StepMS = &j.StepMs
+	}
+	v.ETASeconds = etaSeconds(j)
+	v.Created, v.Started, v.Finished = timeOf(j.Created), timeOf(j.Started), timeOf(j.Finished)
+	v.Attempts = []attemptView{}
+	for _, a := range j.Attempts {
+		v.Attempts = append(v.Attempts, attemptView{Attempt: a.Attempt, Started: a.Started.AsTime(), Ended: timeOf(a.Ended),
+			StartStep: a.StartStep, LastStep: a.LastStep, Outcome: a.Outcome})
+	}
+	if f := j.LastFailure; f != nil {
+		v.LastFailure = &failureView{Attempt: f.Attempt, Ranks: f.Ranks, Worker: f.Worker, Message: f.Message, Time: timeOf(f.Time)}
 	}
 	for _, r := range j.Ranks {
 		v.Ranks = append(v.Ranks, rankView{Rank: r.Rank, Worker: r.Worker, Slot: r.Slot, Address: r.Address,
@@ -336,6 +407,15 @@ func newJobView(j *ternv1.Job) *jobView {
 			BytesRecvPerStep: s.BytesRecvPerStep, Stopped: s.Stopped}
 	}
 	return v
+}
+
+// timeOf is a timestamp as JSON shows it, null when unset.
+func timeOf(t *timestamppb.Timestamp) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := t.AsTime()
+	return &v
 }
 
 // finite returns nil for NaN and ±Inf, which JSON cannot carry (a job

@@ -225,6 +225,9 @@ func newDescribeCmd(e *env, cf *clusterFlags) *cobra.Command {
 	}
 }
 
+// fmtTime shows a time in UTC, to the second.
+func fmtTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") }
+
 func describeJob(w io.Writer, j *ternv1.Job, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "Name:\t%s\n", j.Name)
@@ -249,12 +252,57 @@ func describeJob(w io.Writer, j *ternv1.Job, now time.Time) error {
 		ranks = "rank"
 	}
 	fmt.Fprintf(tw, "Layout:\t%d data x %d pipeline = %d %s\n", j.DataParallel, j.PipelineParallel, j.DataParallel*j.PipelineParallel, ranks)
+	if j.Created != nil {
+		fmt.Fprintf(tw, "Created:\t%s (%s ago)\n", fmtTime(j.Created.AsTime()), fmtDuration(now.Sub(j.Created.AsTime())))
+	}
+	if j.Started != nil {
+		fmt.Fprintf(tw, "Started:\t%s (%s after it was created)\n", fmtTime(j.Started.AsTime()), fmtDuration(j.Started.AsTime().Sub(j.Created.AsTime())))
+	}
+	if j.Finished != nil {
+		end := j.Finished.AsTime()
+		ran := "-"
+		if j.Started != nil {
+			ran = fmtDuration(end.Sub(j.Started.AsTime()))
+		}
+		fmt.Fprintf(tw, "Finished:\t%s (%s ago; ran %s)\n", fmtTime(end), fmtDuration(now.Sub(end)), ran)
+	} else if j.Started != nil {
+		fmt.Fprintf(tw, "Running for:\t%s\n", fmtDuration(now.Sub(j.Started.AsTime())))
+	}
 	fmt.Fprintf(tw, "Progress:\t%s\n", progressText(j))
 	fmt.Fprintf(tw, "Last loss:\t%s\n", lossText(j))
 	fmt.Fprintf(tw, "Tokens/s:\t%s\n", rateText(j))
+	if j.StepMs > 0 {
+		fmt.Fprintf(tw, "Step time:\t%.0f ms (median of recent steps)\n", j.StepMs)
+	}
+	if eta := etaSeconds(j); eta != nil {
+		fmt.Fprintf(tw, "ETA:\t%s\n", fmtDuration(seconds(*eta)))
+	}
 	fmt.Fprintf(tw, "Attempt:\t%d (restarts %d of %d)\n", j.Attempt, j.Restarts, j.MaxRestarts)
+	if f := j.LastFailure; f != nil {
+		when := ""
+		if f.Time != nil {
+			when = fmt.Sprintf(" (%s ago)", fmtDuration(now.Sub(f.Time.AsTime())))
+		}
+		fmt.Fprintf(tw, "Last failure:\tattempt %d%s: %s\n", f.Attempt, when, oneLine(f.Message))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(j.Attempts) > 0 {
+		fmt.Fprintln(w, "Attempts:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  ATTEMPT\tSTARTED\tDURATION\tFROM STEP\tLAST STEP\tOUTCOME")
+		for _, a := range j.Attempts {
+			end, outcome := now, "running"
+			if a.Ended != nil {
+				end, outcome = a.Ended.AsTime(), a.Outcome
+			}
+			fmt.Fprintf(tw, "  %d\t%s ago\t%s\t%d\t%d\t%s\n", a.Attempt, fmtDuration(now.Sub(a.Started.AsTime())),
+				fmtDuration(end.Sub(a.Started.AsTime())), a.StartStep, a.LastStep, oneLine(outcome))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 	if s := j.Summary; s != nil {
 		fmt.Fprintf(w, "Summary:\n  %d steps in %s, %s tokens/s, median step %.0f ms, %s params, optimizer state %s\n",
@@ -291,9 +339,9 @@ func describeJob(w io.Writer, j *ternv1.Job, now time.Time) error {
 		return nil
 	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  AGE\tTYPE\tREASON\tMESSAGE")
+	fmt.Fprintln(tw, "  TIME\tAGE\tTYPE\tREASON\tMESSAGE")
 	for _, ev := range j.Events {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", fmtDuration(now.Sub(ev.Time.AsTime())), ev.Severity, ev.Reason, oneLine(ev.Message))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", fmtTime(ev.Time.AsTime()), fmtDuration(now.Sub(ev.Time.AsTime())), ev.Severity, ev.Reason, oneLine(ev.Message))
 	}
 	return tw.Flush()
 }

@@ -149,6 +149,10 @@ func newRootCmd(e *env, entered *bool) *cobra.Command {
 		markEntered(c, entered)
 		root.AddCommand(c)
 	}
+	for _, c := range []*cobra.Command{newLogsCmd(e, cf), newPauseCmd(e, cf), newResumeCmd(e, cf), newTopCmd(e, cf)} {
+		markEntered(c, entered)
+		root.AddCommand(c)
+	}
 	for _, c := range []*cobra.Command{newExportCmd(e), newGenerateCmd(e), newEvalCmd(e)} {
 		markEntered(c, entered)
 		root.AddCommand(c)
