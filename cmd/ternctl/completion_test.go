@@ -28,7 +28,7 @@ func completions(t *testing.T, args ...string) []string {
 
 // jobVerbs are the commands whose argument is a job name, as the user
 // types them before it.
-var jobVerbs = [][]string{{"get", "jobs"}, {"describe", "job"}, {"wait"}, {"cancel"}, {"delete", "job"}, {"logs"}, {"pause"}, {"resume"}}
+var jobVerbs = [][]string{{"get", "jobs"}, {"describe", "job"}, {"wait"}, {"cancel"}, {"delete", "job"}, {"logs"}, {"pause"}, {"resume"}, {"top"}}
 
 func TestCompletionOfJobNames(t *testing.T) {
 	t.Setenv("TERN_CONFIG", filepath.Join(t.TempDir(), "config"))
@@ -57,7 +57,7 @@ func TestCompletionOfJobNames(t *testing.T) {
 			t.Errorf("%v: completions %q, want the job's name", v, got)
 		}
 	}
-	if verbs < 5 {
+	if verbs < len(jobVerbs) {
 		t.Fatalf("only %d of the job verbs exist", verbs)
 	}
 	if got := completions(t, "config", "use-context", ""); len(got) != 1 || got[0] != "here" {

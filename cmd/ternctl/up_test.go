@@ -59,8 +59,7 @@ func (p ternctlProc) run(args ...string) result {
 	return result{code, out.String(), errb.String()}
 }
 
-// workersView is what get workers -o json says about each worker, pid
-// included where the coordinator knows it.
+// workers is what get workers -o json says about each worker, by name.
 func (p ternctlProc) workers() (map[string]map[string]any, bool) {
 	r := p.run("get", "workers", "-o", "json")
 	if r.code != 0 {
@@ -77,17 +76,15 @@ func (p ternctlProc) workers() (map[string]map[string]any, bool) {
 	return m, true
 }
 
-// registeredAs reports whether worker name is connected and, when the
-// coordinator reports pids, whether its pid is pid.
+// registeredAs reports whether worker name is connected as the process
+// pid: the pid it registered with is the one the state file records.
 func registeredAs(ws map[string]map[string]any, name string, pid int) bool {
 	w, ok := ws[name]
 	if !ok || w["connected"] != true {
 		return false
 	}
-	if v, ok := w["pid"].(float64); ok && v != 0 {
-		return int(v) == pid
-	}
-	return true
+	v, ok := w["pid"].(float64)
+	return ok && int(v) == pid
 }
 
 func processGone(pid int) bool {
