@@ -60,10 +60,52 @@
 // runs is answered with StopRanks (which is also how a worker learns it
 // may forget a finished rank).
 //
+// # Restarts, pause and resume
+//
+// A job's restart budget is spec.restartPolicy.maxRestarts (default 3).
+// A rank that fails (an error, a worker shut down mid-job, a worker lost
+// because its lease lapsed, e.g. after SIGKILL) makes the job Recovering:
+// the failed ranks are placed again, away from the workers they failed
+// on, and every rank is launched as the next attempt (same job, attempt
+// number + 1). Ranks keep no in-memory state a recovery could restore in
+// place yet, so each rank of the new attempt resumes from the latest
+// complete checkpoint in spec.checkpoint.dir, or from step 0 when the job
+// has no checkpoint directory or none was written; the worker logs which.
+// The restart count is in the job record in etcd; with none left the job
+// fails, its reason naming the last failure. PauseJob stops the ranks
+// (each after its current step, writing a checkpoint when the job has a
+// directory) and frees the slots without counting a restart; ResumeJob
+// places the job again, and its next attempt resumes the same way.
+//
+// # Logs and metrics
+//
+// Workers ship each rank's lines (its messages and one line per step),
+// numbered per rank, over the Session stream; the receiving handler
+// appends them to DataDir/logs/JOB/ATTEMPT/RANK.log (Options.LogDir)
+// without going through the loop, dropping numbers already stored, so a
+// worker's replay after a reconnect stores nothing twice. GetLogs serves
+// them by attempt and rank, with tail and since, merged in time order;
+// with follow it sends new lines until the attempt ends. The loop appends
+// rank 0's step reports to DataDir/logs/JOB/metrics.jsonl, which
+// GetJobMetrics serves (ternctl top plots it). Both survive a coordinator
+// restart; deleting the job deletes them. They stay on the coordinator
+// that received them: after a failover the new leader serves what reaches
+// it from then on.
+//
+// # What describe shows
+//
+// Next to the state machine's record, each job's etcd value carries the
+// coordinator's metadata (meta.go): when the job was applied, first ran
+// and ended, every attempt's span, start step and outcome, when the last
+// failure happened, and the last 64 events. It is written with the record
+// (events included: they are noted before the Persist action is carried
+// out), so describe shows the same after a coordinator restart.
+//
 // # Limits of this release
 //
-// The spec has no restartPolicy yet, so a job gets MaxRestarts 0: a failed
-// or lost rank fails the job (ranks keep no snapshots to recover from).
-// Pause and resume, logs and events beyond the last 64 per job are not
-// implemented.
+// Recovery relaunches every rank from a durable checkpoint; in-memory
+// snapshots on peers are not used yet. A checkpoint that a stopping rank
+// of an earlier attempt writes on a worker the new attempt does not use
+// is not waited for. Log and metrics files grow with the job and are
+// removed only with it.
 package coordinator

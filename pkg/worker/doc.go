@@ -16,6 +16,21 @@
 // the error. StopRanks stops a rank after its current step (train.Run's
 // cancellation: the replicas agree on where to stop).
 //
+// A rank of a relaunched attempt (attempt > 1: a restart after a failure,
+// or a resume after a pause) first waits for the ranks of earlier
+// attempts of the job on this worker to end, so that a checkpoint they
+// write as they stop is complete; once it has its peers it resumes from
+// the latest complete checkpoint in spec.checkpoint.dir, or starts from
+// step 0 when there is none. A first attempt always starts afresh.
+//
+// # Logs
+//
+// Each rank's messages (the training loop's, its start, resume decision
+// and end) and one line per step go to the coordinator as RankLogs,
+// numbered per rank; the agent keeps each rank's last 2000 lines and
+// sends them again at the start of every session, and the coordinator
+// stores each number once.
+//
 // # Sessions
 //
 // Everything a rank reports is also kept as its latest state (address,
