@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,6 +209,8 @@ func TestLocalCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("port-in-use", func(t *testing.T) { testPortInUse(t, bin) })
+
 	t.Run("no-restart", func(t *testing.T) {
 		home := t.TempDir()
 		dir := filepath.Join(t.TempDir(), "c")
@@ -261,6 +264,29 @@ func TestLocalCluster(t *testing.T) {
 			t.Errorf("%s after down --purge: %v, want it gone", dir, err)
 		}
 	})
+}
+
+func testPortInUse(t *testing.T, bin string) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	home := t.TempDir()
+	tc := ternctlProc{t, bin, home}
+	r := tc.run("up", "--listen", l.Addr().String())
+	if r.code != exitError || !strings.Contains(r.stderr, "cannot listen on "+l.Addr().String()) || !strings.Contains(r.stderr, "pass --listen 127.0.0.1:0") {
+		t.Fatalf("up on a port in use: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	dir := filepath.Join(home, "local")
+	for _, f := range []string{"state.json", "spec.json"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after a failed up: %v", f, err)
+		}
+	}
+	if r := tc.run("down"); r.code != 0 || !strings.Contains(r.stderr, "No local cluster is up") {
+		t.Errorf("down after a failed up: exit %d\n%s", r.code, r.stderr)
+	}
 }
 
 func TestUpBadFlags(t *testing.T) {

@@ -206,8 +206,9 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		}
 		if st, rerr := ReadState(dir); rerr == nil {
 			stopProcs(st.Procs, time.Duration(o.Spec.Grace))
-			os.Remove(filepath.Join(dir, stateFile))
 		}
+		os.Remove(filepath.Join(dir, stateFile))
+		os.Remove(filepath.Join(dir, specFile))
 		return nil, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, o.ReadyTimeout)
