@@ -32,8 +32,8 @@ for sp in site.getsitepackages():
 PY
   echo "== gpu-tagged tests"
   "$here"/cuda.test -test.v -test.count=1 -test.timeout 300s || status=1
-  echo "== binaries"
-  "$here"/ternctl version 2>&1 | head -3 || true
+  echo "== a job through the whole training path on the GPU"
+  "$here"/ternctl train -f "$here"/job.yaml || status=1
 }
 
 bench() {

@@ -22,8 +22,10 @@ const (
 	// TF32 rounds the inputs to TensorFloat-32 (10-bit mantissa) for the
 	// tensor cores and accumulates in float32 (CUBLAS_COMPUTE_32F_FAST_TF32).
 	TF32
-	// BF16 rounds the inputs to bfloat16 for the tensor cores and
-	// accumulates in float32 (CUBLAS_COMPUTE_32F_FAST_16BF).
+	// BF16 rounds both operands to bfloat16 (round to nearest even, a
+	// kernel of this package, into scratch) and multiplies them on the
+	// tensor cores with float32 accumulation and a float32 result
+	// (cublasGemmEx with CUDA_R_16BF inputs, CUBLAS_COMPUTE_32F).
 	BF16
 )
 
@@ -50,23 +52,21 @@ func ParsePrecision(s string) (Precision, error) {
 const (
 	cublasCompute32F         = 68
 	cublasCompute32FPedantic = 69
-	cublasCompute32FFast16BF = 75
 	cublasCompute32FFastTF32 = 77
 	cublasDefaultMath        = 0
 	cublasPedanticMath       = 2
 	cudaR32F                 = 0
+	cudaR16BF                = 14
 	cublasGemmDefault        = -1
 )
 
 // computeType is the cuBLAS compute type of p; reproducible forbids the
 // reduced-precision reductions FP32 may otherwise use.
 func computeType(p Precision, reproducible bool) int32 {
-	switch p {
-	case TF32:
+	if p == TF32 {
 		return cublasCompute32FFastTF32
-	case BF16:
-		return cublasCompute32FFast16BF
 	}
+	// FP32, and BF16 whose operands are already bfloat16.
 	if reproducible {
 		return cublasCompute32FPedantic
 	}
@@ -556,6 +556,11 @@ func (w *worker) stage(idx []int32) (uintptr, error) {
 // launch runs kernel name on a gx×gy grid of block threads with the
 // arguments a (built by the caller).
 func (w *worker) launch(name string, gx, gy, block uint32, a *argPack) error {
+	return w.launchShared(name, gx, gy, block, 0, a)
+}
+
+// launchShared is launch with shmem bytes of dynamic shared memory.
+func (w *worker) launchShared(name string, gx, gy, block, shmem uint32, a *argPack) error {
 	if gx == 0 || gy == 0 {
 		return nil
 	}
@@ -567,5 +572,5 @@ func (w *worker) launch(name string, gx, gy, block uint32, a *argPack) error {
 		return fmt.Errorf("kernel %s not loaded", name)
 	}
 	w.args.slots, w.args.n = a.slots, a.n
-	return checkCU("kernel "+name, "cuLaunchKernel", launch(fn, gx, gy, 1, block, 0, w.stream, w.args))
+	return checkCU("kernel "+name, "cuLaunchKernel", launch(fn, gx, gy, 1, block, shmem, w.stream, w.args))
 }

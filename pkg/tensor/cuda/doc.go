@@ -41,9 +41,10 @@
 // # Precision and reproducibility
 //
 // Parameters, gradients, optimizer state and every non-GEMM kernel are
-// float32. Options.Precision picks the GEMM: FP32 (CUDA cores), TF32 or
-// BF16 (tensor cores, inputs rounded inside cuBLAS, float32 accumulation
-// and output). No kernel here uses atomics, and every reduction has a
+// float32. Options.Precision picks the GEMM: FP32 (CUDA cores), TF32
+// (tensor cores, operands rounded inside cuBLAS) or BF16 (a kernel rounds
+// both operands to bfloat16 into scratch, then cuBLAS multiplies them on
+// the tensor cores); all accumulate in float32 and write float32. No kernel here uses atomics, and every reduction has a
 // fixed order (SumSquares: fixed grid of float64 partials; RMSNorm's gain
 // gradient: fixed row chunks; embedding gradient: the host groups token
 // positions by row so one block sums each row in token order), so a run is

@@ -139,6 +139,14 @@ func gemmRef(transA, transB bool, m, n, k int, alpha float32, a []float32, lda i
 	return out
 }
 
+func roundBF16(x []float32) []float32 {
+	y := make([]float32, len(x))
+	for i, v := range x {
+		y[i] = tensor.ToBF16(v).Float32()
+	}
+	return y
+}
+
 func TestGPUGemm(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	devs := []struct {
@@ -177,6 +185,12 @@ func TestGPUGemm(t *testing.T) {
 					d.Gemm(ta, tb, m, n, k, 0.5, da, lda, db, ldb, 0.25, dcm, ldc)
 					d.Sync()
 					expectClose(t, fmt.Sprintf("%s Gemm %v tA=%v tB=%v", dc.p, sh, ta, tb), dcm, want, dc.tol)
+					if dc.p == BF16 {
+						// Against operands rounded to bfloat16 on the host, only
+						// the float32 accumulation order differs.
+						want := gemmRef(ta, tb, m, n, k, 0.5, roundBF16(a), lda, roundBF16(b), ldb, 0.25, c, ldc)
+						expectClose(t, fmt.Sprintf("bf16 Gemm %v tA=%v tB=%v vs rounded inputs", sh, ta, tb), dcm, want, 1e-5)
+					}
 				}
 			}
 		}
@@ -328,7 +342,10 @@ func TestGPURoPEAndSwiGLU(t *testing.T) {
 }
 
 func TestGPUAttention(t *testing.T) {
-	for _, sh := range []tensor.AttnShape{{B: 2, T: 100, H: 4, KV: 2, HD: 32}, {B: 1, T: 160, H: 3, KV: 3, HD: 64}, {B: 2, T: 37, H: 2, KV: 1, HD: 80}} {
+	// Head widths up to 128 run the tiled kernels, wider ones (160 here) the
+	// warp-per-row kernels; T is no multiple of the tile in most shapes.
+	for _, sh := range []tensor.AttnShape{{B: 2, T: 100, H: 4, KV: 2, HD: 32}, {B: 1, T: 160, H: 3, KV: 3, HD: 64},
+		{B: 2, T: 37, H: 2, KV: 1, HD: 80}, {B: 1, T: 300, H: 4, KV: 1, HD: 128}, {B: 2, T: 50, H: 2, KV: 2, HD: 160}} {
 		t.Run(fmt.Sprintf("%+v", sh), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(11, uint64(sh.T)))
 			cpu := tensor.CPU{}

@@ -79,6 +79,17 @@ extern "C" __global__ void sumsq_final(const double* partial, int nb, double* ou
     }
 }
 
+// f32_to_bf16 rounds to bfloat16, nearest-even (as tensor.ToBF16), for the
+// BF16 GEMM's operands; NaN stays NaN.
+extern "C" __global__ void f32_to_bf16(unsigned short* dst, const float* src, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        unsigned int u = __float_as_uint(src[i]);
+        if ((u & 0x7fffffffu) > 0x7f800000u) { dst[i] = 0x7fc0; continue; }
+        u += 0x7fffu + ((u >> 16) & 1u);
+        dst[i] = (unsigned short)(u >> 16);
+    }
+}
+
 extern "C" __global__ void gather_columns(float* dst, const float* src, int rows, int srcCols, const int* cols, int r) {
     int row = blockIdx.y;
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < r; j += gridDim.x * blockDim.x)
@@ -416,5 +427,247 @@ extern "C" __global__ void adamw_hf(float* w, const float* g, float* m, float* v
         v[j] = vj;
         float wj = w[j] - stepSize * (mj / (sqrtf(vj) + eps));
         w[j] = wj - decay * wj;
+    }
+}
+
+// ---- tiled attention (head width ≤ AT_MAXHD) ------------------------------
+// The same math as the warp-per-row kernels above, with tiles of AT_TILE = 32
+// keys (or queries) staged in shared memory and one key (query) per lane, so
+// a softmax reduction serves 32 keys rather than one. A block of AT_WARPS
+// warps owns AT_ROWS rows per warp; each output element still has exactly
+// one owner that sums in a fixed order.
+
+#define AT_TILE 32
+#define AT_WARPS 4
+#define AT_ROWS 4
+#define AT_E 4 // elements per lane: head width ≤ 128
+#define AT_MAXHD (AT_E * WARP)
+
+// Shared memory per block (floats), mirrored in Go (attnTiledSmem):
+// forward 2·32·(HD+1) + 4·HD, dQ 2·32·(HD+1) + 8·HD, dK/dV that + 64.
+extern "C" __global__ void attn_fwd_tiled(float* o, float* lse, const float* q, const float* k, const float* v,
+                                          int B, int T, int H, int KV, int HD, float scale) {
+    extern __shared__ float smem[];
+    const int HP = HD + 1;
+    float* Ks = smem;                  // [AT_TILE][HP]
+    float* Vs = Ks + AT_TILE * HP;     // [AT_TILE][HP]
+    int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    float* qs = Vs + AT_TILE * HP + w * HD; // this warp's current query row
+    int bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / KV);
+    int r0 = blockIdx.x * (AT_WARPS * AT_ROWS) + w * AT_ROWS;
+    int blockLast = min(T - 1, blockIdx.x * (AT_WARPS * AT_ROWS) + AT_WARPS * AT_ROWS - 1);
+    float m[AT_ROWS], l[AT_ROWS], acc[AT_ROWS][AT_E];
+#pragma unroll
+    for (int rr = 0; rr < AT_ROWS; rr++) {
+        m[rr] = NEG_INF; l[rr] = 0.f;
+#pragma unroll
+        for (int e = 0; e < AT_E; e++) acc[rr][e] = 0.f;
+    }
+    for (int j0 = 0; j0 <= blockLast; j0 += AT_TILE) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < AT_TILE * HD; idx += blockDim.x) {
+            int r = idx / HD, c = idx % HD, j = j0 + r;
+            float kv = 0.f, vv = 0.f;
+            if (j < T) {
+                long long off = ((long long)(b * T + j) * KV + g) * HD + c;
+                kv = k[off]; vv = v[off];
+            }
+            Ks[r * HP + c] = kv; Vs[r * HP + c] = vv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int rr = 0; rr < AT_ROWS; rr++) {
+            int i = r0 + rr;
+            if (i >= T || i < j0) continue; // warp-uniform
+            const float* qi = q + ((long long)(b * T + i) * H + h) * HD;
+            __syncwarp();
+            for (int c = lane; c < HD; c += WARP) qs[c] = qi[c] * scale;
+            __syncwarp();
+            float s = 0.f;
+            const float* kr = Ks + lane * HP;
+            for (int c = 0; c < HD; c++) s += qs[c] * kr[c];
+            if (j0 + lane > i) s = NEG_INF;
+            float mn = fmaxf(m[rr], warp_max(s));
+            float p = expf(s - mn), alpha = expf(m[rr] - mn);
+            l[rr] = l[rr] * alpha + warp_sum(p);
+            m[rr] = mn;
+#pragma unroll
+            for (int e = 0; e < AT_E; e++) acc[rr][e] *= alpha;
+            for (int jj = 0; jj < AT_TILE; jj++) {
+                float pj = __shfl_sync(0xffffffff, p, jj);
+                const float* vr = Vs + jj * HP;
+#pragma unroll
+                for (int e = 0; e < AT_E; e++) {
+                    int c = lane + e * WARP;
+                    if (c < HD) acc[rr][e] += pj * vr[c];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int rr = 0; rr < AT_ROWS; rr++) {
+        int i = r0 + rr;
+        if (i >= T) continue;
+        float inv = 1.f / l[rr];
+        float* oi = o + ((long long)(b * T + i) * H + h) * HD;
+#pragma unroll
+        for (int e = 0; e < AT_E; e++) {
+            int c = lane + e * WARP;
+            if (c < HD) oi[c] = acc[rr][e] * inv;
+        }
+        if (lane == 0) lse[((long long)b * H + h) * T + i] = m[rr] + logf(l[rr]);
+    }
+}
+
+// attn_bwd_dq_tiled: dQᵢ = s·Σ_{j≤i} Pᵢⱼ(dOᵢ·Vⱼ − Dᵢ)·Kⱼ over key tiles.
+extern "C" __global__ void attn_bwd_dq_tiled(float* dq, const float* dout, const float* q, const float* k, const float* v,
+                                             const float* lse, const float* D, int B, int T, int H, int KV, int HD, float scale) {
+    extern __shared__ float smem[];
+    const int HP = HD + 1;
+    float* Ks = smem;
+    float* Vs = Ks + AT_TILE * HP;
+    int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    float* qs = Vs + AT_TILE * HP + w * 2 * HD;
+    float* ds_ = qs + HD; // this warp's dO row
+    int bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / KV);
+    int r0 = blockIdx.x * (AT_WARPS * AT_ROWS) + w * AT_ROWS;
+    int blockLast = min(T - 1, blockIdx.x * (AT_WARPS * AT_ROWS) + AT_WARPS * AT_ROWS - 1);
+    float acc[AT_ROWS][AT_E];
+#pragma unroll
+    for (int rr = 0; rr < AT_ROWS; rr++)
+#pragma unroll
+        for (int e = 0; e < AT_E; e++) acc[rr][e] = 0.f;
+    for (int j0 = 0; j0 <= blockLast; j0 += AT_TILE) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < AT_TILE * HD; idx += blockDim.x) {
+            int r = idx / HD, c = idx % HD, j = j0 + r;
+            float kv = 0.f, vv = 0.f;
+            if (j < T) {
+                long long off = ((long long)(b * T + j) * KV + g) * HD + c;
+                kv = k[off]; vv = v[off];
+            }
+            Ks[r * HP + c] = kv; Vs[r * HP + c] = vv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int rr = 0; rr < AT_ROWS; rr++) {
+            int i = r0 + rr;
+            if (i >= T || i < j0) continue;
+            long long off = ((long long)(b * T + i) * H + h) * HD;
+            long long row = ((long long)b * H + h) * T + i;
+            __syncwarp();
+            for (int c = lane; c < HD; c += WARP) { qs[c] = q[off + c] * scale; ds_[c] = dout[off + c]; }
+            __syncwarp();
+            float s = 0.f, dp = 0.f;
+            const float* kr = Ks + lane * HP;
+            const float* vr = Vs + lane * HP;
+            for (int c = 0; c < HD; c++) { s += qs[c] * kr[c]; dp += ds_[c] * vr[c]; }
+            float p = (j0 + lane > i) ? 0.f : expf(s - lse[row]);
+            float dsv = p * (dp - D[row]) * scale;
+            for (int jj = 0; jj < AT_TILE; jj++) {
+                float dj = __shfl_sync(0xffffffff, dsv, jj);
+                const float* kk = Ks + jj * HP;
+#pragma unroll
+                for (int e = 0; e < AT_E; e++) {
+                    int c = lane + e * WARP;
+                    if (c < HD) acc[rr][e] += dj * kk[c];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int rr = 0; rr < AT_ROWS; rr++) {
+        int i = r0 + rr;
+        if (i >= T) continue;
+        float* di = dq + ((long long)(b * T + i) * H + h) * HD;
+#pragma unroll
+        for (int e = 0; e < AT_E; e++) {
+            int c = lane + e * WARP;
+            if (c < HD) di[c] = acc[rr][e];
+        }
+    }
+}
+
+// attn_bwd_dkv_tiled: dKⱼ = s·Σ_h Σ_{i≥j} dSᵢⱼ·Qᵢ and dVⱼ = Σ_h Σ_{i≥j} Pᵢⱼ·dOᵢ
+// over query tiles of each query head h of key/value head g.
+extern "C" __global__ void attn_bwd_dkv_tiled(float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                                              const float* lse, const float* D, int B, int T, int H, int KV, int HD, float scale) {
+    extern __shared__ float smem[];
+    const int HP = HD + 1;
+    float* Qs = smem;                 // [AT_TILE][HP], pre-scaled
+    float* Os = Qs + AT_TILE * HP;    // [AT_TILE][HP] dO
+    int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    float* ks = Os + AT_TILE * HP + w * 2 * HD;
+    float* vs = ks + HD;
+    float* Ls = Os + AT_TILE * HP + AT_WARPS * 2 * HD; // [AT_TILE]
+    float* Dsm = Ls + AT_TILE;                         // [AT_TILE]
+    int bg = blockIdx.y, b = bg / KV, g = bg % KV;
+    int group = H / KV;
+    int k0 = blockIdx.x * (AT_WARPS * AT_ROWS);
+    int r0 = k0 + w * AT_ROWS;
+    float dka[AT_ROWS][AT_E], dva[AT_ROWS][AT_E];
+#pragma unroll
+    for (int rr = 0; rr < AT_ROWS; rr++)
+#pragma unroll
+        for (int e = 0; e < AT_E; e++) { dka[rr][e] = 0.f; dva[rr][e] = 0.f; }
+    int i0start = (k0 / AT_TILE) * AT_TILE;
+    for (int h = g * group; h < (g + 1) * group; h++) {
+        for (int i0 = i0start; i0 < T; i0 += AT_TILE) {
+            __syncthreads();
+            for (int idx = threadIdx.x; idx < AT_TILE * HD; idx += blockDim.x) {
+                int r = idx / HD, c = idx % HD, i = i0 + r;
+                float qv = 0.f, ov = 0.f;
+                if (i < T) {
+                    long long off = ((long long)(b * T + i) * H + h) * HD + c;
+                    qv = q[off] * scale; ov = dout[off];
+                }
+                Qs[r * HP + c] = qv; Os[r * HP + c] = ov;
+            }
+            for (int r = threadIdx.x; r < AT_TILE; r += blockDim.x) {
+                int i = i0 + r;
+                long long row = ((long long)b * H + h) * T + i;
+                Ls[r] = i < T ? lse[row] : 0.f;
+                Dsm[r] = i < T ? D[row] : 0.f;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int rr = 0; rr < AT_ROWS; rr++) {
+                int j = r0 + rr;
+                if (j >= T || i0 + AT_TILE - 1 < j) continue; // every query of the tile precedes key j
+                long long koff = ((long long)(b * T + j) * KV + g) * HD;
+                __syncwarp();
+                for (int c = lane; c < HD; c += WARP) { ks[c] = k[koff + c]; vs[c] = v[koff + c]; }
+                __syncwarp();
+                int i = i0 + lane;
+                float s = 0.f, dp = 0.f;
+                const float* qr = Qs + lane * HP;
+                const float* orow = Os + lane * HP;
+                for (int c = 0; c < HD; c++) { s += qr[c] * ks[c]; dp += orow[c] * vs[c]; }
+                float p = (i < j || i >= T) ? 0.f : expf(s - Ls[lane]);
+                float dsv = p * (dp - Dsm[lane]); // Qs carries dK's factor s
+                for (int ll = 0; ll < AT_TILE; ll++) {
+                    float dl = __shfl_sync(0xffffffff, dsv, ll);
+                    float pl = __shfl_sync(0xffffffff, p, ll);
+                    const float* qq = Qs + ll * HP;
+                    const float* oo = Os + ll * HP;
+#pragma unroll
+                    for (int e = 0; e < AT_E; e++) {
+                        int c = lane + e * WARP;
+                        if (c < HD) { dka[rr][e] += dl * qq[c]; dva[rr][e] += pl * oo[c]; }
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int rr = 0; rr < AT_ROWS; rr++) {
+        int j = r0 + rr;
+        if (j >= T) continue;
+        long long koff = ((long long)(b * T + j) * KV + g) * HD;
+#pragma unroll
+        for (int e = 0; e < AT_E; e++) {
+            int c = lane + e * WARP;
+            if (c < HD) { dk[koff + c] = dka[rr][e]; dv[koff + c] = dva[rr][e]; }
+        }
     }
 }

@@ -17,11 +17,12 @@ var kernelSource string
 // kernelNames are the extern "C" kernels the device looks up after loading
 // the module; a test checks each is defined in kernelSource.
 var kernelNames = []string{
-	"scale_f32", "sumsq_partial", "sumsq_final", "gather_columns",
+	"scale_f32", "sumsq_partial", "sumsq_final", "f32_to_bf16", "gather_columns",
 	"embedding_fwd", "embedding_bwd",
 	"rmsnorm_fwd", "rmsnorm_bwd_dx", "rmsnorm_bwd_dw_partial", "rmsnorm_bwd_dw_final",
 	"rope", "swiglu_fwd", "swiglu_bwd",
 	"attn_fwd", "attn_bwd_dot", "attn_bwd_dq", "attn_bwd_dkv",
+	"attn_fwd_tiled", "attn_bwd_dq_tiled", "attn_bwd_dkv_tiled",
 	"ce_stats", "ce_bwd", "adamw_torch", "adamw_hf",
 }
 

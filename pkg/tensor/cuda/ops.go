@@ -15,6 +15,8 @@ const (
 	maxGridBlocks = 8192
 	attnBlock     = 128 // 4 warps, one query (or key) row each
 	attnMaxHD     = 256 // ATTN_MAXD·32 in kernels.cu
+	attnTiledHD   = 128 // AT_MAXHD in kernels.cu: wider heads use the warp-per-row kernels
+	attnTileRows  = 16  // AT_WARPS·AT_ROWS: query (or key) rows per tiled block
 	rmsChunkRows  = 64  // rows per partial sum of RMSNorm's gain gradient
 	ceColBlocks   = 64  // column blocks per row in the cross-entropy backward
 )
@@ -44,11 +46,42 @@ func (d *Device) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float
 		return
 	}
 	o1, o2, cm, cn, ck := cublasGemmArgs(transA, transB, m, n, k)
+	na, nb := gemmNeed("A", transA, m, k, lda), gemmNeed("B", transB, k, n, ldb)
+	bf16 := d.opts.Precision == BF16
 	d.async(op, func(w *worker) error {
 		al, be := alpha, beta
+		ta, tb := int32(cudaR32F), int32(cudaR32F)
+		if bf16 {
+			// Operands are rounded over their whole stored span (rows ×
+			// leading dimension), so the leading dimensions stay as given.
+			var err error
+			if pa, err = w.toBF16("bf16_a", pa, na); err != nil {
+				return err
+			}
+			if pb, err = w.toBF16("bf16_b", pb, nb); err != nil {
+				return err
+			}
+			ta, tb = cudaR16BF, cudaR16BF
+		}
 		return checkCuBLAS(op, "cublasGemmEx", cublasGemmEx(w.blas, o1, o2, int32(cm), int32(cn), int32(ck),
-			&al, pb, cudaR32F, int32(ldb), pa, cudaR32F, int32(lda), &be, pc, cudaR32F, int32(ldc), w.compute, cublasGemmDefault))
+			&al, pb, tb, int32(ldb), pa, ta, int32(lda), &be, pc, cudaR32F, int32(ldc), w.compute, cublasGemmDefault))
 	})
+}
+
+// toBF16 rounds n float32s at src into the scratch buffer name and returns
+// it. The stream orders the conversion after any GEMM still reading the
+// buffer.
+func (w *worker) toBF16(name string, src uintptr, n int) (uintptr, error) {
+	if n == 0 {
+		return src, nil
+	}
+	dst, err := w.scratchBuf(name, uintptr(n)*2)
+	if err != nil {
+		return 0, err
+	}
+	var a argPack
+	a.ptr(dst).ptr(src).i64(n)
+	return dst, w.launch("f32_to_bf16", grid1D(n, blockThreads, maxGridBlocks), 1, blockThreads, &a)
 }
 
 // Copy implements tensor.Device.
@@ -334,6 +367,27 @@ func attnCheck(op string, sh tensor.AttnShape) {
 
 func attnScale(hd int) float32 { return float32(1 / math.Sqrt(float64(hd))) }
 
+// tiledGrid is the number of tiled-attention blocks along T.
+func tiledGrid(t int) uint32 { return uint32((t + attnTileRows - 1) / attnTileRows) }
+
+// attnTiledSmem is the dynamic shared memory, in bytes, of the tiled
+// attention kernels for head width hd: K and V (or Q and dO) tiles of 32
+// padded rows, plus per-warp rows (one for the forward pass, two for the
+// backward kernels), plus the 32 log-sum-exps and row dots of dK/dV.
+func attnTiledSmem(hd, kernel int) uint32 {
+	const tile, warps = 32, 4
+	floats := 2 * tile * (hd + 1)
+	switch kernel {
+	case 0:
+		floats += warps * hd
+	case 1:
+		floats += 2 * warps * hd
+	default:
+		floats += 2*warps*hd + 2*tile
+	}
+	return uint32(4 * floats)
+}
+
 // warpGrid is the number of attnBlock-thread blocks that give rows warps.
 func warpGrid(rows int) uint32 { return uint32((rows*32 + attnBlock - 1) / attnBlock) }
 
@@ -351,6 +405,13 @@ func (d *Device) AttentionForward(o, lse, q, k, v []float32, sh tensor.AttnShape
 	}
 	var a argPack
 	a.ptr(po).ptr(pl).ptr(pq).ptr(pk).ptr(pv).i32(sh.B).i32(sh.T).i32(sh.H).i32(sh.KV).i32(sh.HD).f32(attnScale(sh.HD))
+	if sh.HD <= attnTiledHD {
+		gx, gy := tiledGrid(sh.T), uint32(sh.B*sh.H)
+		d.async(op, func(w *worker) error {
+			return w.launchShared("attn_fwd_tiled", gx, gy, attnBlock, attnTiledSmem(sh.HD, 0), &a)
+		})
+		return
+	}
 	d.async(op, func(w *worker) error { return w.launch("attn_fwd", warpGrid(rows), 1, attnBlock, &a) })
 }
 
@@ -382,11 +443,19 @@ func (d *Device) AttentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, 
 		}
 		a.reset()
 		a.ptr(pdq).ptr(pdo).ptr(pq).ptr(pk).ptr(pv).ptr(pl).ptr(pD).i32(sh.B).i32(sh.T).i32(sh.H).i32(sh.KV).i32(sh.HD).f32(scale)
-		if err := w.launch("attn_bwd_dq", warpGrid(rows), 1, attnBlock, &a); err != nil {
+		if sh.HD <= attnTiledHD {
+			err = w.launchShared("attn_bwd_dq_tiled", tiledGrid(sh.T), uint32(sh.B*sh.H), attnBlock, attnTiledSmem(sh.HD, 1), &a)
+		} else {
+			err = w.launch("attn_bwd_dq", warpGrid(rows), 1, attnBlock, &a)
+		}
+		if err != nil {
 			return err
 		}
 		a.reset()
 		a.ptr(pdk).ptr(pdv).ptr(pdo).ptr(pq).ptr(pk).ptr(pv).ptr(pl).ptr(pD).i32(sh.B).i32(sh.T).i32(sh.H).i32(sh.KV).i32(sh.HD).f32(scale)
+		if sh.HD <= attnTiledHD {
+			return w.launchShared("attn_bwd_dkv_tiled", tiledGrid(sh.T), uint32(sh.B*sh.KV), attnBlock, attnTiledSmem(sh.HD, 2), &a)
+		}
 		return w.launch("attn_bwd_dkv", warpGrid(sh.B*sh.KV*sh.T), 1, attnBlock, &a)
 	})
 }

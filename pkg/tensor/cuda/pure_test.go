@@ -278,7 +278,7 @@ func TestNVRTCOptionsAndPrecision(t *testing.T) {
 		t.Errorf("bad precision error %v should list the allowed values", err)
 	}
 	if computeType(FP32, false) != cublasCompute32F || computeType(FP32, true) != cublasCompute32FPedantic ||
-		computeType(TF32, false) != cublasCompute32FFastTF32 || computeType(BF16, true) != cublasCompute32FFast16BF {
+		computeType(TF32, false) != cublasCompute32FFastTF32 || computeType(BF16, true) != cublasCompute32FPedantic {
 		t.Error("compute type mapping changed")
 	}
 }
@@ -296,5 +296,17 @@ func TestNewWithoutGPU(t *testing.T) {
 	}
 	if _, err := New(Options{Precision: 9}); err == nil || !strings.Contains(err.Error(), "precision") {
 		t.Errorf("bad precision: %v", err)
+	}
+}
+
+func TestAttnTiledSmemFitsDefaultLimit(t *testing.T) {
+	// Kernels get 48 KiB of shared memory without an opt-in attribute.
+	for k := 0; k < 3; k++ {
+		if got := attnTiledSmem(attnTiledHD, k); got > 48<<10 {
+			t.Errorf("kernel %d at head width %d needs %d bytes of shared memory", k, attnTiledHD, got)
+		}
+	}
+	if got, want := attnTiledSmem(64, 0), uint32(4*(2*32*65+4*64)); got != want {
+		t.Errorf("forward smem at hd 64 = %d, want %d", got, want)
 	}
 }
