@@ -118,7 +118,7 @@ func TestLocalCluster(t *testing.T) {
 		home := t.TempDir()
 		dir := filepath.Join(home, "local")
 		tc := ternctlProc{t, bin, home}
-		r := tc.run("up", "--workers", "2", "--listen", "127.0.0.1:0", "--grace", "5s", "-o", "json")
+		r := tc.run("up", "--workers", "2", "--spares", "1", "--listen", "127.0.0.1:0", "--grace", "5s", "-o", "json")
 		if r.code != 0 {
 			t.Fatalf("up: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
@@ -132,7 +132,7 @@ func TestLocalCluster(t *testing.T) {
 				tc.run("down")
 			}
 		})
-		if st.Dir != dir || len(st.Workers()) != 2 || st.Procs[0].Role != localcluster.RoleCoordinator {
+		if st.Dir != dir || len(st.Workers()) != 3 || st.Procs[0].Role != localcluster.RoleCoordinator {
 			t.Fatalf("state after up: %+v", st)
 		}
 		for _, pid := range allPids(&st) {
@@ -152,6 +152,9 @@ func TestLocalCluster(t *testing.T) {
 			if !registeredAs(ws, p.Name, p.PID) {
 				t.Fatalf("worker %s (pid %d) not registered as such: %v", p.Name, p.PID, ws)
 			}
+		}
+		if labels, _ := ws["spare-1"]["labels"].(map[string]any); labels["spare"] != "true" {
+			t.Fatalf("spare-1's labels: %v", ws["spare-1"])
 		}
 
 		if r := tc.run("up", "--workers", "2"); r.code != 0 || !strings.Contains(r.stdout, "already up in "+dir) {
@@ -190,7 +193,7 @@ func TestLocalCluster(t *testing.T) {
 
 		r = tc.run("down")
 		stopped = true
-		if r.code != 0 || !strings.Contains(r.stdout, "stopped (coordinator and 2 workers); logs kept") {
+		if r.code != 0 || !strings.Contains(r.stdout, "stopped (coordinator and 3 workers); logs kept") {
 			t.Fatalf("down: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 		for _, pid := range append(allPids(final), victim.PID) {

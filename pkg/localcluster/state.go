@@ -36,7 +36,8 @@ type Spec struct {
 	// which the coordinator then keeps across restarts.
 	Listen string `json:"listen"`
 	// Workers run jobs; Spares are further workers, named spare-N and
-	// labelled spare=true, there to take over ranks.
+	// labelled spare=true, as room to replace lost ranks. Placement does not
+	// read the label yet: to the coordinator they are workers like any.
 	Workers int `json:"workers"`
 	Spares  int `json:"spares"`
 	// Slots is how many ranks each worker runs at once.
