@@ -37,14 +37,15 @@ func main() {
 	warmup := flag.Int("warmup", 3, "untimed steps first")
 	gemm := flag.Bool("gemm", false, "measure 4096³ GEMM throughput instead of training steps")
 	gpuN := flag.Int("gpu", 0, "GPU ordinal")
+	prof := flag.Bool("profile", false, "also time every kernel call (with a sync after each) and print where a step's time goes")
 	flag.Parse()
-	if err := run(*preset, *b, *t, *prec, *steps, *warmup, *gemm, *gpuN); err != nil {
+	if err := run(*preset, *b, *t, *prec, *steps, *warmup, *gemm, *gpuN, *prof); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(preset string, b, t int, precName string, steps, warmup int, gemm bool, gpuN int) error {
+func run(preset string, b, t int, precName string, steps, warmup int, gemm bool, gpuN int, prof bool) error {
 	if gemm {
 		for _, p := range []cuda.Precision{cuda.FP32, cuda.TF32, cuda.BF16} {
 			if err := gemmBench(p, gpuN); err != nil {
@@ -102,6 +103,28 @@ func run(preset string, b, t int, precName string, steps, warmup int, gemm bool,
 	tokS := float64(b*t) / med.Seconds()
 	flops := cfg.TrainFLOPsPerToken(t) * tokS
 	in := dev.Info()
+	if prof {
+		pd := newProfiled(dev)
+		pm, err := model.New(cfg, 1, false, model.WithDevice(pd))
+		if err != nil {
+			return err
+		}
+		popt, err := optim.NewAdamW(pm.Params(), optim.AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1})
+		if err != nil {
+			return err
+		}
+		const profSteps = 3
+		for s := 0; s <= profSteps; s++ {
+			if s == 1 {
+				pd.reset() // the first step pays for page migration and cuBLAS set-up
+			}
+			pm.ZeroGrad()
+			pm.ForwardBackward(tokens, targets, b, t, 1/float32(b*t))
+			popt.Step(1e-4)
+			dev.Sync()
+		}
+		pd.report(os.Stdout, profSteps)
+	}
 	fmt.Printf("gpu=%q preset=%s params=%d B=%d T=%d precision=%s init=%.1fs step_ms_median=%.2f step_ms_min=%.2f tokens_per_s=%.0f tflops=%.1f mfu=%.1f%% loss=%.4f\n",
 		in.GPU, preset, cfg.NumParams(), b, t, p, init.Seconds(), ms(med), ms(times[0]), tokS, flops/1e12, 100*flops/1e12/peakTFLOPs[p], loss)
 	return nil
