@@ -89,6 +89,11 @@ func OpenModel(dir string, seqLen int, tokenizer string) (*model.Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", dir, err)
 	}
+	// Check the tensors' shapes before building the model: they are bounded
+	// by the files' sizes, while config.json could claim any size.
+	if err := d.Check(c); err != nil {
+		return nil, err
+	}
 	m, err := model.New(c, 0, false)
 	if err != nil {
 		return nil, err
