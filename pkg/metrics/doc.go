@@ -21,6 +21,6 @@
 //	srv, err := metrics.Listen("127.0.0.1:9464", prometheus.Gatherers{reg, prometheus.DefaultGatherer}, c.Ready)
 //	go srv.Serve(ctx) // GET /metrics, /healthz, /readyz
 //
-// Every tern metric is named tern_*; the list is in METRICS below each
-// collector's constructor.
+// Every tern metric is named tern_*; NewCoordinator and NewWorker list
+// theirs.
 package metrics
