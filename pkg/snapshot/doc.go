@@ -1,9 +1,49 @@
-// Package snapshot serialises a rank's training state and keeps it safe.
+// Package snapshot serialises a rank's training state and keeps it safe,
+// in three layers (research/fault-tolerance.md §8.1):
 //
-// This file set implements the durable layer (L3 in
-// research/fault-tolerance.md §8.1): checkpoints on disk in tern's single
-// checkpoint format, which later layers (in-memory copies, erasure-coded
-// fragments on peers) and a multi-rank job reuse.
+//   - L0, a local in-memory copy of each rank's whole state, staged
+//     between steps (Stager), for a crashed trainer;
+//   - L1, Reed-Solomon fragments of that copy held in peers' memory on
+//     other workers (Encode, Decode, Holder, PeerService), for lost
+//     workers, committed by the coordinator (Tracker, PeerManifest);
+//   - L3, durable checkpoints on disk (Save, WriteShard, Commit, Load),
+//     for losing more than the peers tolerate.
+//
+// # In-memory snapshots
+//
+// A rank's state (RankState: named float32 tensors plus the trainer's
+// scalars as JSON) is serialised by MarshalState into one byte shard S
+// with a CRC32C (Castagnoli) per tensor and on the header. S is the
+// local copy. For the peer layer it is cut into k data fragments plus
+// m−1 parity fragments (klauspost/reedsolomon, one reused encoder per
+// code), each with a header (job, step, rank, index, k, m, sizes, CRCs),
+// and sent to k+m−1 other workers: any m lost workers leave every rank
+// its local copy or at least k fragments, and each snapshot sends
+// (k+m−1)/k·S. Place chooses the holders (pure: never the rank's own
+// worker, distinct failure domains from the labels where possible, least
+// loaded), and derives k when the job does not set it.
+//
+// The commit protocol (commit.go) is a pure state machine in the style of
+// etcd's raft, tested by scripts under testdata/commit: ranks report a
+// staged step with its fragment CRCs; the coordinator commits the step,
+// with the PeerManifest (placement and CRCs, about 100 bytes per rank),
+// only once every rank of the current epoch reported it; every rank and
+// holder keeps two generations, the committed one and one newer, until
+// the newer commits; a lost rank abandons every uncommitted step and all
+// roll back to the committed one. Restore pulls k fragments at once from
+// the holders over the job's transport, replaces any missing or corrupt
+// one by another holder's, and decodes; with more than tolerated lost it
+// returns ErrUnrecoverable and the caller falls back to L3.
+//
+// Memory per rank of state S: the local generations, up to 2·(k+m−1)/k·S
+// (the parity lives in the staged buffer), plus what its worker holds
+// for others, about 2·(k+m−1)/k·S̄ under the balanced placement: 4.5·S
+// for k=8, m=2 and equal states (research §10 targets 4.25·S, which
+// keeping the parity out of the local copy's allocation would reach).
+// Only MarshalState's copy runs on the training goroutine; encoding and
+// sending run on the Stager's own.
+//
+// # Durable checkpoints
 //
 // Layout of a checkpoint root DIR:
 //
