@@ -38,6 +38,7 @@ var (
 	cuModuleLoadData       func(mod *uintptr, image unsafe.Pointer) cuResult
 	cuModuleUnload         func(mod uintptr) cuResult
 	cuModuleGetFunction    func(fn *uintptr, mod uintptr, name string) cuResult
+	cuFuncSetAttribute     func(fn uintptr, attr int32, value int32) cuResult
 	cuLaunchKernelSym      uintptr // called through purego.SyscallN: ~1 µs cheaper per launch
 	nvrtcVersion           func(major, minor *int32) nvrtcResult
 	nvrtcCreateProgram     func(prog *uintptr, src, name string, nh int32, hdrs, incs uintptr) nvrtcResult
@@ -103,6 +104,7 @@ func doLoadLibs() error {
 		"cuMemFreeHost": &cuMemFreeHost, "cuMemcpyHtoDAsync_v2": &cuMemcpyHtoDAsync, "cuMemcpyDtoHAsync_v2": &cuMemcpyDtoHAsync,
 		"cuMemcpyDtoDAsync_v2": &cuMemcpyDtoDAsync, "cuMemsetD32Async": &cuMemsetD32Async,
 		"cuModuleLoadData": &cuModuleLoadData, "cuModuleUnload": &cuModuleUnload, "cuModuleGetFunction": &cuModuleGetFunction,
+		"cuFuncSetAttribute": &cuFuncSetAttribute,
 	}); err != nil {
 		return err
 	}

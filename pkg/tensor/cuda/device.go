@@ -124,7 +124,11 @@ type Device struct {
 	closed atomic.Bool
 	owned  atomic.Pointer[spans]
 	mu     sync.Mutex // serialises Close
-	w      *worker    // touched by the worker goroutine only
+	// attnSmemLimit is the dynamic shared memory the tiled attention
+	// kernels may take (set once at New): attnSmemOptIn where the GPU
+	// granted it, else CUDA's default 48 KiB.
+	attnSmemLimit uint32
+	w             *worker // touched by the worker goroutine only
 }
 
 var _ tensor.Device = (*Device)(nil)
@@ -383,6 +387,15 @@ func newWorker(d *Device) (*worker, error) {
 	var err error
 	if w.mod, w.fn, err = loadModule(d.info.Major, d.info.Minor); err != nil {
 		return w, err
+	}
+	d.attnSmemLimit = 48 << 10
+	const funcMaxDynamicSharedBytes = 8 // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+	granted := true
+	for _, k := range []string{"attn_fwd_tiled4", "attn_bwd_dq_tiled4", "attn_bwd_dkv_tiled4", "attn_fwd_tiled2", "attn_bwd_dq_tiled2", "attn_bwd_dkv_tiled2"} {
+		granted = granted && cuFuncSetAttribute(w.fn[k], funcMaxDynamicSharedBytes, attnSmemOptIn) == 0
+	}
+	if granted {
+		d.attnSmemLimit = attnSmemOptIn
 	}
 	if err := checkCuBLAS("New", "cublasCreate", cublasCreate(&w.blas)); err != nil {
 		return w, err

@@ -431,31 +431,72 @@ extern "C" __global__ void adamw_hf(float* w, const float* g, float* m, float* v
 }
 
 // ---- tiled attention (head width ≤ AT_MAXHD) ------------------------------
-// The same math as the warp-per-row kernels above, with tiles of AT_TILE = 32
-// keys (or queries) staged in shared memory and one key (query) per lane, so
-// a softmax reduction serves 32 keys rather than one. A block of AT_WARPS
-// warps owns AT_ROWS rows per warp; each output element still has exactly
-// one owner that sums in a fixed order.
+// The same math as the warp-per-row kernels above, blocked for the memory
+// hierarchy. A block owns AT_WARPS·AT_ROWS = 16 rows (queries, or keys for
+// dK/dV), kept in shared memory for the whole kernel, and walks tiles of
+// AT_TILE = 32 keys (queries) staged in shared memory, one per lane: each
+// lane computes its key's scores for all AT_ROWS rows of its warp at once, so
+// a key element read from shared memory serves four rows, and a softmax
+// reduction serves 32 keys. Each output element still has exactly one owner
+// that sums in a fixed order.
+//
+// AT_E, the output elements per lane, is a template parameter: 2 for head
+// widths up to 64, 4 up to 128 (attn_*_tiled2 and attn_*_tiled4 below).
+//
+// Shared rows are padded: row tiles read by lane (lane-strided) have KP =
+// QP + 1 floats per row, an odd stride free of bank conflicts; block rows
+// have QP = HD rounded up to 4, read as float4 broadcasts. Pad columns are
+// zero. Sizes are mirrored in Go (attnTiledSmem).
 
 #define AT_TILE 32
 #define AT_WARPS 4
 #define AT_ROWS 4
-#define AT_E 4 // elements per lane: head width ≤ 128
-#define AT_MAXHD (AT_E * WARP)
+#define AT_BROWS (AT_WARPS * AT_ROWS)
 
-// Shared memory per block (floats), mirrored in Go (attnTiledSmem):
-// forward 2·32·(HD+1) + 4·HD, dQ 2·32·(HD+1) + 8·HD, dK/dV that + 64.
-extern "C" __global__ void attn_fwd_tiled(float* o, float* lse, const float* q, const float* k, const float* v,
-                                          int B, int T, int H, int KV, int HD, float scale) {
-    extern __shared__ float smem[];
-    const int HP = HD + 1;
-    float* Ks = smem;                  // [AT_TILE][HP]
-    float* Vs = Ks + AT_TILE * HP;     // [AT_TILE][HP]
+// at_dot4 adds the dot products of the lane's tile row t (stride KP) with
+// the warp's AT_ROWS block rows r (stride QP) into s.
+__device__ __forceinline__ void at_dot4(float s[AT_ROWS], const float* t, const float* r, int QP) {
+    for (int c = 0; c < QP; c += 4) {
+        float t0 = t[c], t1 = t[c + 1], t2 = t[c + 2], t3 = t[c + 3];
+#pragma unroll
+        for (int rr = 0; rr < AT_ROWS; rr++) {
+            float4 x = *(const float4*)(r + rr * QP + c);
+            s[rr] += x.x * t0 + x.y * t1 + x.z * t2 + x.w * t3;
+        }
+    }
+}
+
+// at_load_tile stages rows [row0, row0+32) of a [.., stride] tensor slice
+// (element (row, c) at base + row·stride + c, rows ≥ T zero) into a padded
+// tile, multiplied by mul.
+__device__ __forceinline__ void at_load_tile(float* tile, int KP, const float* base, long long stride, int row0, int T, int HD, float mul) {
     int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    float* qs = Vs + AT_TILE * HP + w * HD; // this warp's current query row
+    for (int r = w; r < AT_TILE; r += AT_WARPS) {
+        int row = row0 + r;
+        const float* src = base + (long long)row * stride;
+        for (int c = lane; c < KP; c += WARP) tile[r * KP + c] = (c < HD && row < T) ? src[c] * mul : 0.f;
+    }
+}
+
+template <int AT_E>
+__device__ __forceinline__ void attn_fwd_tiled_impl(float* o, float* lse, const float* q, const float* k, const float* v,
+                                          int B, int T, int H, int KV, int HD, float scale) {
+    extern __shared__ float4 smem4[];
+    float* smem = reinterpret_cast<float*>(smem4);
+    const int QP = (HD + 3) & ~3, KP = QP + 1;
+    float* Qs = smem;                  // [AT_BROWS][QP] block rows, scaled
+    float* Ks = Qs + AT_BROWS * QP;    // [AT_TILE][KP]
+    float* Vs = Ks + AT_TILE * KP;     // [AT_TILE][KP]
+    int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     int bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / KV);
-    int r0 = blockIdx.x * (AT_WARPS * AT_ROWS) + w * AT_ROWS;
-    int blockLast = min(T - 1, blockIdx.x * (AT_WARPS * AT_ROWS) + AT_WARPS * AT_ROWS - 1);
+    int q0 = blockIdx.x * AT_BROWS, r0 = q0 + w * AT_ROWS;
+    int blockLast = min(T - 1, q0 + AT_BROWS - 1);
+    for (int r = w; r < AT_BROWS; r += AT_WARPS) {
+        int i = q0 + r;
+        for (int c = lane; c < QP; c += WARP) Qs[r * QP + c] = (c < HD && i < T) ? q[((long long)(b * T + i) * H + h) * HD + c] * scale : 0.f;
+    }
+    const float* kb = k + (long long)b * T * KV * HD + (long long)g * HD;
+    const float* vb = v + (long long)b * T * KV * HD + (long long)g * HD;
     float m[AT_ROWS], l[AT_ROWS], acc[AT_ROWS][AT_E];
 #pragma unroll
     for (int rr = 0; rr < AT_ROWS; rr++) {
@@ -465,42 +506,37 @@ extern "C" __global__ void attn_fwd_tiled(float* o, float* lse, const float* q, 
     }
     for (int j0 = 0; j0 <= blockLast; j0 += AT_TILE) {
         __syncthreads();
-        for (int idx = threadIdx.x; idx < AT_TILE * HD; idx += blockDim.x) {
-            int r = idx / HD, c = idx % HD, j = j0 + r;
-            float kv = 0.f, vv = 0.f;
-            if (j < T) {
-                long long off = ((long long)(b * T + j) * KV + g) * HD + c;
-                kv = k[off]; vv = v[off];
-            }
-            Ks[r * HP + c] = kv; Vs[r * HP + c] = vv;
-        }
+        at_load_tile(Ks, KP, kb, (long long)KV * HD, j0, T, HD, 1.f);
+        at_load_tile(Vs, KP, vb, (long long)KV * HD, j0, T, HD, 1.f);
         __syncthreads();
+        if (r0 >= T || r0 + AT_ROWS - 1 < j0) continue; // warp-uniform: no row sees this tile
+        float s[AT_ROWS], p[AT_ROWS];
+#pragma unroll
+        for (int rr = 0; rr < AT_ROWS; rr++) s[rr] = 0.f;
+        at_dot4(s, Ks + lane * KP, Qs + w * AT_ROWS * QP, QP);
 #pragma unroll
         for (int rr = 0; rr < AT_ROWS; rr++) {
             int i = r0 + rr;
-            if (i >= T || i < j0) continue; // warp-uniform
-            const float* qi = q + ((long long)(b * T + i) * H + h) * HD;
-            __syncwarp();
-            for (int c = lane; c < HD; c += WARP) qs[c] = qi[c] * scale;
-            __syncwarp();
-            float s = 0.f;
-            const float* kr = Ks + lane * HP;
-            for (int c = 0; c < HD; c++) s += qs[c] * kr[c];
-            if (j0 + lane > i) s = NEG_INF;
-            float mn = fmaxf(m[rr], warp_max(s));
-            float p = expf(s - mn), alpha = expf(m[rr] - mn);
-            l[rr] = l[rr] * alpha + warp_sum(p);
+            if (j0 + lane > i || i >= T) s[rr] = NEG_INF;
+            float tmax = warp_max(s[rr]);
+            if (tmax == NEG_INF) { p[rr] = 0.f; continue; } // warp-uniform: the row sees no key here
+            float mn = fmaxf(m[rr], tmax);
+            float alpha = expf(m[rr] - mn);
+            p[rr] = expf(s[rr] - mn);
+            l[rr] = l[rr] * alpha + warp_sum(p[rr]);
             m[rr] = mn;
 #pragma unroll
             for (int e = 0; e < AT_E; e++) acc[rr][e] *= alpha;
-            for (int jj = 0; jj < AT_TILE; jj++) {
-                float pj = __shfl_sync(0xffffffff, p, jj);
-                const float* vr = Vs + jj * HP;
+        }
+        for (int jj = 0; jj < AT_TILE; jj++) {
+            float vv[AT_E];
 #pragma unroll
-                for (int e = 0; e < AT_E; e++) {
-                    int c = lane + e * WARP;
-                    if (c < HD) acc[rr][e] += pj * vr[c];
-                }
+            for (int e = 0; e < AT_E; e++) { int c = lane + e * WARP; vv[e] = c < HD ? Vs[jj * KP + c] : 0.f; }
+#pragma unroll
+            for (int rr = 0; rr < AT_ROWS; rr++) {
+                float pj = __shfl_sync(0xffffffff, p[rr], jj);
+#pragma unroll
+                for (int e = 0; e < AT_E; e++) acc[rr][e] += pj * vv[e];
             }
         }
     }
@@ -520,58 +556,67 @@ extern "C" __global__ void attn_fwd_tiled(float* o, float* lse, const float* q, 
 }
 
 // attn_bwd_dq_tiled: dQᵢ = s·Σ_{j≤i} Pᵢⱼ(dOᵢ·Vⱼ − Dᵢ)·Kⱼ over key tiles.
-extern "C" __global__ void attn_bwd_dq_tiled(float* dq, const float* dout, const float* q, const float* k, const float* v,
+template <int AT_E>
+__device__ __forceinline__ void attn_bwd_dq_tiled_impl(float* dq, const float* dout, const float* q, const float* k, const float* v,
                                              const float* lse, const float* D, int B, int T, int H, int KV, int HD, float scale) {
-    extern __shared__ float smem[];
-    const int HP = HD + 1;
-    float* Ks = smem;
-    float* Vs = Ks + AT_TILE * HP;
+    extern __shared__ float4 smem4[];
+    float* smem = reinterpret_cast<float*>(smem4);
+    const int QP = (HD + 3) & ~3, KP = QP + 1;
+    float* Qs = smem;                  // [AT_BROWS][QP] scaled
+    float* Os = Qs + AT_BROWS * QP;    // [AT_BROWS][QP] dO
+    float* Ks = Os + AT_BROWS * QP;    // [AT_TILE][KP]
+    float* Vs = Ks + AT_TILE * KP;     // [AT_TILE][KP]
     int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    float* qs = Vs + AT_TILE * HP + w * 2 * HD;
-    float* ds_ = qs + HD; // this warp's dO row
     int bh = blockIdx.y, b = bh / H, h = bh % H, g = h / (H / KV);
-    int r0 = blockIdx.x * (AT_WARPS * AT_ROWS) + w * AT_ROWS;
-    int blockLast = min(T - 1, blockIdx.x * (AT_WARPS * AT_ROWS) + AT_WARPS * AT_ROWS - 1);
-    float acc[AT_ROWS][AT_E];
+    int q0 = blockIdx.x * AT_BROWS, r0 = q0 + w * AT_ROWS;
+    int blockLast = min(T - 1, q0 + AT_BROWS - 1);
+    for (int r = w; r < AT_BROWS; r += AT_WARPS) {
+        int i = q0 + r;
+        for (int c = lane; c < QP; c += WARP) {
+            bool in = c < HD && i < T;
+            long long off = ((long long)(b * T + i) * H + h) * HD + c;
+            Qs[r * QP + c] = in ? q[off] * scale : 0.f;
+            Os[r * QP + c] = in ? dout[off] : 0.f;
+        }
+    }
+    float L[AT_ROWS], Di[AT_ROWS], acc[AT_ROWS][AT_E];
 #pragma unroll
-    for (int rr = 0; rr < AT_ROWS; rr++)
+    for (int rr = 0; rr < AT_ROWS; rr++) {
+        int i = r0 + rr;
+        long long row = ((long long)b * H + h) * T + i;
+        L[rr] = i < T ? lse[row] : 0.f;
+        Di[rr] = i < T ? D[row] : 0.f;
 #pragma unroll
         for (int e = 0; e < AT_E; e++) acc[rr][e] = 0.f;
+    }
+    const float* kb = k + (long long)b * T * KV * HD + (long long)g * HD;
+    const float* vb = v + (long long)b * T * KV * HD + (long long)g * HD;
     for (int j0 = 0; j0 <= blockLast; j0 += AT_TILE) {
         __syncthreads();
-        for (int idx = threadIdx.x; idx < AT_TILE * HD; idx += blockDim.x) {
-            int r = idx / HD, c = idx % HD, j = j0 + r;
-            float kv = 0.f, vv = 0.f;
-            if (j < T) {
-                long long off = ((long long)(b * T + j) * KV + g) * HD + c;
-                kv = k[off]; vv = v[off];
-            }
-            Ks[r * HP + c] = kv; Vs[r * HP + c] = vv;
-        }
+        at_load_tile(Ks, KP, kb, (long long)KV * HD, j0, T, HD, 1.f);
+        at_load_tile(Vs, KP, vb, (long long)KV * HD, j0, T, HD, 1.f);
         __syncthreads();
+        if (r0 >= T || r0 + AT_ROWS - 1 < j0) continue;
+        float s[AT_ROWS], dp[AT_ROWS], ds[AT_ROWS];
+#pragma unroll
+        for (int rr = 0; rr < AT_ROWS; rr++) { s[rr] = 0.f; dp[rr] = 0.f; }
+        at_dot4(s, Ks + lane * KP, Qs + w * AT_ROWS * QP, QP);
+        at_dot4(dp, Vs + lane * KP, Os + w * AT_ROWS * QP, QP);
 #pragma unroll
         for (int rr = 0; rr < AT_ROWS; rr++) {
             int i = r0 + rr;
-            if (i >= T || i < j0) continue;
-            long long off = ((long long)(b * T + i) * H + h) * HD;
-            long long row = ((long long)b * H + h) * T + i;
-            __syncwarp();
-            for (int c = lane; c < HD; c += WARP) { qs[c] = q[off + c] * scale; ds_[c] = dout[off + c]; }
-            __syncwarp();
-            float s = 0.f, dp = 0.f;
-            const float* kr = Ks + lane * HP;
-            const float* vr = Vs + lane * HP;
-            for (int c = 0; c < HD; c++) { s += qs[c] * kr[c]; dp += ds_[c] * vr[c]; }
-            float p = (j0 + lane > i) ? 0.f : expf(s - lse[row]);
-            float dsv = p * (dp - D[row]) * scale;
-            for (int jj = 0; jj < AT_TILE; jj++) {
-                float dj = __shfl_sync(0xffffffff, dsv, jj);
-                const float* kk = Ks + jj * HP;
+            float p = (j0 + lane > i || i >= T) ? 0.f : expf(s[rr] - L[rr]);
+            ds[rr] = p * (dp[rr] - Di[rr]) * scale;
+        }
+        for (int jj = 0; jj < AT_TILE; jj++) {
+            float kk[AT_E];
 #pragma unroll
-                for (int e = 0; e < AT_E; e++) {
-                    int c = lane + e * WARP;
-                    if (c < HD) acc[rr][e] += dj * kk[c];
-                }
+            for (int e = 0; e < AT_E; e++) { int c = lane + e * WARP; kk[e] = c < HD ? Ks[jj * KP + c] : 0.f; }
+#pragma unroll
+            for (int rr = 0; rr < AT_ROWS; rr++) {
+                float dj = __shfl_sync(0xffffffff, ds[rr], jj);
+#pragma unroll
+                for (int e = 0; e < AT_E; e++) acc[rr][e] += dj * kk[e];
             }
         }
     }
@@ -588,23 +633,33 @@ extern "C" __global__ void attn_bwd_dq_tiled(float* dq, const float* dout, const
     }
 }
 
-// attn_bwd_dkv_tiled: dKⱼ = s·Σ_h Σ_{i≥j} dSᵢⱼ·Qᵢ and dVⱼ = Σ_h Σ_{i≥j} Pᵢⱼ·dOᵢ
-// over query tiles of each query head h of key/value head g.
-extern "C" __global__ void attn_bwd_dkv_tiled(float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+// attn_bwd_dkv_tiled: dKⱼ = s·Σ_h Σ_{i≥j} dSᵢⱼ·Qᵢ and dVⱼ = Σ_h Σ_{i≥j} Pᵢⱼ·dOᵢ,
+// for a block of 16 key rows of key/value head g, over the query tiles of
+// each query head h of the group.
+template <int AT_E>
+__device__ __forceinline__ void attn_bwd_dkv_tiled_impl(float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
                                               const float* lse, const float* D, int B, int T, int H, int KV, int HD, float scale) {
-    extern __shared__ float smem[];
-    const int HP = HD + 1;
-    float* Qs = smem;                 // [AT_TILE][HP], pre-scaled
-    float* Os = Qs + AT_TILE * HP;    // [AT_TILE][HP] dO
+    extern __shared__ float4 smem4[];
+    float* smem = reinterpret_cast<float*>(smem4);
+    const int QP = (HD + 3) & ~3, KP = QP + 1;
+    float* Kr = smem;                  // [AT_BROWS][QP] block key rows
+    float* Vr = Kr + AT_BROWS * QP;    // [AT_BROWS][QP] block value rows
+    float* Qs = Vr + AT_BROWS * QP;    // [AT_TILE][KP] query tile, scaled
+    float* Os = Qs + AT_TILE * KP;     // [AT_TILE][KP] dO tile
+    float* Ls = Os + AT_TILE * KP;     // [AT_TILE]
+    float* Dsm = Ls + AT_TILE;         // [AT_TILE]
     int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
-    float* ks = Os + AT_TILE * HP + w * 2 * HD;
-    float* vs = ks + HD;
-    float* Ls = Os + AT_TILE * HP + AT_WARPS * 2 * HD; // [AT_TILE]
-    float* Dsm = Ls + AT_TILE;                         // [AT_TILE]
-    int bg = blockIdx.y, b = bg / KV, g = bg % KV;
-    int group = H / KV;
-    int k0 = blockIdx.x * (AT_WARPS * AT_ROWS);
-    int r0 = k0 + w * AT_ROWS;
+    int bg = blockIdx.y, b = bg / KV, g = bg % KV, group = H / KV;
+    int k0 = blockIdx.x * AT_BROWS, r0 = k0 + w * AT_ROWS;
+    for (int r = w; r < AT_BROWS; r += AT_WARPS) {
+        int j = k0 + r;
+        for (int c = lane; c < QP; c += WARP) {
+            bool in = c < HD && j < T;
+            long long off = ((long long)(b * T + j) * KV + g) * HD + c;
+            Kr[r * QP + c] = in ? k[off] : 0.f;
+            Vr[r * QP + c] = in ? v[off] : 0.f;
+        }
+    }
     float dka[AT_ROWS][AT_E], dva[AT_ROWS][AT_E];
 #pragma unroll
     for (int rr = 0; rr < AT_ROWS; rr++)
@@ -612,17 +667,12 @@ extern "C" __global__ void attn_bwd_dkv_tiled(float* dk, float* dv, const float*
         for (int e = 0; e < AT_E; e++) { dka[rr][e] = 0.f; dva[rr][e] = 0.f; }
     int i0start = (k0 / AT_TILE) * AT_TILE;
     for (int h = g * group; h < (g + 1) * group; h++) {
+        const float* qb = q + (long long)b * T * H * HD + (long long)h * HD;
+        const float* ob = dout + (long long)b * T * H * HD + (long long)h * HD;
         for (int i0 = i0start; i0 < T; i0 += AT_TILE) {
             __syncthreads();
-            for (int idx = threadIdx.x; idx < AT_TILE * HD; idx += blockDim.x) {
-                int r = idx / HD, c = idx % HD, i = i0 + r;
-                float qv = 0.f, ov = 0.f;
-                if (i < T) {
-                    long long off = ((long long)(b * T + i) * H + h) * HD + c;
-                    qv = q[off] * scale; ov = dout[off];
-                }
-                Qs[r * HP + c] = qv; Os[r * HP + c] = ov;
-            }
+            at_load_tile(Qs, KP, qb, (long long)H * HD, i0, T, HD, scale);
+            at_load_tile(Os, KP, ob, (long long)H * HD, i0, T, HD, 1.f);
             for (int r = threadIdx.x; r < AT_TILE; r += blockDim.x) {
                 int i = i0 + r;
                 long long row = ((long long)b * H + h) * T + i;
@@ -630,31 +680,33 @@ extern "C" __global__ void attn_bwd_dkv_tiled(float* dk, float* dv, const float*
                 Dsm[r] = i < T ? D[row] : 0.f;
             }
             __syncthreads();
+            if (r0 >= T || i0 + AT_TILE - 1 < r0) continue; // every query of the tile precedes the warp's keys
+            float s[AT_ROWS], dp[AT_ROWS], p[AT_ROWS], ds[AT_ROWS];
+#pragma unroll
+            for (int rr = 0; rr < AT_ROWS; rr++) { s[rr] = 0.f; dp[rr] = 0.f; }
+            at_dot4(s, Qs + lane * KP, Kr + w * AT_ROWS * QP, QP);
+            at_dot4(dp, Os + lane * KP, Vr + w * AT_ROWS * QP, QP);
+            int i = i0 + lane;
 #pragma unroll
             for (int rr = 0; rr < AT_ROWS; rr++) {
                 int j = r0 + rr;
-                if (j >= T || i0 + AT_TILE - 1 < j) continue; // every query of the tile precedes key j
-                long long koff = ((long long)(b * T + j) * KV + g) * HD;
-                __syncwarp();
-                for (int c = lane; c < HD; c += WARP) { ks[c] = k[koff + c]; vs[c] = v[koff + c]; }
-                __syncwarp();
-                int i = i0 + lane;
-                float s = 0.f, dp = 0.f;
-                const float* qr = Qs + lane * HP;
-                const float* orow = Os + lane * HP;
-                for (int c = 0; c < HD; c++) { s += qr[c] * ks[c]; dp += orow[c] * vs[c]; }
-                float p = (i < j || i >= T) ? 0.f : expf(s - Ls[lane]);
-                float dsv = p * (dp - Dsm[lane]); // Qs carries dK's factor s
-                for (int ll = 0; ll < AT_TILE; ll++) {
-                    float dl = __shfl_sync(0xffffffff, dsv, ll);
-                    float pl = __shfl_sync(0xffffffff, p, ll);
-                    const float* qq = Qs + ll * HP;
-                    const float* oo = Os + ll * HP;
+                p[rr] = (i < j || i >= T || j >= T) ? 0.f : expf(s[rr] - Ls[lane]);
+                ds[rr] = p[rr] * (dp[rr] - Dsm[lane]); // the scaled Qs carries dK's factor s
+            }
+            for (int ll = 0; ll < AT_TILE; ll++) {
+                float qq[AT_E], oo[AT_E];
 #pragma unroll
-                    for (int e = 0; e < AT_E; e++) {
-                        int c = lane + e * WARP;
-                        if (c < HD) { dka[rr][e] += dl * qq[c]; dva[rr][e] += pl * oo[c]; }
-                    }
+                for (int e = 0; e < AT_E; e++) {
+                    int c = lane + e * WARP;
+                    qq[e] = c < HD ? Qs[ll * KP + c] : 0.f;
+                    oo[e] = c < HD ? Os[ll * KP + c] : 0.f;
+                }
+#pragma unroll
+                for (int rr = 0; rr < AT_ROWS; rr++) {
+                    float dl = __shfl_sync(0xffffffff, ds[rr], ll);
+                    float pl = __shfl_sync(0xffffffff, p[rr], ll);
+#pragma unroll
+                    for (int e = 0; e < AT_E; e++) { dka[rr][e] += dl * qq[e]; dva[rr][e] += pl * oo[e]; }
                 }
             }
         }
@@ -670,4 +722,23 @@ extern "C" __global__ void attn_bwd_dkv_tiled(float* dk, float* dv, const float*
             if (c < HD) { dk[koff + c] = dka[rr][e]; dv[koff + c] = dva[rr][e]; }
         }
     }
+}
+
+// Instantiations: AT_E = 2 for head widths up to 64, 4 up to 128 (the
+// elements of an output row each lane holds).
+#define AT_FWD_ARGS float* o, float* lse, const float* q, const float* k, const float* v, int B, int T, int H, int KV, int HD, float scale
+#define AT_BWD_ARGS const float* lse, const float* D, int B, int T, int H, int KV, int HD, float scale
+extern "C" __global__ void attn_fwd_tiled2(AT_FWD_ARGS) { attn_fwd_tiled_impl<2>(o, lse, q, k, v, B, T, H, KV, HD, scale); }
+extern "C" __global__ void attn_fwd_tiled4(AT_FWD_ARGS) { attn_fwd_tiled_impl<4>(o, lse, q, k, v, B, T, H, KV, HD, scale); }
+extern "C" __global__ void attn_bwd_dq_tiled2(float* dq, const float* dout, const float* q, const float* k, const float* v, AT_BWD_ARGS) {
+    attn_bwd_dq_tiled_impl<2>(dq, dout, q, k, v, lse, D, B, T, H, KV, HD, scale);
+}
+extern "C" __global__ void attn_bwd_dq_tiled4(float* dq, const float* dout, const float* q, const float* k, const float* v, AT_BWD_ARGS) {
+    attn_bwd_dq_tiled_impl<4>(dq, dout, q, k, v, lse, D, B, T, H, KV, HD, scale);
+}
+extern "C" __global__ void attn_bwd_dkv_tiled2(float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v, AT_BWD_ARGS) {
+    attn_bwd_dkv_tiled_impl<2>(dk, dv, dout, q, k, v, lse, D, B, T, H, KV, HD, scale);
+}
+extern "C" __global__ void attn_bwd_dkv_tiled4(float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v, AT_BWD_ARGS) {
+    attn_bwd_dkv_tiled_impl<4>(dk, dv, dout, q, k, v, lse, D, B, T, H, KV, HD, scale);
 }

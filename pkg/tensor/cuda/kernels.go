@@ -22,7 +22,8 @@ var kernelNames = []string{
 	"rmsnorm_fwd", "rmsnorm_bwd_dx", "rmsnorm_bwd_dw_partial", "rmsnorm_bwd_dw_final",
 	"rope", "swiglu_fwd", "swiglu_bwd",
 	"attn_fwd", "attn_bwd_dot", "attn_bwd_dq", "attn_bwd_dkv",
-	"attn_fwd_tiled", "attn_bwd_dq_tiled", "attn_bwd_dkv_tiled",
+	"attn_fwd_tiled2", "attn_bwd_dq_tiled2", "attn_bwd_dkv_tiled2",
+	"attn_fwd_tiled4", "attn_bwd_dq_tiled4", "attn_bwd_dkv_tiled4",
 	"ce_stats", "ce_bwd", "adamw_torch", "adamw_hf",
 }
 

@@ -13,12 +13,13 @@ import (
 const (
 	blockThreads  = 256
 	maxGridBlocks = 8192
-	attnBlock     = 128 // 4 warps, one query (or key) row each
-	attnMaxHD     = 256 // ATTN_MAXD·32 in kernels.cu
-	attnTiledHD   = 128 // AT_MAXHD in kernels.cu: wider heads use the warp-per-row kernels
-	attnTileRows  = 16  // AT_WARPS·AT_ROWS: query (or key) rows per tiled block
-	rmsChunkRows  = 64  // rows per partial sum of RMSNorm's gain gradient
-	ceColBlocks   = 64  // column blocks per row in the cross-entropy backward
+	attnBlock     = 128      // 4 warps, one query (or key) row each
+	attnMaxHD     = 256      // ATTN_MAXD·32 in kernels.cu
+	attnTiledHD   = 128      // AT_MAXHD in kernels.cu: wider heads use the warp-per-row kernels
+	attnTileRows  = 16       // AT_BROWS: query (or key) rows per tiled block
+	attnSmemOptIn = 64 << 10 // shared memory the tiled kernels ask for (head width 128 needs 49.7 KiB)
+	rmsChunkRows  = 64       // rows per partial sum of RMSNorm's gain gradient
+	ceColBlocks   = 64       // column blocks per row in the cross-entropy backward
 )
 
 func i32(op, name string, v int) {
@@ -367,23 +368,41 @@ func attnCheck(op string, sh tensor.AttnShape) {
 
 func attnScale(hd int) float32 { return float32(1 / math.Sqrt(float64(hd))) }
 
+// tiled reports whether attention of head width hd runs the tiled kernels.
+func (d *Device) tiled(hd int) bool {
+	return hd <= attnTiledHD && attnTiledSmem(hd, 2) <= d.attnSmemLimit
+}
+
+// tiledName picks the instantiation of a tiled kernel for head width hd:
+// two output elements per lane up to 64, four up to 128.
+func tiledName(kernel string, hd int) string {
+	if hd <= 64 {
+		return kernel + "2"
+	}
+	return kernel + "4"
+}
+
 // tiledGrid is the number of tiled-attention blocks along T.
 func tiledGrid(t int) uint32 { return uint32((t + attnTileRows - 1) / attnTileRows) }
 
 // attnTiledSmem is the dynamic shared memory, in bytes, of the tiled
-// attention kernels for head width hd: K and V (or Q and dO) tiles of 32
-// padded rows, plus per-warp rows (one for the forward pass, two for the
-// backward kernels), plus the 32 log-sum-exps and row dots of dK/dV.
+// attention kernels for head width hd (kernel 0 forward, 1 dQ, 2 dK/dV):
+// the block's 16 rows (one array forward, two backward) at qp = hd rounded up
+// to 4 floats each, two 32-row tiles at qp+1 floats (K and V, or Q and dO;
+// forward: the block rows plus the K and V tiles), and for dK/dV the 32
+// log-sum-exps and row dots. kernels.cu lays them out the same way.
 func attnTiledSmem(hd, kernel int) uint32 {
-	const tile, warps = 32, 4
-	floats := 2 * tile * (hd + 1)
+	const tile, rows = 32, 16
+	qp := (hd + 3) &^ 3
+	kp := qp + 1
+	floats := 2 * tile * kp
 	switch kernel {
 	case 0:
-		floats += warps * hd
+		floats += rows * qp
 	case 1:
-		floats += 2 * warps * hd
+		floats += 2 * rows * qp
 	default:
-		floats += 2*warps*hd + 2*tile
+		floats += 2*rows*qp + 2*tile
 	}
 	return uint32(4 * floats)
 }
@@ -405,10 +424,10 @@ func (d *Device) AttentionForward(o, lse, q, k, v []float32, sh tensor.AttnShape
 	}
 	var a argPack
 	a.ptr(po).ptr(pl).ptr(pq).ptr(pk).ptr(pv).i32(sh.B).i32(sh.T).i32(sh.H).i32(sh.KV).i32(sh.HD).f32(attnScale(sh.HD))
-	if sh.HD <= attnTiledHD {
+	if d.tiled(sh.HD) {
 		gx, gy := tiledGrid(sh.T), uint32(sh.B*sh.H)
 		d.async(op, func(w *worker) error {
-			return w.launchShared("attn_fwd_tiled", gx, gy, attnBlock, attnTiledSmem(sh.HD, 0), &a)
+			return w.launchShared(tiledName("attn_fwd_tiled", sh.HD), gx, gy, attnBlock, attnTiledSmem(sh.HD, 0), &a)
 		})
 		return
 	}
@@ -443,8 +462,8 @@ func (d *Device) AttentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, 
 		}
 		a.reset()
 		a.ptr(pdq).ptr(pdo).ptr(pq).ptr(pk).ptr(pv).ptr(pl).ptr(pD).i32(sh.B).i32(sh.T).i32(sh.H).i32(sh.KV).i32(sh.HD).f32(scale)
-		if sh.HD <= attnTiledHD {
-			err = w.launchShared("attn_bwd_dq_tiled", tiledGrid(sh.T), uint32(sh.B*sh.H), attnBlock, attnTiledSmem(sh.HD, 1), &a)
+		if d.tiled(sh.HD) {
+			err = w.launchShared(tiledName("attn_bwd_dq_tiled", sh.HD), tiledGrid(sh.T), uint32(sh.B*sh.H), attnBlock, attnTiledSmem(sh.HD, 1), &a)
 		} else {
 			err = w.launch("attn_bwd_dq", warpGrid(rows), 1, attnBlock, &a)
 		}
@@ -453,8 +472,8 @@ func (d *Device) AttentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, 
 		}
 		a.reset()
 		a.ptr(pdk).ptr(pdv).ptr(pdo).ptr(pq).ptr(pk).ptr(pv).ptr(pl).ptr(pD).i32(sh.B).i32(sh.T).i32(sh.H).i32(sh.KV).i32(sh.HD).f32(scale)
-		if sh.HD <= attnTiledHD {
-			return w.launchShared("attn_bwd_dkv_tiled", tiledGrid(sh.T), uint32(sh.B*sh.KV), attnBlock, attnTiledSmem(sh.HD, 2), &a)
+		if d.tiled(sh.HD) {
+			return w.launchShared(tiledName("attn_bwd_dkv_tiled", sh.HD), tiledGrid(sh.T), uint32(sh.B*sh.KV), attnBlock, attnTiledSmem(sh.HD, 2), &a)
 		}
 		return w.launch("attn_bwd_dkv", warpGrid(sh.B*sh.KV*sh.T), 1, attnBlock, &a)
 	})
