@@ -152,7 +152,7 @@ func UnmarshalState(b []byte) (*RankState, error) {
 	var off int64
 	for i, e := range h.Tensors {
 		n, ok := elements(e.Shape)
-		if !ok || e.Offset != off || off+4*int64(n) > int64(len(data)) {
+		if !ok || e.Offset != off || 4*int64(n) > int64(len(data))-off {
 			return nil, bad("tensor %q: shape %v at offset %d does not fit the %d tensor bytes", e.Name, e.Shape, e.Offset, len(data))
 		}
 		raw := data[off : off+4*int64(n)]
