@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose code runs goroutines: their tests also run under the race detector.
-RACE_PKGS := ./pkg/tensor/... ./pkg/model/... ./pkg/data/... ./pkg/optim/... ./pkg/train/... ./pkg/comm/... ./pkg/launch/... ./pkg/coordinator/... ./pkg/worker/... ./cmd/ternctl/...
+RACE_PKGS := ./pkg/tensor/... ./pkg/model/... ./pkg/data/... ./pkg/optim/... ./pkg/train/... ./pkg/comm/... ./pkg/snapshot/... ./pkg/launch/... ./pkg/coordinator/... ./pkg/worker/... ./cmd/ternctl/...
 FUZZTIME ?= 30s
 
 .DEFAULT_GOAL := help
