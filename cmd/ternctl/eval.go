@@ -27,11 +27,11 @@ type loadedModel struct {
 }
 
 // loadModel reads SOURCE: a tern checkpoint (root or step directory) or
-// hf:DIR, a Hugging Face LLaMA directory; tokenizer overrides the
-// directory's tern_tokenizer.
-func loadModel(src, tokenizer string) (*loadedModel, error) {
+// hf:DIR, a Hugging Face LLaMA directory; for a directory, tokenizer and
+// seqLen (when set) override its tern_tokenizer and max_position_embeddings.
+func loadModel(src, tokenizer string, seqLen int) (*loadedModel, error) {
 	if dir, ok := spec.InitSource(src).HFDir(); ok {
-		m, err := hf.OpenModel(dir, 0, tokenizer)
+		m, err := hf.OpenModel(dir, seqLen, tokenizer)
 		if err != nil {
 			return nil, err
 		}
@@ -116,18 +116,28 @@ func evalRun(cmd *cobra.Command, e *env, src string, f *evalFlags) error {
 	if (f.tokens == "") != (f.dumpLogits == "") {
 		return usagef("--tokens and --dump-logits go together")
 	}
-	lm, err := loadModel(src, "")
+	var job *spec.TrainingJob
+	var err error
+	seqLen := 0
+	if f.file != "" && f.dumpLogits == "" {
+		if job, err = loadJob(e, f.file, nil); err != nil {
+			return err
+		}
+		want, err := job.Spec.Model.Resolve()
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.file, err)
+		}
+		seqLen = want.SeqLen
+	}
+	lm, err := loadModel(src, "", seqLen)
 	if err != nil {
 		return err
 	}
 	if f.dumpLogits != "" {
 		return dumpLogits(lm.m, f.tokens, f.dumpLogits)
 	}
-	job := lm.job
-	if f.file != "" {
-		if job, err = loadJob(e, f.file, nil); err != nil {
-			return err
-		}
+	if job == nil {
+		job = lm.job
 	}
 	if job == nil {
 		return usagef("%s holds no job spec to take held-out data from: pass -f JOB.yaml", src)

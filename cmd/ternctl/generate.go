@@ -83,7 +83,7 @@ func generateRun(e *env, src string, f *generateFlags) error {
 	if err := s.Validate(); err != nil {
 		return usagef("%v", err)
 	}
-	lm, err := loadModel(src, f.tokenizer)
+	lm, err := loadModel(src, f.tokenizer, 0)
 	if err != nil {
 		return err
 	}
