@@ -22,6 +22,18 @@ import (
 // the seed are all of it; the learning rate of the next step is stored
 // too, so a restore proves the schedule agrees.
 
+// Snapshotter receives a rank's state after every optimizer step, on the
+// training goroutine, before the next step starts (Options.Snapshots).
+// capture returns the state with its tensors aliasing the live parameters
+// and optimizer state, so AfterStep must copy what it keeps before
+// returning (snapshot.MarshalState, or Stager.Stage, which copies and
+// sends the fragments in the background) and should return quickly: the
+// next step waits. It decides the cadence (spec.snapshot) itself; an
+// error stops training.
+type Snapshotter interface {
+	AfterStep(step int, capture func() (*snapshot.RankState, error)) error
+}
+
 // memParamPrefix names a parameter's tensor in a rank state; optimizer
 // state keeps the names the optimizer gives it ("optim.").
 const memParamPrefix = "param."

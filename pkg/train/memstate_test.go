@@ -201,3 +201,60 @@ func TestMemStateRestoreRejects(t *testing.T) {
 		t.Errorf("with a snapshot section: %v", err)
 	}
 }
+
+// stagerSnapshots keeps a local copy every n steps in a snapshot.Stager,
+// as a worker's L0 layer does.
+type stagerSnapshots struct {
+	s     *snapshot.Stager
+	every int
+	seen  []int
+}
+
+func (x *stagerSnapshots) AfterStep(step int, capture func() (*snapshot.RankState, error)) error {
+	x.seen = append(x.seen, step)
+	if step%x.every != 0 {
+		return nil
+	}
+	st, err := capture()
+	if err != nil {
+		return err
+	}
+	return x.s.Stage(st, nil)
+}
+
+// Through Run's options: a run interrupted after step 7 that kept a local
+// copy every 3 steps is continued by a fresh run from the copy of step 6,
+// and matches the uninterrupted run bit for bit.
+func TestMemStateThroughOptions(t *testing.T) {
+	const total = 10
+	full, wFull, _ := run(t, tinyJob(t, total), Options{})
+
+	stager := snapshot.NewStager("tiny", 0, nil)
+	defer stager.Close()
+	snaps := &stagerSnapshots{s: stager, every: 3}
+	r, err := newRunner(context.Background(), tinyJob(t, total), Options{Snapshots: snaps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := &stopAfter{n: 7, cancel: cancel}
+	if _, err := r.loop(ctx, stop); err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps.seen) != 7 {
+		t.Fatalf("AfterStep saw steps %v, want 1..7", snaps.seen)
+	}
+	if got := stager.Steps(); len(got) != 1 || got[0] != 6 {
+		t.Fatalf("local generations %v, want [6]", got)
+	}
+	b, _ := stager.Local(6)
+	st, err := snapshot.UnmarshalState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newRunner(context.Background(), tinyJob(t, total), Options{RestoreState: st, Resume: t.TempDir()}); err == nil {
+		t.Fatal("restore and resume together: accepted")
+	}
+	rest, wRest, _ := run(t, tinyJob(t, total), Options{RestoreState: st})
+	sameRun(t, "continued from the local copy of step 6", full, append(stop.losses[:6:6], rest...), wFull, wRest)
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/ternml/tern/pkg/model"
 	"github.com/ternml/tern/pkg/optim"
 	"github.com/ternml/tern/pkg/parallel"
+	"github.com/ternml/tern/pkg/snapshot"
 	"github.com/ternml/tern/pkg/spec"
 )
 
@@ -39,6 +40,13 @@ type Options struct {
 	// cancelling ctx asks every replica to stop after the current step,
 	// and the transport's timeout bounds any wait.
 	Group *comm.Group
+	// Snapshots, when set, is offered this rank's whole state after every
+	// step (in-memory snapshots; see Snapshotter). Nil means none.
+	Snapshots Snapshotter
+	// RestoreState, when set, is an in-memory snapshot of this rank to
+	// continue from instead of step 0 (captured by a run of the same job
+	// and rank); it excludes Resume.
+	RestoreState *snapshot.RankState
 }
 
 type nopObserver struct{}
@@ -131,6 +139,11 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 			}
 			sum.Checkpoint = path
 		}
+		if r.snapshots != nil {
+			if err := r.snapshots.AfterStep(r.step, r.captureState); err != nil {
+				return nil, fmt.Errorf("snapshot after step %d: %w", r.step, err)
+			}
+		}
 		if stop && r.step < r.steps {
 			sum.Stopped = true
 			break
@@ -192,6 +205,8 @@ type runner struct {
 	// its pipeline stage's. pipe is nil without pipeline parallelism.
 	params []*model.Param
 	pipe   *pipeline
+
+	snapshots Snapshotter // nil: no in-memory snapshots
 
 	device *computeDevice // spec.device; nil or zero means the CPU
 }
@@ -268,6 +283,15 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 	r.lastCkptStep = -1
 	if opts.Resume != "" {
 		if err := r.resume(opts.Resume); err != nil {
+			return nil, err
+		}
+	}
+	r.snapshots = opts.Snapshots
+	if opts.RestoreState != nil {
+		if opts.Resume != "" {
+			return nil, fmt.Errorf("both a checkpoint to resume (%s) and an in-memory snapshot to restore were given: pass one", opts.Resume)
+		}
+		if err := r.restoreState(opts.RestoreState); err != nil {
 			return nil, err
 		}
 	}
