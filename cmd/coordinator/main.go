@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	var sec auth.ServerFlags
 	sec.Register(fs)
-	metricsListen := fs.String("metrics-listen", os.Getenv("TERN_METRICS_LISTEN"), "serve Prometheus /metrics, /healthz and /readyz on this HTTP address, e.g. 127.0.0.1:9464 (env TERN_METRICS_LISTEN; default off)")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz on this HTTP address, e.g. 127.0.0.1:9464 (default off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

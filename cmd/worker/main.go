@@ -90,7 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var labels sets
 	fs.Var(&labels, "label", "agent mode: a failure-domain label KEY=VALUE for placement, e.g. --label node=a (repeatable)")
 	caFile := fs.String(auth.FlagTLSCA, os.Getenv(auth.EnvTLSCA), "agent mode: PEM CA certificate to verify the coordinator's TLS certificate with, e.g. DIR/"+auth.CACertFile+" written by ternctl certs create (env "+auth.EnvTLSCA+"); required unless the coordinator is on loopback")
-	metricsListen := fs.String("metrics-listen", os.Getenv("TERN_METRICS_LISTEN"), "agent mode: serve Prometheus /metrics and /healthz on this HTTP address, e.g. 127.0.0.1:9465 (env TERN_METRICS_LISTEN; default off)")
+	metricsListen := fs.String("metrics-listen", "", "agent mode: serve Prometheus /metrics and /healthz on this HTTP address, e.g. 127.0.0.1:9465 (default off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -159,6 +159,7 @@ func (c *child) start(exits chan<- exitEvent) error {
 	defer f.Close() // the child holds its own copy
 	fmt.Fprintf(f, "%s ---- %s %v (start %d)\n", time.Now().Format(time.RFC3339), c.bin, c.args, c.proc.Restarts+1)
 	cmd := exec.Command(c.bin, c.args...)
+	cmd.Env = childEnv()
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
