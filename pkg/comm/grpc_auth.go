@@ -12,8 +12,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/big"
-	"net"
 	"time"
+
+	"github.com/ternml/tern/pkg/auth"
 )
 
 // Authentication of the gRPC transport rests on one shared secret, the job
@@ -159,17 +160,6 @@ func tokenCA(token string) (*x509.Certificate, ed25519.PrivateKey, error) {
 	return cert, key, nil
 }
 
-// isLoopback reports whether a host:port address names this machine only.
-// Host names other than localhost count as remote: resolving them could
-// change under us.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+// isLoopback reports whether a host:port address names this machine only,
+// by the rule the control plane uses too.
+func isLoopback(addr string) bool { return auth.IsLoopback(addr) }
