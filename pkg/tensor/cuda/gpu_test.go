@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -434,5 +435,78 @@ func TestGPUAdamW(t *testing.T) {
 		expectClose(t, fmt.Sprintf("AdamW form %d w", u.Form), gw, w, 1e-5)
 		expectClose(t, fmt.Sprintf("AdamW form %d m", u.Form), gm, m, 1e-6)
 		expectClose(t, fmt.Sprintf("AdamW form %d v", u.Form), gv, v, 1e-6)
+	}
+}
+
+// TestGPUCallsFromManyThreads drives one device from goroutines locked to
+// different OS threads: the CUDA context lives on the device's own thread,
+// so where the caller runs does not matter.
+func TestGPUCallsFromManyThreads(t *testing.T) {
+	const n = 4096
+	x := gpu.Alloc(n)
+	for i := range x {
+		x[i] = 1
+	}
+	done := make(chan struct{})
+	for g := 0; g < 8; g++ {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			gpu.Scale(2, x)
+			gpu.Sync()
+			done <- struct{}{}
+		}()
+		<-done // one caller at a time, as tensor.Device asks
+	}
+	for i, v := range x {
+		if v != 256 {
+			t.Fatalf("x[%d] = %v after 8 doublings, want 256", i, v)
+		}
+	}
+}
+
+// TestGPUReproducibleMode checks the pedantic-math FP32 device gives the
+// same products as the default one within FP32 rounding, and the same bits
+// on every call.
+func TestGPUReproducibleMode(t *testing.T) {
+	d, err := New(Options{Reproducible: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	r := rand.New(rand.NewPCG(21, 22))
+	const m, n, k = 300, 200, 500
+	a, b := randn(r, m*k, 1), randn(r, n*k, 1)
+	want := gemmRef(false, true, m, n, k, 1, a, k, b, k, 0, make([]float32, m*n), n)
+	da, db := upload(d, a), upload(d, b)
+	c1, c2 := d.Alloc(m*n), d.Alloc(m*n)
+	d.Gemm(false, true, m, n, k, 1, da, k, db, k, 0, c1, n)
+	d.Gemm(false, true, m, n, k, 1, da, k, db, k, 0, c2, n)
+	d.Sync()
+	expectClose(t, "reproducible Gemm", c1, want, 1e-5)
+	expectClose(t, "reproducible Gemm, second call (bitwise)", c2, c1, 0)
+}
+
+// TestGPUFailurePoisons checks that a call the device cannot carry out
+// panics naming what failed, and that the device then refuses further work
+// rather than computing on bad state.
+func TestGPUFailurePoisons(t *testing.T) {
+	d, err := New(Options{MaxBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := d.Alloc(1000)
+	msg := panics(func() { d.Alloc(100 << 20) }) // over MaxBytes
+	if !strings.Contains(msg, "out of memory") || !strings.Contains(msg, "Alloc") {
+		t.Errorf("allocation over the limit: %q", msg)
+	}
+	if msg := panics(func() { d.Scale(2, x) }); msg == "" {
+		t.Error("a device that failed went on accepting work")
+	}
+	if err := d.Close(); err == nil {
+		t.Error("Close of a failed device returned no error")
+	}
+	if msg := panics(func() { d.Sync() }); !strings.Contains(msg, "closed") {
+		t.Errorf("call after Close: %q", msg)
 	}
 }
