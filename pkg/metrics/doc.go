@@ -16,10 +16,13 @@
 // together with the default registry, where the Go runtime, the process
 // and, in the coordinator, the embedded etcd register theirs, with Serve:
 //
+//	ranks := metrics.NewRanks()
+//	opts.ServerOptions = append(opts.ServerOptions, ranks.ServerOption())
+//	c, err := coordinator.New(opts)
 //	reg := prometheus.NewRegistry()
 //	reg.MustRegister(metrics.NewCoordinator(c, ranks))
-//	srv, err := metrics.Listen("127.0.0.1:9464", prometheus.Gatherers{reg, prometheus.DefaultGatherer}, c.Ready)
-//	go srv.Serve(ctx) // GET /metrics, /healthz, /readyz
+//	srv, err := metrics.Listen("127.0.0.1:9464", prometheus.Gatherers{reg, prometheus.DefaultGatherer}, ready)
+//	go srv.Serve(ctx) // GET /metrics, /healthz, /readyz (ready() == nil)
 //
 // Every tern metric is named tern_*; NewCoordinator and NewWorker list
 // theirs.
