@@ -4,9 +4,11 @@
 //	ternctl explain [FIELD] [--recursive]
 //	ternctl version [-o text|json]
 //	ternctl completion bash|zsh|fish
+//	ternctl certs create --dir DIR --hosts HOST,... [--days N]
 //
 // and, against a coordinator (--coordinator ADDR, $TERN_COORDINATOR, default
-// 127.0.0.1:7070):
+// 127.0.0.1:7070; beyond loopback also --tls-ca FILE and --token-file FILE,
+// $TERN_TLS_CA and $TERN_TOKEN_FILE, as certs create made them):
 //
 //	ternctl apply -f job.yaml [--set k=v]...          (alias submit)
 //	ternctl get jobs [NAME [-w]] | workers [-o wide|json|yaml|name]
