@@ -26,11 +26,15 @@ const (
 	// plane).
 	DefaultHeartbeatInterval = time.Second
 	DefaultLeaseTTL          = 5 * time.Second
-	// DefaultLeaderTTL is how long a dead leader keeps leadership before a
-	// standby takes over. It must be well under the workers' lease: the
-	// workers reattach to the new leader only once it leads, and one whose
-	// lease ran out meanwhile is lost with its ranks. 2 s is etcd's
-	// minimum lease with its default raft timings.
+	// DefaultLeaderTTL is, with an external etcd cluster, how long a dead
+	// leader keeps leadership before a standby takes over. It must be
+	// well under the workers' lease: the workers reattach to the new
+	// leader only once it leads, and one whose lease ran out meanwhile is
+	// lost with its ranks. 2 s is etcd's minimum lease with its default
+	// raft timings. With the embedded member there is no standby (a
+	// restart ends its dead predecessor's session at once), so the
+	// store's longer default applies: it rides out slow disk writes,
+	// which delay lease renewals.
 	DefaultLeaderTTL = 2 * time.Second
 	// DefaultStartTimeout bounds how long an attempt's ranks may take to
 	// start: tokenizing a corpus the first time is the slow part.
@@ -101,7 +105,7 @@ func (o *Options) setDefaults() error {
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = DefaultLeaseTTL
 	}
-	if o.Store.LeaderTTL == 0 {
+	if o.Store.LeaderTTL == 0 && len(o.EtcdEndpoints) > 0 {
 		o.Store.LeaderTTL = DefaultLeaderTTL
 	}
 	if o.StartTimeout == 0 {
@@ -242,11 +246,18 @@ func (c *Coordinator) Run(ctx context.Context) (err error) {
 
 	l, err := newLoop(ctx, leader, c.opts, c.views, c.logs)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	c.loop.Store(l)
 	defer c.loop.Store(nil)
-	return l.run(ctx)
+	if err := l.run(ctx); err != nil && ctx.Err() == nil {
+		return err
+	}
+	// An etcd request cut short by the shutdown is not a failure.
+	return nil
 }
 
 // openStore starts the embedded member or connects to the external

@@ -78,6 +78,11 @@ func newLoop(ctx context.Context, leader *store.Leader, opts Options, v *views, 
 	if err := l.restoreJobs(ctx); err != nil {
 		return nil, err
 	}
+	// Readers see the restored jobs as soon as this coordinator answers
+	// as leader, before run has reconciled them.
+	for _, name := range l.jobNames() {
+		l.publish(l.jobs[name])
+	}
 	return l, nil
 }
 
@@ -107,12 +112,30 @@ func (l *loop) run(ctx context.Context) error {
 		return err
 	}
 	l.publishWorkers()
+	// Rank reports arrive at a few per rank per step, and publishing the
+	// worker list costs O(workers): after a report it is published at
+	// most every workersPublishEvery (what a report changes there, the
+	// slots a finished job frees, may show that much later). Every
+	// other input publishes at once.
+	pubTimer := time.NewTimer(0)
+	<-pubTimer.C
+	defer pubTimer.Stop()
+	var lastPub time.Time
+	pubPending := false
+	publishWorkers := func() {
+		l.publishWorkers()
+		lastPub, pubPending = time.Now(), false
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-l.leader.Done():
 			return fmt.Errorf("coordinator: leadership lost (the etcd session behind it ended); stopping so that a coordinator that leads takes over")
+		case <-pubTimer.C:
+			if pubPending {
+				publishWorkers()
+			}
 		case in := <-l.in:
 			if err := l.handle(ctx, in); err != nil {
 				return err
@@ -124,10 +147,21 @@ func (l *loop) run(ctx context.Context) error {
 				f()
 			}
 			l.afters = nil
-			l.publishWorkers()
+			_, isReport := in.(report)
+			switch wait := workersPublishEvery - time.Since(lastPub); {
+			case !isReport || wait <= 0:
+				publishWorkers()
+			case !pubPending:
+				pubPending = true
+				pubTimer.Reset(wait)
+			}
 		}
 	}
 }
+
+// workersPublishEvery bounds how often rank reports republish the worker
+// list (ListWorkers' view).
+const workersPublishEvery = 100 * time.Millisecond
 
 // handle dispatches one input. Only failures that end leadership (a job
 // write that etcd refused, a registry watch that broke) return an error;
