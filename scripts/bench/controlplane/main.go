@@ -41,6 +41,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,6 +73,7 @@ func main() {
 	stepEvery := flag.Duration("step-interval", time.Second, "time between two step reports of a fake rank")
 	idle := flag.Duration("idle", 10*time.Second, "window measured with heartbeats only")
 	keep := flag.Bool("keep", false, "keep the coordinator's data directory and log")
+	cpuProfile := flag.String("cpuprofile", "", "write the coordinator's CPU profile to this file")
 	flag.Parse()
 	if *jobs < 1 || *agents%*jobs != 0 || *agents / *jobs > 256 {
 		fmt.Fprintln(os.Stderr, "controlplane: -agents must split evenly into -jobs jobs of at most 256 ranks")
@@ -79,6 +81,14 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *cpuProfile != "" {
+		abs, err := filepath.Abs(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "controlplane:", err)
+			os.Exit(2)
+		}
+		os.Setenv("TERN_BENCH_CPUPROFILE", abs)
+	}
 	if err := run(ctx, *agents, *jobs, *steps, *stepEvery, *idle, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "controlplane:", err)
 		os.Exit(1)
@@ -90,6 +100,17 @@ func main() {
 func runCoordinator() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if path := os.Getenv("TERN_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	c, err := coordinator.New(coordinator.Options{
 		Listen:  os.Getenv("TERN_BENCH_LISTEN"),
 		DataDir: os.Getenv("TERN_BENCH_DIR"),
