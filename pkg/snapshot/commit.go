@@ -198,9 +198,11 @@ func (t *Tracker) StageFailed(rank int, step int64) ([]Action, error) {
 	if step == t.proposed {
 		return nil, fmt.Errorf("snapshot: stage failure of rank %d step %d: every rank reported it and it is being written", rank, step)
 	}
-	if t.pending[step] == nil {
-		return nil, nil // already abandoned or committed: nothing to do
+	if step <= t.committed {
+		return nil, nil // committed after all, or older: nothing to undo
 	}
+	// Holders may have some of its fragments even when no rank reported
+	// it, so the abandon goes out in every case.
 	delete(t.pending, step)
 	return []Action{{Kind: Abandon, Step: step}}, nil
 }

@@ -307,3 +307,88 @@ func TestStagerGenerations(t *testing.T) {
 		t.Fatalf("local copy of 10: %v", err)
 	}
 }
+
+// A holder that is gone while a rank disperses makes the staging fail;
+// the rank reports it, the tracker abandons the step everywhere, and the
+// next peer snapshot goes through once the holder is back in a new epoch.
+func TestStageFailsWhenHolderGone(t *testing.T) {
+	const world = 3
+	p, rankWorker := flatPlacement(t, world, 1, 2) // k=2, m=1: both other ranks hold a fragment
+	trs, err := comm.NewMemNetwork(world, comm.MemOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holders := []*Holder{NewHolder(), NewHolder(), NewHolder()}
+	var svcs []*PeerService
+	for r, tr := range trs {
+		svcs = append(svcs, StartPeerService(tr, holders[r]))
+	}
+	stager := NewStager("demo", 0, svcs[0])
+	defer stager.Close()
+	tr, err := NewTracker("demo", p, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testRankState(4, 1000)
+	st.Rank, st.Step = 0, 10
+	// Rank 2's process dies before rank 0 sends it a fragment.
+	svcs[2].Close()
+	trs[2].Close()
+	if err := stager.Stage(st, target(p, rankWorker, 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	res := <-stager.Results()
+	var pe *comm.PeerError
+	if res.Err == nil || !errors.As(res.Err, &pe) || pe.Rank != 2 {
+		t.Fatalf("dispersal to a dead holder: %v, want a PeerError of rank 2", res.Err)
+	}
+	acts, err := tr.StageFailed(0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The abandon reaches the rank and every holder, which may have got
+	// some of the fragments.
+	if len(acts) != 1 || acts[0].Kind != Abandon || acts[0].Step != 10 {
+		t.Fatalf("stage failure: %v, want abandon 10", acts)
+	}
+	stager.Abandon(10)
+	holders[1].Abandon(10)
+	if got := holders[1].Steps(0); len(got) != 0 {
+		t.Fatalf("holder 1 keeps steps %v of an abandoned dispersal", got)
+	}
+	if _, ok := stager.Local(10); ok {
+		t.Fatal("the abandoned generation is still kept locally")
+	}
+	// New epoch, rank 2 replaced: the next snapshot goes through.
+	for _, s := range svcs[:2] {
+		s.Close()
+	}
+	trs, err = comm.NewMemNetwork(world, comm.MemOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holders[2] = NewHolder()
+	svcs = svcs[:0]
+	for r, tr := range trs {
+		svcs = append(svcs, StartPeerService(tr, holders[r]))
+	}
+	defer func() {
+		for _, s := range svcs {
+			s.Close()
+		}
+	}()
+	stager2 := NewStager("demo", 0, svcs[0])
+	defer stager2.Close()
+	st.Step = 20
+	if err := stager2.Stage(st, target(p, rankWorker, 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if res := <-stager2.Results(); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	for _, h := range holders[1:] {
+		if got := h.Steps(0); len(got) != 1 || got[0] != 20 {
+			t.Fatalf("holder keeps %v, want [20]", got)
+		}
+	}
+}
