@@ -59,7 +59,7 @@ func (c *cluster) startWorkerProcess(name string) *exec.Cmd {
 // spare worker from the latest durable checkpoint, and finishes with the
 // same final loss as the same job run without interruption.
 func TestKilledWorkerProcessRestartsFromCheckpoint(t *testing.T) {
-	c := startClusterWith(t, coordinator.Options{HeartbeatInterval: 200 * time.Millisecond, LeaseTTL: time.Second})
+	c := startClusterWith(t, coordinator.Options{HeartbeatInterval: 500 * time.Millisecond, LeaseTTL: 2 * time.Second})
 	ctx := context.Background()
 	victim := c.startWorkerProcess("victim")
 	c.waitWorkers(1)
