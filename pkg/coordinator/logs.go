@@ -29,6 +29,9 @@ const (
 	maxLogLinesPerMsg = 1000
 	// maxLogRanks bounds the rank numbers accepted, as the scheduler does.
 	maxLogRanks = 1 << 16
+	// maxMetricPoints bounds a GetJobMetrics answer (about 60 bytes a
+	// point, well inside gRPC's 4 MiB).
+	maxMetricPoints = 20000
 )
 
 // logStore keeps what the workers ship about each job on the
@@ -266,7 +269,20 @@ func (s *logStore) metricsAfter(job string, after int64) ([]*ternv1.StepMetrics,
 			out = append(out, m)
 		}
 	}
-	return out, nil
+	return thin(out, maxMetricPoints), nil
+}
+
+// thin keeps at most n points, evenly spaced, the last one always: a
+// plot loses nothing it could draw, and the answer fits a gRPC message.
+func thin(ms []*ternv1.StepMetrics, n int) []*ternv1.StepMetrics {
+	if len(ms) <= n {
+		return ms
+	}
+	out := make([]*ternv1.StepMetrics, 0, n)
+	for i := range n {
+		out = append(out, ms[(i+1)*len(ms)/n-1])
+	}
+	return out
 }
 
 func (s *logStore) metricsLocked(job string) ([]*ternv1.StepMetrics, error) {
