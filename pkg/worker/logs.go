@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -63,4 +64,44 @@ func (a *Agent) replayLogsLocked(rr *rankRun) {
 		a.offerLocked(a.logsMsg(rr, ls[:n]))
 		ls = ls[n:]
 	}
+}
+
+// progressLogEvery paces the lines a redrawn progress bar leaves in a
+// rank's log: its final state always, a redraw at most this often.
+const progressLogEvery = 5 * time.Second
+
+// progressWriter turns the data loader's progress bars (redrawn with
+// '\r', ended with '\n') into log lines of a rank.
+type progressWriter struct {
+	a    *Agent
+	rr   *rankRun
+	buf  []byte
+	last time.Time
+}
+
+func (w *progressWriter) Write(b []byte) (int, error) {
+	for _, c := range b {
+		switch c {
+		case '\r':
+			if len(w.buf) > 0 && time.Since(w.last) >= progressLogEvery {
+				w.flush()
+			}
+			w.buf = w.buf[:0]
+		case '\n':
+			w.flush()
+		default:
+			if len(w.buf) < maxLineBytes {
+				w.buf = append(w.buf, c)
+			}
+		}
+	}
+	return len(b), nil
+}
+
+func (w *progressWriter) flush() {
+	if len(w.buf) > 0 {
+		w.a.logf(w.rr, "%s", w.buf)
+		w.last = time.Now()
+	}
+	w.buf = w.buf[:0]
 }

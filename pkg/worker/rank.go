@@ -217,7 +217,7 @@ func (a *Agent) train(ctx context.Context, rr *rankRun) (*train.Summary, error) 
 	if err != nil {
 		return nil, err
 	}
-	sum, err := r.Run(ctx, peers, train.Options{Observer: observer{a, rr}, Resume: resume})
+	sum, err := r.Run(ctx, peers, train.Options{Observer: observer{a, rr}, Resume: resume, Progress: &progressWriter{a: a, rr: rr}})
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w (while stopping: %v)", err, cause)
