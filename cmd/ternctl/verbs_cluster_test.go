@@ -119,3 +119,20 @@ func TestClusterLogsPauseResumeTop(t *testing.T) {
 		t.Fatalf("resume a cancelled job: exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+func TestNewVerbsWithoutCoordinator(t *testing.T) {
+	addr := deadAddr(t)
+	for _, args := range [][]string{{"logs", "x"}, {"logs", "x", "-f"}, {"pause", "x"}, {"resume", "x"}, {"top", "x"}, {"top", "x", "-w"}} {
+		r := runCLI(t, false, append([]string{"--coordinator", addr}, args...)...)
+		if r.code != exitConnection || !strings.HasPrefix(r.stderr, "error: no coordinator at "+addr) || r.stdout != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr:\n%s", args, r.code, r.stdout, r.stderr)
+		}
+	}
+	for _, args := range [][]string{{"logs"}, {"logs", "x", "--rank", "-2"}, {"logs", "x", "--since", "-1m"}, {"logs", "x", "--attempt", "-1"},
+		{"top", "x", "--width", "5"}, {"top", "x", "--height", "1000"}, {"pause"}, {"resume", "a", "b"}} {
+		r := runCLI(t, false, append([]string{"--coordinator", addr}, args...)...)
+		if r.code != exitUsage || !strings.HasPrefix(r.stderr, "error: ") {
+			t.Errorf("%v: exit %d, stderr:\n%s", args, r.code, r.stderr)
+		}
+	}
+}
