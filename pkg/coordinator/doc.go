@@ -49,7 +49,12 @@
 // its registration is an etcd key on a lease the coordinator renews on
 // each heartbeat of the worker's Session stream, so a worker that goes
 // silent is dropped by etcd within Options.LeaseTTL (5 s by default), and
-// the loop sees the deletion. Ranks choose their ports when they start:
+// the loop sees the deletion. Each renewal is acknowledged on the stream
+// (SessionAccepted): that is how the worker knows it is still in contact,
+// and it stops its ranks after a lease without. A standby takes over
+// within the leader's session TTL (2 s with external etcd), well inside
+// the workers' lease, and a coordinator restarted on its embedded etcd
+// ends its dead predecessor's session at once. Ranks choose their ports when they start:
 // StartRank names the host to bind (port 0), each rank reports the
 // address it bound, and when every rank of an attempt has reported, the
 // full peer list goes to each of the attempt's workers. Orders and reports
