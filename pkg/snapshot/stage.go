@@ -31,6 +31,7 @@ type Stager struct {
 	local       map[int64][]byte // step -> state shard
 	committed   int64            // last committed step (Free), -1: none
 	outstanding int64            // step whose fragments are out and not settled, -1: none
+	copied      chan error       // the copy StageAsync started; nil when none
 	results     chan StageResult
 	wg          sync.WaitGroup
 	ctx         context.Context
@@ -71,44 +72,100 @@ type PeerTarget struct {
 // StageResult. While a generation's fragments are outstanding (sent, not
 // yet committed or abandoned: Free, Abandon) Stage stages nothing and
 // returns ErrStageBusy, so at most MaxGenerations are kept: the committed
-// one and one newer.
+// one and one newer. Stage and StageAsync are called from one goroutine.
 func (s *Stager) Stage(st *RankState, peers *PeerTarget) error {
+	reserve, err := s.prepare(st, peers)
+	if err != nil {
+		return err
+	}
+	return s.install(st.Step, peers, reserve, st)
+}
+
+// StageAsync is Stage with the copy in the background too: it returns at
+// once, and st's tensors are read until Wait returns, so the caller must
+// not change them before calling Wait. A trainer calls it after an
+// optimizer step and Wait before the next one, so the copy overlaps the
+// next step's forward and backward passes, which only read the weights
+// (the zero-overhead scheme of research fault-tolerance.md §3).
+func (s *Stager) StageAsync(st *RankState, peers *PeerTarget) error {
+	reserve, err := s.prepare(st, peers)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	s.mu.Lock()
+	s.copied = done
+	if peers != nil {
+		s.outstanding = st.Step // no other stage starts until it settles
+	}
+	s.mu.Unlock()
+	s.wg.Go(func() { done <- s.install(st.Step, peers, reserve, st) })
+	return nil
+}
+
+// Wait blocks until the copy StageAsync started is done and returns its
+// error; nil when none is in flight.
+func (s *Stager) Wait() error {
+	s.mu.Lock()
+	done := s.copied
+	s.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	err := <-done
+	s.mu.Lock()
+	s.copied = nil
+	s.mu.Unlock()
+	return err
+}
+
+// prepare checks a stage may start and returns the capacity to reserve.
+func (s *Stager) prepare(st *RankState, peers *PeerTarget) (int, error) {
 	reserve := 0
 	if peers != nil {
 		if err := peers.Code.check(); err != nil {
-			return err
+			return 0, err
 		}
 		if len(peers.Holders) != peers.Code.Fragments() {
-			return fmt.Errorf("stage rank %d step %d: %d holders for %d fragments", s.rank, st.Step, len(peers.Holders), peers.Code.Fragments())
+			return 0, fmt.Errorf("stage rank %d step %d: %d holders for %d fragments", s.rank, st.Step, len(peers.Holders), peers.Code.Fragments())
 		}
 		if s.svc == nil {
-			return fmt.Errorf("stage rank %d step %d: no peer service to send fragments with", s.rank, st.Step)
+			return 0, fmt.Errorf("stage rank %d step %d: no peer service to send fragments with", s.rank, st.Step)
 		}
 		reserve = peers.Code.Reserve(estimateStateBytes(st))
 	}
 	s.mu.Lock()
-	busy := s.outstanding >= 0
+	busy := s.outstanding >= 0 || s.copied != nil
 	s.mu.Unlock()
 	if busy {
-		return ErrStageBusy
+		return 0, ErrStageBusy
 	}
+	return reserve, nil
+}
+
+// install copies st and keeps it as the newest generation, then starts
+// the dispersal when peers is set.
+func (s *Stager) install(step int64, peers *PeerTarget, reserve int, st *RankState) error {
 	buf, err := MarshalState(st, reserve)
-	if err != nil {
-		return err
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err != nil {
+		if s.outstanding == step {
+			s.outstanding = -1
+		}
+		return err
+	}
 	for old := range s.local {
 		if old != s.committed {
 			delete(s.local, old)
 		}
 	}
-	s.local[st.Step] = buf
+	s.local[step] = buf
 	if peers == nil {
 		return nil
 	}
-	s.outstanding = st.Step
-	step, target := st.Step, *peers
+	s.outstanding = step
+	target := *peers
 	s.wg.Go(func() {
 		r := StageResult{}
 		r.Report, r.Err = s.disperse(step, buf, target)

@@ -34,6 +34,24 @@ type Snapshotter interface {
 	AfterStep(step int, capture func() (*snapshot.RankState, error)) error
 }
 
+// SnapshotWaiter is implemented by a Snapshotter whose AfterStep leaves
+// the copy running in the background (snapshot.Stager.StageAsync), so it
+// overlaps the next step's forward and backward passes, which only read
+// the state. The trainer calls WaitCopied before it next changes the
+// state (the optimizer update) and before it returns. A copy that failed
+// is the snapshotter's to report, at its next AfterStep: the trainer does
+// not stop in the middle of a step, where its replicas wait for it.
+type SnapshotWaiter interface {
+	WaitCopied()
+}
+
+// waitSnapshot waits for a background copy of the state, if any.
+func (r *runner) waitSnapshot() {
+	if w, ok := r.snapshots.(SnapshotWaiter); ok {
+		w.WaitCopied()
+	}
+}
+
 // memParamPrefix names a parameter's tensor in a rank state; optimizer
 // state keeps the names the optimizer gives it ("optim.").
 const memParamPrefix = "param."

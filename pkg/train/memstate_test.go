@@ -2,6 +2,9 @@ package train
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,16 +225,88 @@ func (x *stagerSnapshots) AfterStep(step int, capture func() (*snapshot.RankStat
 	return x.s.Stage(st, nil)
 }
 
+// asyncSnapshots copies in the background (StageAsync) and lets the
+// trainer wait before its next update. It checks the trainer waits in
+// time: when WaitCopied runs, the live state must still be what it was
+// when the copy started (the race detector cannot see the assembly
+// kernels of the update write).
+type asyncSnapshots struct {
+	stagerSnapshots
+	live    *snapshot.RankState // being copied; nil when none
+	sum     uint64
+	waits   int
+	changed []int64 // steps whose state changed before WaitCopied
+}
+
+func stateSum(st *snapshot.RankState) uint64 {
+	h := fnv.New64a()
+	for _, t := range st.Tensors {
+		for _, v := range t.Data {
+			b := math.Float32bits(v)
+			h.Write([]byte{byte(b), byte(b >> 8), byte(b >> 16), byte(b >> 24)})
+		}
+	}
+	return h.Sum64()
+}
+
+func (x *asyncSnapshots) AfterStep(step int, capture func() (*snapshot.RankState, error)) error {
+	x.seen = append(x.seen, step)
+	if x.live != nil {
+		return fmt.Errorf("AfterStep(%d) with the copy of step %d not waited for", step, x.live.Step)
+	}
+	if step%x.every != 0 {
+		return nil
+	}
+	st, err := capture()
+	if err != nil {
+		return err
+	}
+	x.live, x.sum = st, stateSum(st)
+	return x.s.StageAsync(st, nil)
+}
+
+func (x *asyncSnapshots) WaitCopied() {
+	x.waits++
+	if err := x.s.Wait(); err != nil {
+		x.changed = append(x.changed, -1)
+	}
+	if x.live != nil && stateSum(x.live) != x.sum {
+		x.changed = append(x.changed, x.live.Step)
+	}
+	x.live = nil
+}
+
 // Through Run's options: a run interrupted after step 7 that kept a local
 // copy every 3 steps is continued by a fresh run from the copy of step 6,
 // and matches the uninterrupted run bit for bit.
 func TestMemStateThroughOptions(t *testing.T) {
 	const total = 10
 	full, wFull, _ := run(t, tinyJob(t, total), Options{})
+	for _, async := range []bool{false, true} {
+		t.Run("async="+strconv.FormatBool(async), func(t *testing.T) {
+			memStateThroughOptions(t, async, full, wFull)
+		})
+	}
+}
 
+// memStateThroughOptions runs the interrupted and the continued run, with
+// the copy on the training goroutine or overlapping the next step (where
+// the race detector checks the trainer waits for it before updating).
+func memStateThroughOptions(t *testing.T, async bool, full []float64, wFull [][]float32) {
+	const total = 10
 	stager := snapshot.NewStager("tiny", 0, nil)
 	defer stager.Close()
-	snaps := &stagerSnapshots{s: stager, every: 3}
+	var snaps Snapshotter = &stagerSnapshots{s: stager, every: 3}
+	seen := func() []int { return snaps.(*stagerSnapshots).seen }
+	if async {
+		a := &asyncSnapshots{stagerSnapshots: stagerSnapshots{s: stager, every: 3}}
+		snaps, seen = a, func() []int { return a.seen }
+		defer func() {
+			if a.waits == 0 || len(a.changed) > 0 {
+				t.Errorf("the trainer waited %d times; the state changed before the wait at steps %v", a.waits, a.changed)
+			}
+		}()
+	}
 	r, err := newRunner(context.Background(), tinyJob(t, total), Options{Snapshots: snaps})
 	if err != nil {
 		t.Fatal(err)
@@ -241,8 +316,8 @@ func TestMemStateThroughOptions(t *testing.T) {
 	if _, err := r.loop(ctx, stop); err != nil {
 		t.Fatal(err)
 	}
-	if len(snaps.seen) != 7 {
-		t.Fatalf("AfterStep saw steps %v, want 1..7", snaps.seen)
+	if len(seen()) != 7 {
+		t.Fatalf("AfterStep saw steps %v, want 1..7", seen())
 	}
 	if got := stager.Steps(); len(got) != 1 || got[0] != 6 {
 		t.Fatalf("local generations %v, want [6]", got)

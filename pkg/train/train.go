@@ -149,6 +149,7 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 			break
 		}
 	}
+	r.waitSnapshot()
 	if sum.Stopped && r.ckptDir != "" && r.lastCkptStep != r.step && r.step > 0 {
 		path, err := r.checkpoint(ctx)
 		if err != nil {
@@ -365,6 +366,7 @@ func (r *runner) trainStep(ctx context.Context) (rep StepReport, stop bool, err 
 	if err != nil {
 		return rep, false, err
 	}
+	r.waitSnapshot() // a background copy of the state must end before it changes
 	lr := r.sched.LR(r.step)
 	if err := r.stepOptimizer(cctx, lr); err != nil {
 		return rep, false, err
