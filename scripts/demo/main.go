@@ -5,7 +5,13 @@
 // state saved against AdamW, from `ternctl plan`), and stops the cluster
 // with `ternctl down`, also when the job fails or the demo is interrupted.
 //
-//	go run ./scripts/demo [--bin bin] [-f examples/demo.yaml] [--set k=v]... [--keep]
+//	go run ./scripts/demo [--bin bin] [-f examples/demo.yaml] [--set k=v]... [--keep] [--kill-worker-at 0.4]
+//
+// With --kill-worker-at F it also plays a machine failing: once a fraction
+// F of the steps is done it kills the worker running rank 1 with SIGKILL;
+// the cluster's supervisor starts the worker again and the coordinator
+// relaunches the job from its latest checkpoint (written every
+// checkpoint.everySteps steps into the cluster's directory).
 //
 // It drives ternctl as a user would, echoing each command, so what it does
 // can be repeated by hand. The cluster lives in $TERN_HOME/demo (default
@@ -38,6 +44,10 @@ import (
 const (
 	pollInterval    = time.Second
 	coordinatorGone = 2 * time.Minute
+	// stallLimit is how long a job may sit at one step in one phase (the
+	// first step includes tokenising the corpus once) before the demo
+	// gives up on it.
+	stallLimit = 5 * time.Minute
 )
 
 type sets []string
@@ -50,12 +60,17 @@ func main() {
 	file := flag.String("f", "examples/demo.yaml", "the job to run")
 	dir := flag.String("dir", "", "the cluster's directory (default $TERN_HOME/demo, else ~/.tern/demo)")
 	keep := flag.Bool("keep", false, "leave the cluster up at the end (stop it with ternctl down --dir DIR)")
+	killAt := flag.Float64("kill-worker-at", 0, "kill -9 the worker of rank 1 once this fraction of the steps is done (e.g. 0.4), to watch the job recover; 0: never")
 	var overrides sets
 	flag.Var(&overrides, "set", "override a field of the job, e.g. --set steps=20 (repeatable)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	d := &demo{bin: *bin, file: *file, dir: *dir, keep: *keep, sets: overrides, out: os.Stdout, tty: isTerminal(os.Stdout)}
+	if *killAt < 0 || *killAt >= 1 {
+		fmt.Fprintf(os.Stderr, "demo: --kill-worker-at %v: want a fraction of the steps in [0, 1)\n", *killAt)
+		os.Exit(2)
+	}
+	d := &demo{bin: *bin, file: *file, dir: *dir, keep: *keep, sets: overrides, killAt: *killAt, out: os.Stdout, tty: isTerminal(os.Stdout)}
 	err := d.run(ctx)
 	interrupted := ctx.Err() != nil
 	stop()
@@ -72,6 +87,8 @@ type demo struct {
 	bin, file, dir string
 	keep           bool
 	sets           []string
+	killAt         float64
+	kill           *killed // what --kill-worker-at did
 	out            io.Writer
 	tty            bool
 	addr           string
@@ -144,8 +161,14 @@ func (d *demo) run(ctx context.Context) (err error) {
 		return err
 	}
 
+	// Checkpoints, which a restarted job resumes from, go in the cluster's
+	// directory, fresh for every demo.
+	ckpt := filepath.Join(d.dir, "checkpoints")
+	if err := os.RemoveAll(ckpt); err != nil {
+		return err
+	}
 	d.step("Submit the job; the coordinator places its ranks on the workers")
-	if _, err := d.ternctl(false, append([]string{"apply", "-f", d.file}, d.setArgs()...)...); err != nil {
+	if _, err := d.ternctl(false, append([]string{"apply", "-f", d.file, "--set", "checkpoint.dir=" + ckpt}, d.setArgs()...)...); err != nil {
 		return err
 	}
 	fmt.Fprintf(d.out, "(in another terminal:  %[1]s get jobs %[2]s -w   or   %[1]s describe job %[2]s)\n", d.ternctlPath(), jobName)
@@ -175,7 +198,11 @@ type jobView struct {
 	LastLoss         *float64 `json:"last_loss"`
 	TokensPerSecond  *float64 `json:"tokens_per_second"`
 	Restarts         int      `json:"restarts"`
-	Summary          *struct {
+	Ranks            []struct {
+		Rank   int    `json:"rank"`
+		Worker string `json:"worker"`
+	} `json:"ranks"`
+	Summary *struct {
 		Steps               int64    `json:"steps"`
 		FinalLoss           *float64 `json:"final_loss"`
 		FinalEvalLoss       *float64 `json:"final_eval_loss"`
@@ -199,8 +226,9 @@ func isOver(phase string) bool {
 func (d *demo) follow(ctx context.Context, name string) (*jobView, float64, error) {
 	firstLoss := math.NaN()
 	lastPhase, lastDecile := "", int64(-1)
-	began := time.Now()
+	began, baseStep := time.Now(), int64(-1)
 	var unreachableSince time.Time
+	lastStep, lastChange := int64(-1), time.Now()
 	for {
 		out, err := d.quiet("get", "jobs", name, "-o", "json")
 		if err != nil {
@@ -228,9 +256,21 @@ func (d *demo) follow(ctx context.Context, name string) (*jobView, float64, erro
 		if err := json.Unmarshal([]byte(out), &j); err != nil {
 			return nil, 0, fmt.Errorf("ternctl get jobs %s -o json: %v", name, err)
 		}
+		if j.CommittedStep != lastStep || j.Phase != lastPhase {
+			lastStep, lastChange = j.CommittedStep, time.Now()
+		} else if time.Since(lastChange) > stallLimit {
+			return nil, 0, fmt.Errorf("job %s made no progress for %v (phase %s%s): see %s and ternctl describe job %s",
+				name, stallLimit, j.Phase, reasonText(j.Reason), filepath.Join(d.dir, "logs"), name)
+		}
 		if j.LastLoss != nil && math.IsNaN(firstLoss) {
 			firstLoss = *j.LastLoss
-			began = time.Now()
+		}
+		// The ETA comes from this attempt's pace: from the first step seen
+		// running, again after a recovery.
+		if j.Phase != "Running" {
+			baseStep = -1
+		} else if baseStep < 0 && j.CommittedStep > 0 {
+			baseStep, began = j.CommittedStep, time.Now()
 		}
 		if j.Phase != lastPhase {
 			if d.tty && lastPhase != "" {
@@ -245,8 +285,17 @@ func (d *demo) follow(ctx context.Context, name string) (*jobView, float64, erro
 			}
 			return &j, firstLoss, nil
 		}
+		if d.killAt > 0 && d.kill == nil && j.Phase == "Running" && float64(j.CommittedStep) >= d.killAt*float64(j.Steps) {
+			if d.tty {
+				fmt.Fprintln(d.out)
+			}
+			if err := d.killWorker(&j); err != nil {
+				return nil, 0, err
+			}
+			lastDecile = -1
+		}
 		if j.CommittedStep > 0 && j.Steps > 0 {
-			line := progressLine(&j, time.Since(began))
+			line := progressLine(&j, baseStep, time.Since(began))
 			decile := 10 * j.CommittedStep / j.Steps
 			switch {
 			case d.tty:
@@ -274,7 +323,9 @@ func reasonText(r string) string {
 	return ": " + r
 }
 
-func progressLine(j *jobView, since time.Duration) string {
+// progressLine says where the job is; the ETA extrapolates the pace since
+// step base was seen, since ago.
+func progressLine(j *jobView, base int64, since time.Duration) string {
 	line := fmt.Sprintf("step %d/%d (%d%%)", j.CommittedStep, j.Steps, 100*j.CommittedStep/j.Steps)
 	if j.LastLoss != nil {
 		line += fmt.Sprintf("  loss %.3f", *j.LastLoss)
@@ -282,14 +333,64 @@ func progressLine(j *jobView, since time.Duration) string {
 	if j.TokensPerSecond != nil {
 		line += fmt.Sprintf("  %s tokens/s", count(*j.TokensPerSecond))
 	}
-	if j.CommittedStep > 1 {
-		per := since / time.Duration(j.CommittedStep-1)
+	if base >= 0 && j.CommittedStep > base {
+		per := since / time.Duration(j.CommittedStep-base)
 		line += fmt.Sprintf("  ETA %s", (per * time.Duration(j.Steps-j.CommittedStep)).Round(time.Second))
 	}
 	if j.Restarts > 0 {
 		line += fmt.Sprintf("  restarts %d", j.Restarts)
 	}
 	return line
+}
+
+// killed is what --kill-worker-at did.
+type killed struct {
+	worker string
+	pid    int
+	step   int64
+	at     time.Time
+}
+
+// killWorker sends SIGKILL to the worker process running rank 1 (a rank
+// of the second pipeline stage, or the second replica), found by its pid
+// in `ternctl get workers -o json`, as a machine failing would.
+func (d *demo) killWorker(j *jobView) error {
+	worker := ""
+	for _, r := range j.Ranks {
+		if r.Rank == min(1, len(j.Ranks)-1) {
+			worker = r.Worker
+		}
+	}
+	out, err := d.quiet("get", "workers", "-o", "json")
+	if err != nil {
+		return err
+	}
+	var list struct {
+		Items []struct {
+			Name string `json:"name"`
+			Pid  int    `json:"pid"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return fmt.Errorf("ternctl get workers -o json: %v", err)
+	}
+	pid := 0
+	for _, w := range list.Items {
+		if w.Name == worker {
+			pid = w.Pid
+		}
+	}
+	if pid <= 0 {
+		return fmt.Errorf("no pid for worker %q of rank 1 in ternctl get workers", worker)
+	}
+	d.step(fmt.Sprintf("A machine fails: kill -9 %s (pid %d), which runs rank 1, at step %d", worker, pid, j.CommittedStep))
+	fmt.Fprintf(d.out, "$ kill -9 %d\n", pid)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill -9 %d: %w", pid, err)
+	}
+	fmt.Fprintf(d.out, "The supervisor starts %s again; the coordinator relaunches the job's ranks from the latest checkpoint.\n", worker)
+	d.kill = &killed{worker: worker, pid: pid, step: j.CommittedStep, at: time.Now()}
+	return nil
 }
 
 // planView is the part of `ternctl plan -o json` the demo reads.
@@ -364,6 +465,9 @@ func (d *demo) summary(j *jobView, firstLoss float64, plan, adamw *planView) {
 	if plan.ExchangeSent > 0 && adamw.ExchangeSent > 0 {
 		fmt.Fprintf(w, "               gradient exchange %s per rank per step, where AdamW's float32 all-reduce sends %s: %.0fx less (plan)\n",
 			bytesText(plan.ExchangeSent), bytesText(adamw.ExchangeSent), float64(adamw.ExchangeSent)/float64(plan.ExchangeSent))
+	}
+	if k := d.kill; k != nil {
+		fmt.Fprintf(w, "  recovery     %s killed at step %d; the job restarted %d time(s) from its latest checkpoint and finished\n", k.worker, k.step, j.Restarts)
 	}
 	ours, theirs := plan.optimizerState(), adamw.optimizerState()
 	if ours > 0 && theirs > 0 {
