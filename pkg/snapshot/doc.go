@@ -40,8 +40,10 @@
 // for others, about 2·(k+m−1)/k·S̄ under the balanced placement: 4.5·S
 // for k=8, m=2 and equal states (research §10 targets 4.25·S, which
 // keeping the parity out of the local copy's allocation would reach).
-// Only MarshalState's copy runs on the training goroutine; encoding and
-// sending run on the Stager's own.
+// Encoding and sending run on the Stager's own goroutines; with
+// StageAsync the copy does too, overlapping the next step's forward and
+// backward passes, and the trainer waits for it only before its next
+// optimizer update.
 //
 // # Durable checkpoints
 //
