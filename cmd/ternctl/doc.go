@@ -5,9 +5,13 @@
 //	ternctl version [-o text|json]
 //	ternctl completion bash|zsh|fish
 //	ternctl certs create --dir DIR --hosts HOST,... [--days N]
+//	ternctl up [--workers N] [--slots S] [--spares S] [--dir DIR] [--no-restart]
+//	ternctl down [--dir DIR] [--purge]
+//	ternctl config get-contexts | current-context | use-context NAME | view
+//	ternctl config set-context NAME [--coordinator ADDR] [--token-file F] [--tls-ca F]
 //
-// and, against a coordinator (--coordinator ADDR, $TERN_COORDINATOR, default
-// 127.0.0.1:7070; beyond loopback also --tls-ca FILE and --token-file FILE,
+// and, against a coordinator (--coordinator ADDR, $TERN_COORDINATOR, the
+// current context's (ternctl config), default 127.0.0.1:7070; beyond loopback also --tls-ca FILE and --token-file FILE,
 // $TERN_TLS_CA and $TERN_TOKEN_FILE, as certs create made them):
 //
 //	ternctl apply -f job.yaml [--set k=v]...          (alias submit)
