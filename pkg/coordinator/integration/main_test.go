@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,11 +74,8 @@ func build(t *testing.T) binaries {
 			return
 		}
 		binDir = filepath.Join(tmpRoot, "bin")
-		goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(goCmd); err != nil {
-			goCmd = "go"
-		}
-		cmd := exec.Command(goCmd, "build", "-o", binDir+string(filepath.Separator), "./cmd/coordinator", "./cmd/worker")
+		// go test puts its own GOROOT/bin first on the test's PATH.
+		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "./cmd/coordinator", "./cmd/worker")
 		cmd.Dir = "../../.."
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		out, err := cmd.CombinedOutput()
