@@ -10,11 +10,15 @@ import (
 
 // Stager keeps one rank's snapshot generations: the local copy of each
 // staged state (L0) and, when asked, its fragments sent to their holders
-// (L1). Only the copy runs on the caller's goroutine, between two
-// optimizer steps, because the next step mutates the state; encoding and
-// sending run on a goroutine the Stager owns, so the training step is not
-// held up by the network. The outcome arrives on Results as a Report to
-// forward to the coordinator (or an error: report the staging failed).
+// (L1). Encoding and sending run on goroutines the Stager owns, so the
+// training step is not held up by the network; the copy runs on the
+// caller's goroutine (Stage) or on the Stager's too (StageAsync, waited
+// for before the next optimizer step mutates the state). The outcome of
+// a dispersal arrives on Results as a Report to forward to the
+// coordinator (or an error: report the staging failed). A Stager
+// outlives membership changes: its committed copy is what a surviving
+// rank rolls back to; give it the new epoch's PeerService with
+// SetPeerService.
 //
 // Memory, for a state shard of S bytes and code (k, m): every local
 // generation is S plus, while it also has fragments, (m−1)/k·S of parity
@@ -53,6 +57,14 @@ var ErrStageBusy = errors.New("previous peer snapshot still outstanding")
 func NewStager(job string, rank int, svc *PeerService) *Stager {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Stager{job: job, rank: rank, svc: svc, local: map[int64][]byte{}, committed: -1, outstanding: -1, results: make(chan StageResult, 1), ctx: ctx, cancel: cancel}
+}
+
+// SetPeerService makes later dispersals use svc (a new epoch's); one in
+// flight finishes, or fails, on the service it started with.
+func (s *Stager) SetPeerService(svc *PeerService) {
+	s.mu.Lock()
+	s.svc = svc
+	s.mu.Unlock()
 }
 
 // Results delivers the outcome of each peer dispersal.
@@ -129,14 +141,15 @@ func (s *Stager) prepare(st *RankState, peers *PeerTarget) (int, error) {
 		if len(peers.Holders) != peers.Code.Fragments() {
 			return 0, fmt.Errorf("stage rank %d step %d: %d holders for %d fragments", s.rank, st.Step, len(peers.Holders), peers.Code.Fragments())
 		}
-		if s.svc == nil {
-			return 0, fmt.Errorf("stage rank %d step %d: no peer service to send fragments with", s.rank, st.Step)
-		}
 		reserve = peers.Code.Reserve(estimateStateBytes(st))
 	}
 	s.mu.Lock()
 	busy := s.outstanding >= 0 || s.copied != nil
+	noSvc := peers != nil && s.svc == nil
 	s.mu.Unlock()
+	if noSvc {
+		return 0, fmt.Errorf("stage rank %d step %d: no peer service to send fragments with", s.rank, st.Step)
+	}
 	if busy {
 		return 0, ErrStageBusy
 	}
@@ -165,10 +178,10 @@ func (s *Stager) install(step int64, peers *PeerTarget, reserve int, st *RankSta
 		return nil
 	}
 	s.outstanding = step
-	target := *peers
+	target, svc := *peers, s.svc
 	s.wg.Go(func() {
 		r := StageResult{}
-		r.Report, r.Err = s.disperse(step, buf, target)
+		r.Report, r.Err = s.disperse(svc, step, buf, target)
 		s.results <- r
 	})
 	return nil
@@ -187,7 +200,7 @@ func estimateStateBytes(st *RankState) int {
 
 // disperse encodes a staged generation and sends every fragment to its
 // holder at once.
-func (s *Stager) disperse(step int64, buf []byte, p PeerTarget) (Report, error) {
+func (s *Stager) disperse(svc *PeerService, step int64, buf []byte, p PeerTarget) (Report, error) {
 	frags, err := Encode(s.job, step, s.rank, buf, p.Code)
 	if err != nil {
 		return Report{}, err
@@ -195,7 +208,7 @@ func (s *Stager) disperse(step int64, buf []byte, p PeerTarget) (Report, error) 
 	errs := make([]error, len(frags))
 	var wg sync.WaitGroup
 	for i := range frags {
-		wg.Go(func() { errs[i] = s.svc.Put(s.ctx, p.Holders[i], &frags[i]) })
+		wg.Go(func() { errs[i] = svc.Put(s.ctx, p.Holders[i], &frags[i]) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

@@ -377,13 +377,12 @@ func TestStageFailsWhenHolderGone(t *testing.T) {
 			s.Close()
 		}
 	}()
-	stager2 := NewStager("demo", 0, svcs[0])
-	defer stager2.Close()
+	stager.SetPeerService(svcs[0])
 	st.Step = 20
-	if err := stager2.Stage(st, target(p, rankWorker, 0, 0)); err != nil {
+	if err := stager.Stage(st, target(p, rankWorker, 0, 0)); err != nil {
 		t.Fatal(err)
 	}
-	if res := <-stager2.Results(); res.Err != nil {
+	if res := <-stager.Results(); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	for _, h := range holders[1:] {
