@@ -152,10 +152,10 @@ func TestRestoreFromPeersOverGRPC(t *testing.T) {
 	// Rank 2's process dies: its state, its local copy and the fragments
 	// it held for others are gone, and its transport with it.
 	for r := range world {
-		stagers[r].Close()
 		svcs[r].Close()
 		trs[r].Close()
 	}
+	stagers[lost].Close()
 	acts, err := tr.Lost(2, lost)
 	if err != nil || len(acts) != 1 || acts[0].Kind != Rollback || acts[0].Step != 50 {
 		t.Fatalf("lost: %v %v", acts, err)
@@ -164,6 +164,23 @@ func TestRestoreFromPeersOverGRPC(t *testing.T) {
 	trs = grpcRanks(t, world, 2)
 	for r := range world {
 		svcs[r] = StartPeerService(trs[r], holders[r])
+	}
+	// The survivors roll back to their local copy of the committed step.
+	for r, s := range stagers {
+		if r == lost {
+			continue
+		}
+		defer s.Close()
+		s.SetPeerService(svcs[r])
+		b, ok := s.Local(50)
+		if !ok {
+			t.Fatalf("survivor %d has no local copy of committed step 50 (has %v)", r, s.Steps())
+		}
+		st, err := UnmarshalState(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameState(t, st, states[r])
 	}
 	defer func() {
 		for _, s := range svcs {
