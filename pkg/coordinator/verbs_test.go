@@ -279,3 +279,33 @@ func waitStopped(t *testing.T, done <-chan error) {
 		t.Fatal("worker process did not exit")
 	}
 }
+
+// When one worker of a two-replica job shuts down, both replicas stop
+// (they agree to stop after the same step) and count as failed; the
+// recovery places them on the spare and on the surviving worker, whose
+// slot its failed rank frees, rather than waiting for more capacity.
+func TestRecoveryReusesTheSurvivorsSlot(t *testing.T) {
+	c := startCluster(t, 1, 1, 1)
+	ctx := context.Background()
+	ckpt := t.TempDir()
+	if _, err := c.client.ApplyJob(ctx, tinySpec(t, "pair", "parallel.data=2", "steps=100000", "eval.everySteps=0", "checkpoint.dir="+ckpt)); err != nil {
+		t.Fatal(err)
+	}
+	first := c.watch("pair", "a committed step", func(j *ternv1.Job) bool { return j.CommittedStep >= 2 && len(j.Ranks) == 2 })
+	stop := map[string]func(){"w1": c.stopAll[0], "w2": c.stopAll[1], "w3": c.stopAll[2]}
+	gone := first.Ranks[0].Worker
+	stop[gone]()
+	// The shut-down worker may still be given a rank of attempt 2 (its
+	// registration lasts until its lease lapses); it refuses it, and the
+	// next attempt goes elsewhere.
+	second := c.watch("pair", "a later attempt running on the other workers", func(j *ternv1.Job) bool {
+		return j.Attempt >= 2 && j.Phase == ternv1.JobPhase_JOB_PHASE_RUNNING && j.Ranks[0].Worker != gone && j.Ranks[1].Worker != gone &&
+			j.Ranks[0].Phase == ternv1.RankPhase_RANK_PHASE_RUNNING && j.Ranks[1].Phase == ternv1.RankPhase_RANK_PHASE_RUNNING
+	})
+	if second.Restarts != second.Attempt-1 || second.Attempts[len(second.Attempts)-1].StartStep < 2 {
+		t.Fatalf("attempt 2 on %s and %s (lost %s), restarts %d, attempts %v", second.Ranks[0].Worker, second.Ranks[1].Worker, gone, second.Restarts, second.Attempts)
+	}
+	if _, err := c.client.CancelJob(ctx, &ternv1.CancelJobRequest{Name: "pair"}); err != nil {
+		t.Fatal(err)
+	}
+}

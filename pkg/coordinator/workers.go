@@ -250,8 +250,25 @@ func (l *loop) used() map[string][]int {
 
 // cluster is the scheduler's view of the registry: every registered
 // worker with the slots live jobs hold on it.
-func (l *loop) cluster() sched.Cluster {
+func (l *loop) cluster() sched.Cluster { return l.clusterFreeing(nil, nil) }
+
+// clusterFreeing is cluster with the slots of e's failed ranks counted as
+// free: a recovery relaunches them, and a rank that failed on a worker
+// that is still here may come back to its slot (the scheduler prefers
+// other workers; the worker starts the new rank once the old one ended).
+func (l *loop) clusterFreeing(e *entry, failed []int) sched.Cluster {
 	used := l.used()
+	if e != nil {
+		for _, r := range failed {
+			if r < 0 || r >= len(e.j.Assignment) {
+				continue
+			}
+			p := e.j.Assignment[r]
+			if i := slices.Index(used[p.Worker], p.Slot); i >= 0 {
+				used[p.Worker] = slices.Delete(used[p.Worker], i, i+1)
+			}
+		}
+	}
 	var c sched.Cluster
 	for _, name := range slices.Sorted(maps.Keys(l.registry)) {
 		w := l.registry[name]

@@ -85,6 +85,8 @@ type Agent struct {
 	// ranks are the ranks this worker runs or ran and still reports;
 	// the coordinator's StopRanks lets it forget a finished one.
 	ranks map[rankKey]*rankRun
+	// draining is set once Run's ctx ended: new ranks are refused.
+	draining bool
 	// outbox is the current session's queue to the coordinator (nil
 	// without a session); endSession ends that session.
 	outbox     chan *ternv1.SessionRequest
@@ -161,6 +163,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	case runErr = <-served:
 		served = nil
 	}
+	a.mu.Lock()
+	a.draining = true
+	a.mu.Unlock()
 	a.stopAll(errors.New("the worker is shutting down"))
 	if !a.waitRanks(a.cfg.DrainTimeout) {
 		a.log.Warn("ranks did not stop within the drain timeout", "timeout", a.cfg.DrainTimeout)

@@ -81,6 +81,17 @@ func (a *Agent) startRank(s *ternv1.StartRank) error {
 		a.replayLocked(rr)
 		return nil
 	}
+	if a.draining {
+		// Until its registration lapses the coordinator may still place
+		// ranks here; refusing at once lets it place them elsewhere.
+		ended := make(chan struct{})
+		close(ended)
+		rr := &rankRun{key: k, start: s, stop: func(error) {}, done: true, ended: ended, peers: make(chan []string, 1)}
+		a.ranks[k] = rr
+		a.logLocked(rr, "refused: the worker is shutting down")
+		a.reportLocked(rr, &ternv1.RankReport{Event: &ternv1.RankReport_Failed{Failed: &ternv1.RankFailed{Error: "the worker is shutting down, so it starts no new ranks"}}})
+		return nil
+	}
 	// A newer attempt of the job supersedes what runs of older ones.
 	var prev []*rankRun
 	for ok, rr := range a.ranks {
