@@ -46,8 +46,9 @@
 //
 // # Shutdown
 //
-// When Run's ctx ends (SIGTERM), the agent stops every rank after its
-// current step, waits up to Config.DrainTimeout for them, sends their last
+// When Run's ctx ends (SIGTERM), the agent refuses new ranks (the
+// coordinator may place some before the registration lapses), stops every
+// rank after its current step, waits up to Config.DrainTimeout for them, sends their last
 // reports and closes the session, so the coordinator learns why they
 // ended rather than waiting for the lease to lapse.
 package worker
