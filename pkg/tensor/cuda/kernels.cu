@@ -432,11 +432,11 @@ extern "C" __global__ void adamw_hf(float* w, const float* g, float* m, float* v
 
 // ---- tiled attention (head width ≤ AT_MAXHD) ------------------------------
 // The same math as the warp-per-row kernels above, blocked for the memory
-// hierarchy. A block owns AT_WARPS·AT_ROWS = 16 rows (queries, or keys for
+// hierarchy. A block owns AT_WARPS·AT_ROWS = 32 rows (queries, or keys for
 // dK/dV), kept in shared memory for the whole kernel, and walks tiles of
 // AT_TILE = 32 keys (queries) staged in shared memory, one per lane: each
 // lane computes its key's scores for all AT_ROWS rows of its warp at once, so
-// a key element read from shared memory serves four rows, and a softmax
+// a key element read from shared memory serves eight rows, and a softmax
 // reduction serves 32 keys. Each output element still has exactly one owner
 // that sums in a fixed order.
 //
@@ -450,7 +450,7 @@ extern "C" __global__ void adamw_hf(float* w, const float* g, float* m, float* v
 
 #define AT_TILE 32
 #define AT_WARPS 4
-#define AT_ROWS 4
+#define AT_ROWS 8
 #define AT_BROWS (AT_WARPS * AT_ROWS)
 
 // at_dot4 adds the dot products of the lane's tile row t (stride KP) with

@@ -16,8 +16,8 @@ const (
 	attnBlock     = 128      // 4 warps, one query (or key) row each
 	attnMaxHD     = 256      // ATTN_MAXD·32 in kernels.cu
 	attnTiledHD   = 128      // AT_MAXHD in kernels.cu: wider heads use the warp-per-row kernels
-	attnTileRows  = 16       // AT_BROWS: query (or key) rows per tiled block
-	attnSmemOptIn = 64 << 10 // shared memory the tiled kernels ask for (head width 128 needs 49.7 KiB)
+	attnTileRows  = 32       // AT_BROWS: query (or key) rows per tiled block
+	attnSmemOptIn = 96 << 10 // shared memory the tiled kernels ask for (head width 128 needs 66 KiB)
 	rmsChunkRows  = 64       // rows per partial sum of RMSNorm's gain gradient
 	ceColBlocks   = 64       // column blocks per row in the cross-entropy backward
 )
@@ -387,12 +387,12 @@ func tiledGrid(t int) uint32 { return uint32((t + attnTileRows - 1) / attnTileRo
 
 // attnTiledSmem is the dynamic shared memory, in bytes, of the tiled
 // attention kernels for head width hd (kernel 0 forward, 1 dQ, 2 dK/dV):
-// the block's 16 rows (one array forward, two backward) at qp = hd rounded up
+// the block's 32 rows (one array forward, two backward) at qp = hd rounded up
 // to 4 floats each, two 32-row tiles at qp+1 floats (K and V, or Q and dO;
 // forward: the block rows plus the K and V tiles), and for dK/dV the 32
 // log-sum-exps and row dots. kernels.cu lays them out the same way.
 func attnTiledSmem(hd, kernel int) uint32 {
-	const tile, rows = 32, 16
+	const tile, rows = 32, attnTileRows
 	qp := (hd + 3) &^ 3
 	kp := qp + 1
 	floats := 2 * tile * kp

@@ -310,7 +310,7 @@ func TestAttnTiledSmemFitsDefaultLimit(t *testing.T) {
 			t.Errorf("kernel %d at head width 64 needs %d bytes, more than the default 48 KiB", k, got)
 		}
 	}
-	if got, want := attnTiledSmem(64, 0), uint32(4*(2*32*65+16*64)); got != want {
+	if got, want := attnTiledSmem(64, 0), uint32(4*(2*32*65+32*64)); got != want {
 		t.Errorf("forward smem at hd 64 = %d, want %d", got, want)
 	}
 }
