@@ -297,6 +297,13 @@ func TestLeaderFailover(t *testing.T) {
 		t.Errorf("job record created at revision %d before the failover, %d after", before.Created, after.Created)
 	}
 	checkHistory(t, history(t, st, "failover"))
+	attempts, err := st.ListAttempts(ctx, "failover")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(attempts) != 1 || attempts[0].N != 1 {
+		t.Errorf("etcd holds %d attempt records, want attempt 1 alone", len(attempts))
+	}
 
 	// Fencing, directly: lose the raft leader member, then depose a leader
 	// by ending its session (as a pause past its TTL would) and check its
