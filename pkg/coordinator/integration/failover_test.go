@@ -231,8 +231,8 @@ func TestLeaderFailover(t *testing.T) {
 	cl := dial(t, px.addr())
 	waitWorkers(t, cl, 2)
 
-	const steps = 400
-	if _, err := cl.ApplyJob(ctx, tinyJob(t, dir, "failover", "parallel.data=2", "steps=400", "eval.everySteps=0", "restartPolicy.maxRestarts=0")); err != nil {
+	steps := jobSteps(t, cl, dir)
+	if _, err := cl.ApplyJob(ctx, tinyJob(t, dir, "failover", "parallel.data=2", fmt.Sprintf("steps=%d", steps), "eval.everySteps=0", "restartPolicy.maxRestarts=0")); err != nil {
 		t.Fatal(err)
 	}
 	var runningSince time.Time
@@ -283,7 +283,7 @@ func TestLeaderFailover(t *testing.T) {
 		done = resp.Job
 		return terminal(done.Phase), nil
 	})
-	if done.Phase != ternv1.JobPhase_JOB_PHASE_SUCCEEDED || done.CommittedStep != steps {
+	if done.Phase != ternv1.JobPhase_JOB_PHASE_SUCCEEDED || done.CommittedStep != int64(steps) {
 		t.Fatalf("job ended %s at step %d: %s", done.Phase, done.CommittedStep, done.Reason)
 	}
 	if done.Attempt != 1 || done.Restarts != 0 {

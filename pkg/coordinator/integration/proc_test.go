@@ -44,6 +44,39 @@ func embeddedStore(t *testing.T, dataDir string) *store.Store {
 	return st
 }
 
+// jobDuration is how long the tests' jobs should train: past a worker
+// lease before the kill, and on for a while after the coordinator is back.
+const jobDuration = 14 * time.Second
+
+// jobSteps sizes a tiny 2-rank job to last about jobDuration on this
+// machine, from the median step time of a short run on the same workers,
+// so that the job neither ends before the kill on a fast machine nor drags
+// on a slow one.
+func jobSteps(t *testing.T, cl ternv1.CoordinatorServiceClient, dir string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
+	defer cancel()
+	if _, err := cl.ApplyJob(ctx, tinyJob(t, dir, "calibrate", "parallel.data=2", "steps=20", "eval.everySteps=0")); err != nil {
+		t.Fatal(err)
+	}
+	var done *ternv1.Job
+	waitFor(t, "the calibration job to end", func(ctx context.Context) (bool, error) {
+		resp, err := cl.GetJob(ctx, &ternv1.GetJobRequest{Name: "calibrate"})
+		if err != nil {
+			return false, err
+		}
+		done = resp.Job
+		return terminal(done.Phase), nil
+	})
+	ms := done.Summary.GetStepMsMedian()
+	if done.Phase != ternv1.JobPhase_JOB_PHASE_SUCCEEDED || !(ms > 0) {
+		t.Fatalf("calibration job ended %s (%s), median step %v ms", done.Phase, done.Reason, ms)
+	}
+	steps := min(max(int(float64(jobDuration.Milliseconds())/ms), 200), 100_000)
+	t.Logf("median step %.1f ms: the job gets %d steps", ms, steps)
+	return steps
+}
+
 // A coordinator killed with SIGKILL in the middle of a job, and started
 // again on the same data directory, picks the job up from etcd: the
 // workers (separate processes) reconnect under their registrations and the
@@ -64,10 +97,10 @@ func TestCoordinatorSIGKILLRestart(t *testing.T) {
 	cl := dial(t, addr)
 	waitWorkers(t, cl, 2)
 
-	const steps = 400
+	steps := jobSteps(t, cl, dir)
 	// No restarts: a rank lost to the restart would fail the job rather
 	// than be hidden by a relaunch.
-	req := tinyJob(t, dir, "survivor", "parallel.data=2", "steps=400", "eval.everySteps=0", "restartPolicy.maxRestarts=0")
+	req := tinyJob(t, dir, "survivor", "parallel.data=2", fmt.Sprintf("steps=%d", steps), "eval.everySteps=0", "restartPolicy.maxRestarts=0")
 	ctx, cancel := context.WithTimeout(context.Background(), testDeadline)
 	defer cancel()
 	if _, err := cl.ApplyJob(ctx, req); err != nil {
@@ -124,13 +157,13 @@ func TestCoordinatorSIGKILLRestart(t *testing.T) {
 		return terminal(done.Phase), nil
 	})
 	seen := polled.statuses()
-	if done.Phase != ternv1.JobPhase_JOB_PHASE_SUCCEEDED || done.CommittedStep != steps || done.Summary.GetSteps() != steps {
+	if done.Phase != ternv1.JobPhase_JOB_PHASE_SUCCEEDED || done.CommittedStep != int64(steps) || done.Summary.GetSteps() != int64(steps) {
 		t.Fatalf("job ended %s at step %d (summary %v): %s", done.Phase, done.CommittedStep, done.Summary, done.Reason)
 	}
 	if done.Attempt != 1 || done.Restarts != 0 {
 		t.Errorf("job ended in attempt %d after %d restarts: the restart of the coordinator must not start another attempt", done.Attempt, done.Restarts)
 	}
-	if resumedAt >= steps {
+	if resumedAt >= int64(steps) {
 		t.Logf("note: the ranks finished during the outage (committed step %d when the coordinator came back)", resumedAt)
 	}
 
@@ -164,7 +197,7 @@ func TestCoordinatorSIGKILLRestart(t *testing.T) {
 	if len(attempts) != 1 || attempts[0].N != 1 {
 		t.Errorf("etcd holds %d attempt records, want attempt 1 alone", len(attempts))
 	}
-	if n := len(h.committed); n == 0 || h.committed[n-1] != steps {
+	if n := len(h.committed); n == 0 || h.committed[n-1] != uint64(steps) {
 		t.Errorf("committed steps in etcd end at %v, want %d", h.committed[max(0, n-1):], steps)
 	}
 	t.Logf("%d record writes, %d commits, %d statuses polled", len(h.states), len(h.committed), len(seen))
