@@ -249,7 +249,7 @@ func (s *logStore) appendMetric(job string, m *ternv1.StepMetrics) error {
 	if err := appendFile(s.metricsPath(job), append(b, '\n')); err != nil {
 		return err
 	}
-	s.metrics[job] = append(ms, rec.proto())
+	s.metrics[job] = capMetrics(append(ms, rec.proto()))
 	s.notifyLocked()
 	return nil
 }
@@ -301,8 +301,19 @@ func (s *logStore) metricsLocked(job string) ([]*ternv1.StepMetrics, error) {
 		}
 		ms = append(ms, r.proto())
 	}
+	ms = capMetrics(ms)
 	s.metrics[job] = ms
 	return ms, nil
+}
+
+// capMetrics bounds the points held in memory for a job: past twice what
+// one answer carries, they are thinned to one answer's worth (the file
+// keeps every step).
+func capMetrics(ms []*ternv1.StepMetrics) []*ternv1.StepMetrics {
+	if len(ms) > 2*maxMetricPoints {
+		return slices.Clone(thin(ms, maxMetricPoints))
+	}
+	return ms
 }
 
 // remove deletes everything stored about a job, when it is deleted or

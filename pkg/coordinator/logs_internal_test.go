@@ -87,3 +87,38 @@ func TestMetricsThinKeepsLast(t *testing.T) {
 		t.Fatalf("thinning 50 points to 100 kept %d", len(out))
 	}
 }
+
+// A job's metrics held in memory stay bounded however long it runs, and
+// the latest step is always among them.
+func TestMetricsCacheBounded(t *testing.T) {
+	s, err := newLogStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(2*maxMetricPoints + 5)
+	for step := int64(1); step <= n; step++ {
+		if err := s.appendMetric("j", &ternv1.StepMetrics{Attempt: 1, Step: step, Loss: 1, Time: timestamppb.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := s.metricsAfter("j", 0)
+	if err != nil || len(ms) > maxMetricPoints || ms[len(ms)-1].Step != n {
+		t.Fatalf("%d points, last step %d (want at most %d, last %d): %v", len(ms), ms[len(ms)-1].Step, maxMetricPoints, n, err)
+	}
+	if held := len(s.metrics["j"]); held > 2*maxMetricPoints {
+		t.Fatalf("%d points held in memory", held)
+	}
+	// The file has every step; a store opened afresh reads it back,
+	// thinned the same way.
+	b, err := os.ReadFile(s.metricsPath("j"))
+	if err != nil || int64(strings.Count(string(b), "\n")) != n {
+		t.Fatalf("metrics file: %d lines, want %d (%v)", strings.Count(string(b), "\n"), n, err)
+	}
+	s2, err := newLogStore(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := s2.metricsAfter("j", 0); err != nil || len(ms) != maxMetricPoints || ms[len(ms)-1].Step != n {
+		t.Fatalf("after reopening: %d points, %v", len(ms), err)
+	}
+}
