@@ -111,15 +111,115 @@ func runCoordinator() error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	// Heartbeat handling inside the coordinator: SIGUSR1 appends what was
+	// timed since the last one to the stats file and starts afresh.
+	inside := &latencies{}
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			line := inside.reset() + "\n"
+			f, err := os.OpenFile(os.Getenv("TERN_BENCH_STATS"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+			if err == nil {
+				f.WriteString(line)
+				f.Close()
+			}
+		}
+	}()
 	c, err := coordinator.New(coordinator.Options{
-		Listen:  os.Getenv("TERN_BENCH_LISTEN"),
-		DataDir: os.Getenv("TERN_BENCH_DIR"),
-		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Listen:        os.Getenv("TERN_BENCH_LISTEN"),
+		DataDir:       os.Getenv("TERN_BENCH_DIR"),
+		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		ServerOptions: []grpc.ServerOption{grpc.ChainStreamInterceptor(timeHeartbeats(inside))},
 	})
 	if err != nil {
 		return err
 	}
 	return c.Run(ctx)
+}
+
+// timeHeartbeats wraps each worker's Session stream to time, inside the
+// coordinator, every heartbeat from the handler receiving it to the handler
+// passing its acknowledgement to gRPC: the coordinator's own handling
+// (the etcd lease renewal and the session's outbox), without the network
+// or the agents' scheduling. Acknowledgements answer heartbeats in order;
+// one that renewal could not make (etcd slower than 1 s) would pair later
+// acknowledgements with earlier heartbeats and overstate them.
+func timeHeartbeats(lat *latencies) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if strings.HasSuffix(info.FullMethod, "/Session") {
+			ss = &timedStream{ServerStream: ss, lat: lat}
+		}
+		return handler(srv, ss)
+	}
+}
+
+type timedStream struct {
+	grpc.ServerStream
+	lat *latencies
+
+	mu       sync.Mutex
+	got      []time.Time
+	answered bool // the hello's acceptance went out
+}
+
+func (s *timedStream) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if r, ok := m.(*ternv1.SessionRequest); err == nil && ok && r.GetHeartbeat() != nil {
+		s.mu.Lock()
+		s.got = append(s.got, time.Now())
+		s.mu.Unlock()
+	}
+	return err
+}
+
+func (s *timedStream) SendMsg(m any) error {
+	if r, ok := m.(*ternv1.SessionResponse); ok && r.GetAccepted() != nil {
+		s.mu.Lock()
+		switch {
+		case !s.answered:
+			s.answered = true
+		case len(s.got) > 0:
+			s.lat.add(time.Since(s.got[0]))
+			s.got = s.got[1:]
+		}
+		s.mu.Unlock()
+	}
+	return s.ServerStream.SendMsg(m)
+}
+
+// insideStats asks the coordinator for its heartbeat timings since the
+// last call (SIGUSR1) and returns them.
+func insideStats(ctx context.Context, proc *os.Process, path string) (string, error) {
+	before := countLines(path)
+	if err := proc.Signal(syscall.SIGUSR1); err != nil {
+		return "", err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for countLines(path) == before {
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("the coordinator wrote no heartbeat timings")
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return lines[len(lines)-1], nil
+}
+
+func countLines(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), "\n")
 }
 
 func run(ctx context.Context, nAgents, nJobs, steps int, stepEvery, idle time.Duration, keep bool) error {
@@ -144,7 +244,8 @@ func run(ctx context.Context, nAgents, nJobs, steps int, stepEvery, idle time.Du
 	}
 	defer logf.Close()
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), roleEnv+"=coordinator", "TERN_BENCH_LISTEN="+addr, "TERN_BENCH_DIR="+filepath.Join(dir, "data"))
+	stats := filepath.Join(dir, "heartbeats.txt")
+	cmd.Env = append(os.Environ(), roleEnv+"=coordinator", "TERN_BENCH_LISTEN="+addr, "TERN_BENCH_DIR="+filepath.Join(dir, "data"), "TERN_BENCH_STATS="+stats)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return err
@@ -227,12 +328,19 @@ func run(ctx context.Context, nAgents, nJobs, steps int, stepEvery, idle time.Du
 
 	// Idle: heartbeats only.
 	lat.reset()
+	if _, err := insideStats(ctx, cmd.Process, stats); err != nil {
+		return err
+	}
 	idleCPU, err := cpuOver(ctx, pid, idle)
 	if err != nil {
 		return err
 	}
 	idleLat := lat.reset()
-	fmt.Printf("idle (%v, heartbeats only): coordinator %s; heartbeat ack %s\n", idle, idleCPU, idleLat)
+	idleInside, err := insideStats(ctx, cmd.Process, stats)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("idle (%v, heartbeats only): coordinator %s\n  heartbeat ack at the agents: %s\n  heartbeat handling in the coordinator: %s\n", idle, idleCPU, idleLat, idleInside)
 
 	// Jobs.
 	t0 = time.Now()
@@ -268,6 +376,9 @@ func run(ctx context.Context, nAgents, nJobs, steps int, stepEvery, idle time.Du
 
 	// Steady state with step reports: measure over most of the run.
 	lat.reset()
+	if _, err := insideStats(ctx, cmd.Process, stats); err != nil {
+		return err
+	}
 	window := time.Duration(steps)*stepEvery - 5*stepEvery
 	if window < 5*time.Second {
 		window = 5 * time.Second
@@ -277,7 +388,11 @@ func run(ctx context.Context, nAgents, nJobs, steps int, stepEvery, idle time.Du
 		return err
 	}
 	busyLat := lat.reset()
-	fmt.Printf("running (%v, %d step reports/s): coordinator %s; heartbeat ack %s\n", window.Round(time.Second), int(float64(nAgents)/stepEvery.Seconds()), busyCPU, busyLat)
+	busyInside, err := insideStats(ctx, cmd.Process, stats)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("running (%v, %d step reports/s): coordinator %s\n  heartbeat ack at the agents: %s\n  heartbeat handling in the coordinator: %s\n", window.Round(time.Second), int(float64(nAgents)/stepEvery.Seconds()), busyCPU, busyLat, busyInside)
 	var usage syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &usage)
 
