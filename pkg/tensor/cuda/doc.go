@@ -53,6 +53,33 @@
 // from the CPU device in the last bits (different summation orders and
 // exp implementations): the GPU tests state the tolerances.
 //
+// # Kernels
+//
+// kernels.cu holds one CUDA C kernel (or a short sequence) per Device
+// method, each the GPU twin of a cpu_*.go kernel with the same formula and
+// paper reference. Attention is causal grouped-query attention with an
+// online softmax (FlashAttention-2's algorithm on the CUDA cores, in
+// float32): for head widths up to 128, blocks of 32 query (or key) rows walk
+// 32-key tiles staged in shared memory, one key per lane, eight rows per
+// warp; wider heads fall back to one warp per row. The backward pass
+// recomputes the probabilities from the saved log-sum-exp in two kernels,
+// one owning dQ rows and one owning dK/dV rows, so no sum needs atomics.
+//
+// Measured on an H200 (BENCHMARKS.md, section CUDA): at gpt2-shape with
+// B=4, T=64 a training step takes 9 ms with TF32 GEMMs, about a third of
+// PyTorch eager's; at B=16, T=1024 with BF16 GEMMs it takes 220 ms, about
+// twice PyTorch's, because these attention kernels do not use the tensor
+// cores.
+//
+// # Limits
+//
+//   - Host reads of device buffers happen after Sync (tensor.Device's
+//     contract); the training loop's pipeline-parallel exchange does not
+//     sync yet, so spec.device cuda requires spec.parallel.pipeline 1.
+//   - One device per process drives one GPU; data parallelism across GPUs
+//     runs one process per GPU (worker --gpu N).
+//   - Buffers are never freed before Close (tensor.Device has no Free).
+//
 // # Use
 //
 //	dev, err := cuda.New(cuda.Options{Precision: cuda.TF32})
