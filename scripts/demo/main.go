@@ -114,6 +114,9 @@ func (d *demo) run(ctx context.Context) (err error) {
 	// What the job will hold and send, before it runs, and what AdamW
 	// with a float32 all-reduce would.
 	d.step("Plan the job: memory per stage and bytes on the wire, before anything runs")
+	if _, err := d.ternctl(false, append([]string{"plan", "-f", d.file}, d.setArgs()...)...); err != nil {
+		return err
+	}
 	plan, err := d.plan()
 	if err != nil {
 		return err
