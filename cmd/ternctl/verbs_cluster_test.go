@@ -50,30 +50,20 @@ func TestClusterLogsPauseResumeTop(t *testing.T) {
 	if r := cli("logs", "long", "--rank", "3"); r.code != exitError || !strings.Contains(r.stderr, "job \"long\" has ranks 0 to 0, not 3") {
 		t.Fatalf("logs --rank 3: exit %d\n%s", r.code, r.stderr)
 	}
-	// Following, then Ctrl-C: the command ends cleanly and the job goes on.
-	ctx, cancel := context.WithCancel(context.Background())
-	from := getJob(t, addr, "long").CommittedStep
-	go func() {
-		// Not eventually: t.Fatal belongs to the test's goroutine. At the
-		// deadline this cancels anyway, and the checks below fail.
-		defer cancel()
-		deadline := time.Now().Add(clusterDeadline)
-		for time.Now().Before(deadline) {
-			r := runCLI(t, false, "--coordinator", addr, "get", "jobs", "long", "-o", "json")
-			var v jobView
-			if json.Unmarshal([]byte(r.stdout), &v) == nil && v.CommittedStep >= from+2 {
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
+	// Following, then Ctrl-C: the command ends cleanly and the job goes
+	// on; the same for top -w.
+	interrupt(t, addr, func(ctx context.Context) {
+		r := runCLICtx(ctx, false, "--coordinator", addr, "top", "long", "-w")
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "job/long  Running") {
+			t.Errorf("top -w: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
-	}()
-	r = runCLICtx(ctx, false, "--coordinator", addr, "logs", "long", "-f", "--since", "1h")
-	if r.code != 0 || !strings.Contains(r.stdout, "] step ") {
-		t.Fatalf("logs -f: exit %d\n%s%s", r.code, r.stdout, r.stderr)
-	}
-	if v := getJob(t, addr, "long"); v.Phase != "Running" {
-		t.Fatalf("after Ctrl-C on logs -f the job is %s", v.Phase)
-	}
+	})
+	interrupt(t, addr, func(ctx context.Context) {
+		r := runCLICtx(ctx, false, "--coordinator", addr, "logs", "long", "-f", "--since", "1h")
+		if r.code != 0 || !strings.Contains(r.stdout, "] step ") {
+			t.Errorf("logs -f: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
 
 	// Pause and resume.
 	if r := cli("pause", "long"); r.code != 0 || r.stdout != "job/long paused\n" || !strings.Contains(r.stderr, "continues from it") {
@@ -134,5 +124,32 @@ func TestNewVerbsWithoutCoordinator(t *testing.T) {
 		if r.code != exitUsage || !strings.HasPrefix(r.stderr, "error: ") {
 			t.Errorf("%v: exit %d, stderr:\n%s", args, r.code, r.stderr)
 		}
+	}
+}
+
+// interrupt runs f with a context cancelled, like a Ctrl-C, once the job
+// "long" has committed two more steps.
+func interrupt(t *testing.T, addr string, f func(ctx context.Context)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	from := getJob(t, addr, "long").CommittedStep
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer cancel()
+		deadline := time.Now().Add(clusterDeadline)
+		for time.Now().Before(deadline) {
+			r := runCLI(t, false, "--coordinator", addr, "get", "jobs", "long", "-o", "json")
+			var v jobView
+			if json.Unmarshal([]byte(r.stdout), &v) == nil && v.CommittedStep >= from+2 {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	f(ctx)
+	<-done
+	if v := getJob(t, addr, "long"); v.Phase != "Running" {
+		t.Fatalf("after the interrupt the job is %s", v.Phase)
 	}
 }
