@@ -391,8 +391,13 @@ func newWorker(d *Device) (*worker, error) {
 	d.attnSmemLimit = 48 << 10
 	const funcMaxDynamicSharedBytes = 8 // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 	granted := true
+	const funcPreferredCarveout = 9 // CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, percent of the unified L1
 	for _, k := range []string{"attn_fwd_tiled4", "attn_bwd_dq_tiled4", "attn_bwd_dkv_tiled4", "attn_fwd_tiled2", "attn_bwd_dq_tiled2", "attn_bwd_dkv_tiled2"} {
 		granted = granted && cuFuncSetAttribute(w.fn[k], funcMaxDynamicSharedBytes, attnSmemOptIn) == 0
+		// As much shared memory as the SM has, so that register use rather
+		// than the carve-out bounds the blocks per SM; a hint, so failure
+		// is harmless.
+		cuFuncSetAttribute(w.fn[k], funcPreferredCarveout, 100)
 	}
 	if granted {
 		d.attnSmemLimit = attnSmemOptIn

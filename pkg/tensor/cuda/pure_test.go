@@ -247,12 +247,12 @@ func TestEmbedPlan(t *testing.T) {
 
 func TestKernelSourceDefinesEveryKernel(t *testing.T) {
 	for _, k := range kernelNames {
-		re := regexp.MustCompile(`extern "C" __global__ void ` + k + `\(`)
+		re := regexp.MustCompile(`extern "C" __global__ void (__launch_bounds__\([^)]*\) )?` + k + `\(`)
 		if !re.MatchString(kernelSource) {
 			t.Errorf("kernels.cu has no extern \"C\" kernel %s", k)
 		}
 	}
-	defined := regexp.MustCompile(`extern "C" __global__ void (\w+)\(`).FindAllStringSubmatch(kernelSource, -1)
+	defined := regexp.MustCompile(`extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(`).FindAllStringSubmatch(kernelSource, -1)
 	if len(defined) != len(kernelNames) {
 		t.Errorf("kernels.cu defines %d kernels, kernelNames lists %d", len(defined), len(kernelNames))
 	}
