@@ -80,7 +80,11 @@
 // fails, its reason naming the last failure. PauseJob stops the ranks
 // (each after its current step, writing a checkpoint when the job has a
 // directory) and frees the slots without counting a restart; ResumeJob
-// places the job again, and its next attempt resumes the same way.
+// places the job again, and its next attempt resumes the same way. A
+// placement after a pause waits (up to 30 s, hold.go) until the paused
+// attempt's ranks on workers that are still up have reported their end,
+// so that a rank placed on another worker finds the checkpoint they
+// wrote; ranks placed on the same worker wait for them there.
 //
 // # Logs and metrics
 //
@@ -109,8 +113,9 @@
 // # Limits of this release
 //
 // Recovery relaunches every rank from a durable checkpoint; in-memory
-// snapshots on peers are not used yet. A checkpoint that a stopping rank
-// of an earlier attempt writes on a worker the new attempt does not use
-// is not waited for. Log and metrics files grow with the job and are
-// removed only with it.
+// snapshots on peers are not used yet, so a job without
+// spec.checkpoint.dir starts again from step 0 (the state machine's
+// messages name the committed step; describe's attempts show the step
+// each attempt actually started from). Log and metrics files grow with
+// the job and are removed only with it.
 package coordinator

@@ -36,6 +36,9 @@ type entry struct {
 	// meta is the job's times, attempts and events, stored with the
 	// record.
 	meta jobMeta
+	// held says a placement was put off until the last attempt's ranks
+	// have stopped (holdPlacement); holdOver that the wait timed out.
+	held, holdOver bool
 }
 
 type applyReq struct {
@@ -243,6 +246,9 @@ func (l *loop) carry(ctx context.Context, e *entry, acts []job.Action) error {
 				return err
 			}
 		case job.RequestPlacement:
+			if l.holdPlacement(e) {
+				continue
+			}
 			asg, err := sched.Place(l.cluster(), a.Layout)
 			l.answer(e, a.Attempt, asg, err)
 		case job.RequestReplacement:
@@ -317,6 +323,7 @@ func (l *loop) persist(ctx context.Context, e *entry) error {
 	e.revision = rev
 	if fresh {
 		e.run, e.persisted = run, run.n
+		e.held, e.holdOver = false, false
 	}
 	if run != nil && run.summary != nil {
 		run.summarySaved = true

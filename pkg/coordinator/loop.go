@@ -191,6 +191,8 @@ func (l *loop) handle(ctx context.Context, in input) error {
 	case timerFired:
 		delete(l.timers, in.t)
 		l.enqueue(in.name, in.ev)
+	case holdExpired:
+		l.onHoldExpired(in)
 	default:
 		return fmt.Errorf("coordinator: loop got %T, which it does not handle", in)
 	}

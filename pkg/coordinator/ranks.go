@@ -52,6 +52,9 @@ type attempt struct {
 	summarySaved bool
 	// stepMS holds rank 0's latest step times, for the ETA.
 	stepMS []float64
+	// settled says no rank of it can still be running: it was restored
+	// from etcd for a job that does not hold slots.
+	settled bool
 }
 
 type rankState struct {
@@ -201,6 +204,9 @@ type report struct {
 func (l *loop) onReport(ctx context.Context, in report) error {
 	r := in.r
 	e := l.jobs[r.Job]
+	if e != nil && e.run != nil && int(r.Attempt) == e.run.n && !e.j.HoldsSlots() {
+		l.stoppedAfterRelease(e, in.worker, r)
+	}
 	if e == nil || e.run == nil || int(r.Attempt) != e.run.n || !e.j.HoldsSlots() {
 		// A rank the job no longer runs: a late report, a worker catching
 		// up after a reconnect. Telling it to stop is also what lets the

@@ -59,6 +59,9 @@ func (l *loop) restoreJob(ctx context.Context, rec store.Job) (*entry, error) {
 		if run.n != j.Attempt || run.assignment.Validate(j.Spec.World()) != nil {
 			return nil, fmt.Errorf("attempt record %d does not match the job (attempt %d, %d ranks)", run.n, j.Attempt, j.Spec.World())
 		}
+		// Ranks of a job that let its slots go were told to stop by
+		// the coordinator before; none is waited for.
+		run.settled = !j.HoldsSlots()
 		e.run = run
 	}
 	return e, nil

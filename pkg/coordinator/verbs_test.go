@@ -309,3 +309,45 @@ func TestRecoveryReusesTheSurvivorsSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A job resumed at once after a pause, and placed on another worker than
+// before, still continues from the checkpoint its ranks write as they
+// stop: its placement waits for them to report their end.
+func TestQuickResumeElsewhereWaitsForTheStopCheckpoint(t *testing.T) {
+	c := startCluster(t, 1, 1)
+	ctx := context.Background()
+	ckpt := t.TempDir()
+	if _, err := c.client.ApplyJob(ctx, tinySpec(t, "mover", "steps=100000", "eval.everySteps=0", "checkpoint.dir="+ckpt, "checkpoint.everySteps=100000")); err != nil {
+		t.Fatal(err)
+	}
+	first := c.watch("mover", "three committed steps", func(j *ternv1.Job) bool { return j.CommittedStep >= 3 && len(j.Ranks) == 1 })
+	if _, err := c.client.PauseJob(ctx, &ternv1.PauseJobRequest{Name: "mover"}); err != nil {
+		t.Fatal(err)
+	}
+	// Another job takes the slot the paused one left, so the resumed one
+	// goes to the other worker.
+	if _, err := c.client.ApplyJob(ctx, tinySpec(t, "filler", "steps=100000", "eval.everySteps=0")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.client.ResumeJob(ctx, &ternv1.ResumeJobRequest{Name: "mover"}); err != nil {
+		t.Fatal(err)
+	}
+	second := c.watch("mover", "attempt 2 running", func(j *ternv1.Job) bool {
+		return j.Attempt == 2 && j.Phase == ternv1.JobPhase_JOB_PHASE_RUNNING && len(j.Ranks) == 1 && j.Ranks[0].Step > 0
+	})
+	filler := c.watch("filler", "running", func(j *ternv1.Job) bool { return len(j.Ranks) == 1 })
+	if filler.Ranks[0].Worker != first.Ranks[0].Worker || second.Ranks[0].Worker == first.Ranks[0].Worker {
+		t.Fatalf("mover moved from %s to %s, filler on %s: want filler where mover was", first.Ranks[0].Worker, second.Ranks[0].Worker, filler.Ranks[0].Worker)
+	}
+	if a := second.Attempts; a[1].StartStep < 3 {
+		t.Fatalf("attempt 2 started from step %d, before the pause's checkpoint (attempt 1 reached step %d)", a[1].StartStep, a[0].LastStep)
+	}
+	for _, name := range []string{"mover", "filler"} {
+		if _, err := c.client.CancelJob(ctx, &ternv1.CancelJobRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitFor("the ranks to stop", func(context.Context) (bool, error) {
+		return c.workers[0].Running()+c.workers[1].Running() == 0, nil
+	})
+}
