@@ -68,6 +68,8 @@ type Store struct {
 	prefix     string
 	maxValue   int
 	leaderTTL  int // seconds
+	// renew carries WorkerLease.Refresh over one shared stream.
+	renew *renewer
 }
 
 // New returns a Store over an existing client, which the caller keeps
@@ -100,6 +102,7 @@ func New(cli *clientv3.Client, opts Options) (*Store, error) {
 		prefix:    opts.Prefix,
 		maxValue:  opts.MaxValueBytes,
 		leaderTTL: ttlSeconds(opts.LeaderTTL),
+		renew:     &renewer{cli: cli},
 	}, nil
 }
 
@@ -146,6 +149,7 @@ func Open(ctx context.Context, endpoints []string, opts Options) (*Store, error)
 // Close releases the etcd connection if Open made it. Leaders and worker
 // leases obtained through the Store stop being kept alive.
 func (s *Store) Close() error {
+	s.renew.close()
 	if s.ownsClient {
 		return s.cli.Close()
 	}

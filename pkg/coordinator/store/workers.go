@@ -119,14 +119,14 @@ func (l *Leader) DeleteWorker(ctx context.Context, name string) error {
 // Refresh renews the lease once, as on a heartbeat. ErrLeaseExpired means
 // the registration is gone: the worker must register again.
 func (w *WorkerLease) Refresh(ctx context.Context) error {
-	resp, err := w.s.cli.KeepAliveOnce(ctx, w.id)
+	ttl, err := w.s.renew.renew(ctx, w.id)
 	if err != nil {
 		if isLeaseNotFound(err) {
 			return fmt.Errorf("refresh worker %q lease %x: %w", w.name, int64(w.id), ErrLeaseExpired)
 		}
 		return fmt.Errorf("refresh worker %q lease %x: %w", w.name, int64(w.id), err)
 	}
-	if resp.TTL <= 0 {
+	if ttl <= 0 {
 		return fmt.Errorf("refresh worker %q lease %x: %w", w.name, int64(w.id), ErrLeaseExpired)
 	}
 	return nil
