@@ -3,6 +3,7 @@ package cuda
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -242,6 +243,19 @@ func TestEmbedPlan(t *testing.T) {
 	}
 	if e := newEmbedPlan([]int32{0, 1}, 5, 9); len(e.rows) != 0 || len(e.pos) != 0 || len(e.start) != 1 {
 		t.Errorf("no token in shard: %+v", e)
+	}
+	// The counting sort (shards up to denseShardMax rows) and the map
+	// (larger shards) build the same plan.
+	r := rand.New(rand.NewPCG(3, 4))
+	tok := make([]int32, 5000)
+	for i := range tok {
+		tok[i] = int32(r.IntN(700))
+	}
+	for _, sh := range [][2]int{{0, 700}, {100, 400}, {650, 1000}, {700, 800}} {
+		d, m := denseEmbedPlan(tok, sh[0], sh[1]), sparseEmbedPlan(tok, sh[0], sh[1])
+		if !slices.Equal(d.rows, m.rows) || !slices.Equal(d.start, m.start) || !slices.Equal(d.pos, m.pos) {
+			t.Errorf("shard %v: counting-sort and map plans differ", sh)
+		}
 	}
 }
 
