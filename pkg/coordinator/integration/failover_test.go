@@ -312,6 +312,27 @@ func TestLeaderFailover(t *testing.T) {
 	etcd.members[victim].kill()
 	t.Logf("killed etcd member m%d, the raft leader", victim)
 	checkFencing(t, etcd.clients)
+
+	// coord-b keeps the workers' leases renewed through the remaining
+	// members: past a whole lease after the member died, both are still
+	// registered and connected.
+	memberKilled := time.Now()
+	waitFor(t, "a worker lease to pass with one etcd member gone", func(ctx context.Context) (bool, error) {
+		resp, err := clB.ListWorkers(ctx, &ternv1.ListWorkersRequest{})
+		if err != nil {
+			return false, nil // etcd electing a raft leader
+		}
+		connected := 0
+		for _, w := range resp.Workers {
+			if w.Connected {
+				connected++
+			}
+		}
+		if connected != 2 && time.Since(memberKilled) > leaseTTL {
+			return false, fmt.Errorf("%d of 2 workers connected %v after the member died", connected, time.Since(memberKilled).Round(time.Millisecond))
+		}
+		return connected == 2 && time.Since(memberKilled) > leaseTTL+time.Second, nil
+	})
 }
 
 // checkFencing campaigns two leaders in turn under a private prefix and
