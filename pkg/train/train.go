@@ -212,7 +212,7 @@ type runner struct {
 	device *computeDevice // spec.device; nil or zero means the CPU
 }
 
-func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runner, error) {
+func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (_ *runner, err error) {
 	s := &job.Spec
 	cfg, err := s.Model.Resolve()
 	if err != nil {
@@ -249,6 +249,11 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (*runne
 	if r.device, err = openDevice(s); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			r.device.release() // a rank that fails to start must not keep its GPU
+		}
+	}()
 	if s.Parallel.Pipeline > 1 {
 		if r.pipe, err = newPipeline(job, cfg, r.dp, r.device.opts...); err != nil {
 			return nil, err
