@@ -430,7 +430,7 @@ extern "C" __global__ void adamw_hf(float* w, const float* g, float* m, float* v
     }
 }
 
-// ---- tiled attention (head width ≤ AT_MAXHD) ------------------------------
+// ---- tiled attention (head width ≤ 128) ------------------------------------
 // The same math as the warp-per-row kernels above, blocked for the memory
 // hierarchy. A block owns AT_WARPS·AT_ROWS = 32 rows (queries, or keys for
 // dK/dV), kept in shared memory for the whole kernel, and walks tiles of

@@ -13,15 +13,16 @@ import (
 const (
 	blockThreads  = 256
 	maxGridBlocks = 8192
-	attnBlock     = 128      // 4 warps, one query (or key) row each
+	attnBlock     = 128      // threads of an attention block: 4 warps
 	attnMaxHD     = 256      // ATTN_MAXD·32 in kernels.cu
-	attnTiledHD   = 128      // AT_MAXHD in kernels.cu: wider heads use the warp-per-row kernels
+	attnTiledHD   = 128      // 4·32 (AT_E ≤ 4 in kernels.cu): wider heads use the warp-per-row kernels
 	attnTileRows  = 32       // AT_BROWS: query (or key) rows per tiled block
 	attnSmemOptIn = 96 << 10 // shared memory the tiled kernels ask for (head width 128 needs 66 KiB)
 	rmsChunkRows  = 64       // rows per partial sum of RMSNorm's gain gradient
 	ceColBlocks   = 64       // column blocks per row in the cross-entropy backward
 )
 
+// i32 panics unless v fits the non-negative C int a kernel or cuBLAS takes.
 func i32(op, name string, v int) {
 	if v < 0 || v > math.MaxInt32 {
 		panic(fmt.Sprintf("cuda.%s: %s = %d is outside [0, %d]", op, name, v, math.MaxInt32))
