@@ -92,6 +92,7 @@ func parse(b []byte, sets []string, baseDir string) (*TrainingJob, error) {
 
 	if baseDir != "" {
 		resolveDataPath(root, baseDir)
+		resolveInitPath(root, baseDir)
 	}
 	var errs Errors
 	origin := map[string]string{} // canonical path -> the --set that wrote it
@@ -474,4 +475,21 @@ func resolveDataPath(root map[string]any, baseDir string) {
 		return
 	}
 	d["path"] = filepath.Join(baseDir, p)
+}
+
+// resolveInitPath does for the directory of spec.model.init: hf:DIR what
+// resolveDataPath does for spec.data.path, so a job file and the weights
+// it starts from can move together.
+func resolveInitPath(root map[string]any, baseDir string) {
+	sp, _ := root["spec"].(map[string]any)
+	m, _ := sp["model"].(map[string]any)
+	v, ok := m["init"].(string)
+	if !ok {
+		return
+	}
+	dir, ok := InitSource(v).HFDir()
+	if !ok || filepath.IsAbs(dir) {
+		return
+	}
+	m["init"] = InitHFPrefix + filepath.Join(baseDir, dir)
 }

@@ -543,3 +543,33 @@ func TestRelativeDataPathFollowsTheFile(t *testing.T) {
 		t.Errorf("Parse without a file changed data.path to %q", j.Spec.Data.Path)
 	}
 }
+
+func TestRelativeInitDirFollowsTheFile(t *testing.T) {
+	dir := t.TempDir()
+	doc := "apiVersion: tern/v1\nkind: TrainingJob\nmetadata: {name: x}\nspec: {model: {preset: tiny, init: \"hf:weights\"}, data: {kind: text, text: abc}}\n"
+	f := filepath.Join(dir, "job.yaml")
+	if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j, err := Load(f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := InitSource("hf:" + filepath.Join(dir, "weights")); j.Spec.Model.Init != want {
+		t.Errorf("model.init from the file = %q, want %q (relative to the file)", j.Spec.Model.Init, want)
+	}
+	j, err = Load(f, []string{"model.init=hf:other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Spec.Model.Init != "hf:other" {
+		t.Errorf("model.init from --set = %q, want it left relative to the working directory", j.Spec.Model.Init)
+	}
+	j, err = Load(f, []string{"model.init=hf:/abs/w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Spec.Model.Init != "hf:/abs/w" {
+		t.Errorf("absolute model.init changed to %q", j.Spec.Model.Init)
+	}
+}

@@ -69,7 +69,7 @@ type ModelSpec struct {
 	Tokenizer string  `json:"tokenizer,omitempty" default:"derived" desc:"Tokenizer the vocabulary belongs to. Default: from the preset, else spec.data.tokenizer, else byte."`
 	Recompute bool    `json:"recompute,omitempty" default:"false" desc:"Recompute each block's activations in backward instead of storing them (less memory, about a third more compute)."`
 
-	Init InitSource `json:"init,omitempty" desc:"Initial weights: empty for the seeded random initialisation, or hf:DIR to start from a Hugging Face LLaMA directory (config.json + safetensors; bf16/fp16 widened to float32) that must match this model exactly. A relative DIR is relative to the working directory of the process that runs the job."`
+	Init InitSource `json:"init,omitempty" desc:"Initial weights: empty for the seeded random initialisation, or hf:DIR to start from a Hugging Face LLaMA directory (config.json + safetensors; bf16/fp16 widened to float32) that must match this model exactly. A relative DIR in a job file is relative to that file (one given with --set, to the working directory)."`
 }
 
 // DataSpec chooses the corpus.
