@@ -133,15 +133,19 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}
 	workers := plan.ranks()
 	d.step(fmt.Sprintf("Start a local cluster: a coordinator and %d workers, each a process of its own", workers))
-	upOut, err := d.ternctl(true, "up", "--dir", d.dir, "--workers", fmt.Sprint(workers), "--listen", "127.0.0.1:0", "--context", "demo", "-o", "json")
+	if _, err := d.ternctl(false, "up", "--dir", d.dir, "--workers", fmt.Sprint(workers), "--listen", "127.0.0.1:0", "--context", "demo"); err != nil {
+		return err
+	}
+	// Where the coordinator listens, from the cluster's state file.
+	b, err := os.ReadFile(filepath.Join(d.dir, "state.json"))
 	if err != nil {
 		return err
 	}
 	var st struct {
 		Addr string `json:"addr"`
 	}
-	if err := json.Unmarshal(upOut, &st); err != nil {
-		return fmt.Errorf("ternctl up -o json: %v", err)
+	if err := json.Unmarshal(b, &st); err != nil || st.Addr == "" {
+		return fmt.Errorf("%s: no coordinator address (%v)", filepath.Join(d.dir, "state.json"), err)
 	}
 	d.addr = st.Addr
 	defer func() {
