@@ -162,6 +162,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 			_, _ = d.quiet("config", "use-context", strings.TrimSpace(prevContext))
 		}
 		_, _ = d.quiet("config", "delete-context", "demo")
+		_ = os.RemoveAll(filepath.Join(d.dir, "checkpoints"))
 		fmt.Fprintf(d.out, "Logs of every process: %s\nThe demo took %s.\n", filepath.Join(d.dir, "logs"), time.Since(start).Round(time.Second))
 	}()
 	if _, err := d.ternctl(false, "get", "workers"); err != nil {
