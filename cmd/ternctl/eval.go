@@ -63,7 +63,7 @@ type evalFlags struct {
 	dumpLogits string
 }
 
-func newEvalCmd(e *env) *cobra.Command {
+func newEvalCmd(e *env, cf *clusterFlags) *cobra.Command {
 	var f evalFlags
 	c := &cobra.Command{
 		Use:   "eval SOURCE",
@@ -71,8 +71,8 @@ func newEvalCmd(e *env) *cobra.Command {
 		Long: "Evaluate a model on the held-out (validation) split of the job that trained it:\n" +
 			"the mean next-token cross-entropy in nats and its exponential, the perplexity.\n\n" +
 			"SOURCE is a checkpoint (root or step directory), whose manifest holds the job\n" +
-			"spec, or hf:DIR, a Hugging Face LLaMA directory, which needs -f JOB.yaml for its\n" +
-			"data. The corpus is loaded and split exactly as training did. The model runs\n" +
+			"spec, a cluster job's name (its spec.checkpoint.dir), or hf:DIR, a Hugging Face\n" +
+			"LLaMA directory, which needs -f JOB.yaml for its data. The corpus is loaded and split exactly as training did. The model runs\n" +
 			"with its true vocabulary: a vocabulary-parallel job's padding rows are not\n" +
 			"classes here, so the loss can be a hair below the one training printed.",
 		Example: "  ternctl eval ckpt\n" +
@@ -80,7 +80,11 @@ func newEvalCmd(e *env) *cobra.Command {
 			"  ternctl eval hf:my-model -f job.yaml",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return evalRun(cmd, e, args[0], &f)
+			src, err := resolveSource(cmd.Context(), cf, args[0])
+			if err != nil {
+				return err
+			}
+			return evalRun(cmd, e, src, &f)
 		},
 	}
 	fl := c.Flags()

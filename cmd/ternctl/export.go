@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -20,10 +18,10 @@ type exportFlags struct {
 	output   string
 }
 
-func newExportCmd(e *env) *cobra.Command {
+func newExportCmd(e *env, cf *clusterFlags) *cobra.Command {
 	var f exportFlags
 	c := &cobra.Command{
-		Use:   "export CHECKPOINT --out DIR",
+		Use:   "export CHECKPOINT|JOB --out DIR",
 		Short: "Write a checkpoint as a Hugging Face LLaMA model directory",
 		Long: "Write a checkpoint's weights as a Hugging Face LlamaForCausalLM directory that\n" +
 			"transformers loads with from_pretrained: float32 safetensors (split into several\n" +
@@ -32,13 +30,17 @@ func newExportCmd(e *env) *cobra.Command {
 			"and a README.md.\n\n" +
 			"CHECKPOINT is a checkpoint root (its newest complete step is used) or one step\n" +
 			"directory. Every pipeline stage's file and vocabulary shard is gathered and the\n" +
-			"rows a vocabulary-parallel job padded the vocabulary with are dropped. Exporting\n" +
-			"a cluster job by name is not supported yet: pass its checkpoint directory.",
+			"rows a vocabulary-parallel job padded the vocabulary with are dropped. JOB, a\n" +
+			"cluster job's name, means its spec.checkpoint.dir, which must be readable here.",
 		Example: "  ternctl export ckpt --out my-model\n" +
 			"  ternctl export ckpt/step-00000600 --out my-model --max-shard-size 500MiB",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return exportRun(e, args[0], &f)
+			src, err := resolveSource(cmd.Context(), cf, args[0])
+			if err != nil {
+				return err
+			}
+			return exportRun(e, src, &f)
 		},
 	}
 	fl := c.Flags()
@@ -90,9 +92,6 @@ func exportRun(e *env, src string, f *exportFlags) error {
 	maxShard, err := parseSize(f.maxShard)
 	if err != nil {
 		return usagef("--max-shard-size: %v", err)
-	}
-	if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%s does not exist: CHECKPOINT must be a checkpoint directory (exporting a cluster job by name is not supported yet)", src)
 	}
 	start := time.Now()
 	ck, err := hf.ReadCheckpoint(src)

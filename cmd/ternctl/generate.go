@@ -23,14 +23,14 @@ type generateFlags struct {
 	output      string
 }
 
-func newGenerateCmd(e *env) *cobra.Command {
+func newGenerateCmd(e *env, cf *clusterFlags) *cobra.Command {
 	var f generateFlags
 	c := &cobra.Command{
 		Use:   "generate SOURCE --prompt TEXT",
 		Short: "Continue a prompt with a trained model",
 		Long: "Continue a prompt with a trained model, on the CPU with a key/value cache.\n\n" +
-			"SOURCE is a checkpoint (root or step directory) or hf:DIR, a Hugging Face LLaMA\n" +
-			"directory. The continuation streams to stdout; a tokens/s line goes to stderr\n" +
+			"SOURCE is a checkpoint (root or step directory), hf:DIR, a Hugging Face LLaMA\n" +
+			"directory, or a cluster job's name (its spec.checkpoint.dir). The continuation streams to stdout; a tokens/s line goes to stderr\n" +
 			"(-o json: one object at the end instead). --temperature 0 is greedy decoding;\n" +
 			"otherwise tokens are sampled, reproducibly for a given --seed. Generation stops\n" +
 			"after --max-tokens, at <|endoftext|> (BPE tokenizers), or at the model's\n" +
@@ -40,7 +40,11 @@ func newGenerateCmd(e *env) *cobra.Command {
 			"  ternctl generate hf:my-model --prompt 'Hello' --temperature 0",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return generateRun(e, args[0], &f)
+			src, err := resolveSource(cmd.Context(), cf, args[0])
+			if err != nil {
+				return err
+			}
+			return generateRun(e, src, &f)
 		},
 	}
 	fl := c.Flags()

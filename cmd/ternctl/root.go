@@ -153,7 +153,7 @@ func newRootCmd(e *env, entered *bool) *cobra.Command {
 		markEntered(c, entered)
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newExportCmd(e), newGenerateCmd(e), newEvalCmd(e)} {
+	for _, c := range []*cobra.Command{newExportCmd(e, cf), newGenerateCmd(e, cf), newEvalCmd(e, cf)} {
 		markEntered(c, entered)
 		root.AddCommand(c)
 	}
