@@ -99,6 +99,13 @@ type AdamMini struct {
 	sums   []float64 // scratch: per-chunk Σg² of a split whole-tensor block
 }
 
+// adamMiniDevice is a device that runs the Adam-mini update itself, with
+// the same arithmetic as Step (pkg/tensor/cuda's Device does); the state
+// then lives in its memory, which the host reads only after a Sync.
+type adamMiniDevice interface {
+	AdamMini(w, g, m, v []float32, block int, u tensor.AdamWUpdate)
+}
+
 // NewAdamMini allocates zeroed state for params and partitions them by role.
 func NewAdamMini(params []*model.Param, cfg AdamMiniConfig) (*AdamMini, error) {
 	bad := func(field, allowed string, v float64) error {
@@ -136,6 +143,11 @@ func NewAdamMini(params []*model.Param, cfg AdamMiniConfig) (*AdamMini, error) {
 			chunks = max(chunks, (b+adamGrain-1)/adamGrain)
 		}
 		o.block = append(o.block, b)
+		if _, ok := p.Device().(adamMiniDevice); ok {
+			o.m = append(o.m, p.Device().Alloc(len(p.W)))
+			o.v = append(o.v, p.Device().Alloc(len(p.W)/b))
+			continue
+		}
 		o.m = append(o.m, make([]float32, len(p.W)))
 		o.v = append(o.v, make([]float32, len(p.W)/b))
 	}
@@ -248,6 +260,11 @@ func (o *AdamMini) Step(lr float64) {
 			decay = float32(1 - lr*o.cfg.WeightDecay)
 		}
 		w, g, m, v, bs := p.W, p.G, o.m[i], o.v[i], o.block[i]
+		if dev, ok := p.Device().(adamMiniDevice); ok {
+			dev.AdamMini(w, g, m, v, bs, tensor.AdamWUpdate{Form: tensor.AdamWTorch, Beta1: fb1, Beta2: fb2,
+				Eps: eps, StepSize: stepSize, BC2Sqrt: bc2Sqrt, Decay: decay})
+			continue
+		}
 		if miniSplit(len(w), bs) {
 			o.stepWhole(w, g, m, v, a, decay)
 			continue

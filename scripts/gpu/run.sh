@@ -4,6 +4,7 @@
 #
 #   run.sh check          GPU facts, library discovery, the gpu-tagged tests
 #   run.sh bench          GEMM throughput, tern vs PyTorch training steps
+#   run.sh memory         GPU bytes per parameter, AdamW vs Adam-mini
 #   run.sh all            both
 #
 # Output also goes to $OUT/gpu-<mode>.log when OUT is set.
@@ -44,13 +45,25 @@ bench() {
     python3 "$here"/torch_baseline.py --b 4 --t 64 --precision $p --steps 30 || status=1
   done
   "$here"/bench -preset gpt2-shape -b 16 -t 1024 -precision bf16 -steps 10 || status=1
+  "$here"/bench -preset gpt2-shape -b 16 -t 1024 -precision bf16 -steps 10 -optim adam-mini || status=1
+  "$here"/bench -preset gpt2-shape -b 16 -t 1024 -precision bf16 -steps 5 -float-attn || status=1
   python3 "$here"/torch_baseline.py --b 16 --t 1024 --precision bf16 --steps 10 || status=1
+}
+
+# memory: peak GPU bytes per parameter with AdamW and with Adam-mini, at a
+# small batch (mostly weights, gradients and optimizer state) and a large one
+memory() {
+  echo "== $(date -u +%FT%TZ) memory"
+  for o in adamw adam-mini; do
+    "$here"/bench -preset gpt2-shape -b 1 -t 64 -precision bf16 -steps 3 -optim $o || status=1
+  done
 }
 
 case $mode in
   check) check ;;
   bench) bench ;;
-  all) check; bench ;;
-  *) echo "usage: run.sh check|bench|all" >&2; exit 2 ;;
+  memory) memory ;;
+  all) check; bench; memory ;;
+  *) echo "usage: run.sh check|bench|memory|all" >&2; exit 2 ;;
 esac
 exit $status

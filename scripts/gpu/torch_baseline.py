@@ -61,7 +61,8 @@ def main():
     print(f"torch gpu={torch.cuda.get_device_name()!r} torch={torch.__version__} preset={args.preset} params={n_params} "
           f"B={args.b} T={args.t} precision={args.precision} attn={cfg._attn_implementation} "
           f"step_ms_median={med*1e3:.2f} step_ms_min={min(times)*1e3:.2f} tokens_per_s={args.b*args.t/med:.0f} "
-          f"loss={loss.item():.4f}", flush=True)
+          f"loss={loss.item():.4f} peak_mib={torch.cuda.max_memory_allocated()/2**20:.0f} "
+          f"peak_bytes_per_param={torch.cuda.max_memory_allocated()/n_params:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ var (
 	cublasSetWorkspace     func(h, ws, size uintptr) cublasStatus
 	cublasGemmEx           func(h uintptr, ta, tb, m, n, k int32, alpha *float32, a uintptr, at, lda int32,
 		b uintptr, bt, ldb int32, beta *float32, c uintptr, ct, ldc int32, compute, algo int32) cublasStatus
+	cublasGemmStridedBatchedEx func(h uintptr, ta, tb, m, n, k int32, alpha *float32, a uintptr, at, lda int32, sa int64,
+		b uintptr, bt, ldb int32, sb int64, beta *float32, c uintptr, ct, ldc int32, sc int64, batch, compute, algo int32) cublasStatus
 )
 
 // Libs says which files were loaded and their versions.
@@ -124,6 +126,7 @@ func doLoadLibs() error {
 		"cublasCreate_v2": &cublasCreate, "cublasDestroy_v2": &cublasDestroy, "cublasGetVersion_v2": &cublasGetVersion,
 		"cublasSetStream_v2": &cublasSetStream, "cublasSetMathMode": &cublasSetMathMode,
 		"cublasSetWorkspace_v2": &cublasSetWorkspace, "cublasGemmEx": &cublasGemmEx,
+		"cublasGemmStridedBatchedEx": &cublasGemmStridedBatchedEx,
 	}); err != nil {
 		return err
 	}

@@ -90,6 +90,10 @@ type Options struct {
 	// memory beyond what the GPU holds would page between host and GPU, and
 	// can stall the GPU for everyone sharing it.
 	MaxBytes int64
+	// FloatAttention keeps attention on the float32 tiled kernels in BF16
+	// precision too. By default BF16 runs attention as bfloat16 GEMMs on
+	// the tensor cores (attn_tc.go), when a pair's T×T scores fit a chunk.
+	FloatAttention bool
 }
 
 // Info describes the GPU and libraries a device runs on.
@@ -283,6 +287,35 @@ func (d *Device) Alloc(n int) []float32 {
 		return err
 	})
 	return unsafe.Slice((*float32)(p), n)
+}
+
+// MemStats is the GPU memory a device holds. Nothing is freed before
+// Close, so these are also the peaks.
+type MemStats struct {
+	// Used is what Alloc handed out (parameters, gradients, optimizer
+	// state, activations), Managed the managed chunks it was carved from.
+	Used, Managed int64
+	// Scratch is the device's own plain device memory: kernels' scratch
+	// (BF16 operands, attention's score matrices), the cuBLAS workspace and
+	// the index staging ring.
+	Scratch int64
+}
+
+// Memory reports the memory the device holds now.
+func (d *Device) Memory() MemStats {
+	var s MemStats
+	d.call("Memory", func(w *worker) error {
+		for _, c := range w.chunks {
+			s.Used += int64(c.used)
+			s.Managed += int64(c.size)
+		}
+		s.Scratch = workspaceBytes + int64(w.stageCap)
+		for _, b := range w.scratch {
+			s.Scratch += int64(b.size)
+		}
+		return nil
+	})
+	return s
 }
 
 // ---- the GPU thread's state ----

@@ -81,13 +81,16 @@ extern "C" __global__ void sumsq_final(const double* partial, int nb, double* ou
 
 // f32_to_bf16 rounds to bfloat16, nearest-even (as tensor.ToBF16), for the
 // BF16 GEMM's operands; NaN stays NaN.
+__device__ __forceinline__ unsigned short bf16_rne(float x) {
+    unsigned int u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (unsigned short)(u >> 16);
+}
+
 extern "C" __global__ void f32_to_bf16(unsigned short* dst, const float* src, long long n) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        unsigned int u = __float_as_uint(src[i]);
-        if ((u & 0x7fffffffu) > 0x7f800000u) { dst[i] = 0x7fc0; continue; }
-        u += 0x7fffu + ((u >> 16) & 1u);
-        dst[i] = (unsigned short)(u >> 16);
-    }
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        dst[i] = bf16_rne(src[i]);
 }
 
 extern "C" __global__ void gather_columns(float* dst, const float* src, int rows, int srcCols, const int* cols, int r) {
@@ -750,4 +753,119 @@ extern "C" __global__ void __launch_bounds__(AT_LB_THREADS, AT_LB_BWD_BLOCKS) at
 }
 extern "C" __global__ void __launch_bounds__(AT_LB_THREADS, AT_LB_BWD_BLOCKS) attn_bwd_dkv_tiled4(float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v, AT_BWD_ARGS) {
     attn_bwd_dkv_tiled_impl<4>(dk, dv, dout, q, k, v, lse, D, B, T, H, KV, HD, scale);
+}
+
+// ---- tensor-core attention (BF16 precision) ----------------------------------
+//
+// Attention as batched cuBLAS GEMMs on bfloat16 operands (the tensor cores)
+// around two float32 kernels: the matrices of one (sequence, KV head) pair
+// are the group·T query rows of its query heads against its T keys, so
+// grouped-query attention needs no copies of K and V, and dK, dV sum over
+// the group inside the GEMM. The math is FlashAttention-2's (Dao 2023,
+// arXiv 2307.08691, Algorithm 2 forward, §3.1 backward) without the tiling:
+//   S = s·QKᵀ, P = exp(S − L) with L the row log-sum-exp over j ≤ i,
+//   O = PV;  dV = PᵀdO, dP = dO·Vᵀ, dS = P∘(dP − D), D = rowsum(dO∘O),
+//   dQ = s·dS·K, dK = s·dSᵀQ.
+// Q, K, V and dO are packed to [B, heads, T, HD] bfloat16 first; results
+// come back as float32 in the same layout and are unpacked.
+
+// attn_pack_bf16: dst[b, h, t, e] = bf16(src[(b·T + t)·NH + h, e]).
+extern "C" __global__ void attn_pack_bf16(unsigned short* dst, const float* src, int B, int T, int NH, int HD) {
+    long long n = (long long)B * T * NH * HD;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        int e = i % HD;
+        long long r = i / HD;
+        int t = r % T;
+        long long bh = r / T;
+        int h = bh % NH;
+        long long b = bh / NH;
+        dst[i] = bf16_rne(src[((b * T + t) * NH + h) * HD + e]);
+    }
+}
+
+// attn_unpack_f32: dst[(b·T + t)·NH + h, e] = src[b, h, t, e].
+extern "C" __global__ void attn_unpack_f32(float* dst, const float* src, int B, int T, int NH, int HD) {
+    long long n = (long long)B * T * NH * HD;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        int e = i % HD;
+        long long r = i / HD;
+        int h = r % NH;
+        long long bt = r / NH;
+        int t = bt % T;
+        long long b = bt / T;
+        dst[i] = src[((b * NH + h) * T + t) * HD + e];
+    }
+}
+
+// attn_tc_softmax: one warp per score row r (query position r mod T) of S
+// [rows, T]: L = log Σ_{j≤t} exp(S_j) by an online max per lane (Milakov &
+// Gimelshein 2018) merged across the warp; P_j = bf16(exp(S_j − L)) for
+// j ≤ t, 0 beyond (the causal mask).
+extern "C" __global__ void attn_tc_softmax(unsigned short* P, float* lse, const float* S, long long rows, int T) {
+    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / WARP;
+    int lane = threadIdx.x % WARP;
+    if (r >= rows) return;
+    int t = r % T;
+    const float* s = S + r * T;
+    float m = NEG_INF, l = 0.f;
+    for (int j = lane; j <= t; j += WARP) {
+        float x = s[j];
+        if (x > m) { l = l * expf(m - x) + 1.f; m = x; }
+        else l += expf(x - m);
+    }
+    float M = warp_max(m);
+    l = warp_sum(m == NEG_INF ? 0.f : l * expf(m - M));
+    float L = M + logf(l);
+    if (lane == 0) lse[r] = L;
+    unsigned short* p = P + r * T;
+    for (int j = lane; j < T; j += WARP) p[j] = j <= t ? bf16_rne(expf(s[j] - L)) : (unsigned short)0;
+}
+
+// attn_tc_dsoftmax: per score row, P = exp(S − L) and dS = P∘(dP − D) for
+// j ≤ t (0 beyond), both rounded to bfloat16 for the dV, dQ and dK GEMMs.
+extern "C" __global__ void attn_tc_dsoftmax(unsigned short* P, unsigned short* dS, const float* S, const float* dP,
+                                            const float* lse, const float* D, long long rows, int T) {
+    long long r = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / WARP;
+    int lane = threadIdx.x % WARP;
+    if (r >= rows) return;
+    int t = r % T;
+    float L = lse[r], Di = D[r];
+    long long off = r * T;
+    for (int j = lane; j < T; j += WARP) {
+        float p = 0.f, ds = 0.f;
+        if (j <= t) {
+            p = expf(S[off + j] - L);
+            ds = p * (dP[off + j] - Di);
+        }
+        P[off + j] = bf16_rne(p);
+        dS[off + j] = bf16_rne(ds);
+    }
+}
+
+// ---- Adam-mini ----------------------------------------------------------------
+
+// adam_mini: one thread block per Adam-mini block of bs elements (Zhang et
+// al. 2024, arXiv 2406.16793, Algorithm 1; pkg/optim/adammini.go):
+//   v_b ← β2·v_b + (1−β2)·mean_{i∈b} g_i²   (Σg² in double, fixed tree)
+//   m ← β1·m + (1−β1)·g
+//   w ← w·decay − stepSize·m / (√v_b/bc2Sqrt + ε)
+extern "C" __global__ void adam_mini(float* w, const float* g, float* m, float* v, long long bs, long long nblocks,
+                                     float b1, float b2, float eps, float stepSize, float bc2Sqrt, float decay) {
+    for (long long b = blockIdx.x; b < nblocks; b += gridDim.x) {
+        const float* gb = g + b * bs;
+        float vold = v[b];
+        double sq = 0.0;
+        for (long long j = threadIdx.x; j < bs; j += blockDim.x) sq += (double)gb[j] * (double)gb[j];
+        sq = block_sum_d(sq);
+        float vb = __fadd_rn(__fmul_rn(b2, vold), __fmul_rn(1.f - b2, (float)(sq / (double)bs)));
+        if (threadIdx.x == 0) v[b] = vb;
+        float denom = __fadd_rn(__fdiv_rn(sqrtf(vb), bc2Sqrt), eps);
+        float* wb = w + b * bs;
+        float* mb = m + b * bs;
+        for (long long j = threadIdx.x; j < bs; j += blockDim.x) {
+            float mj = __fadd_rn(__fmul_rn(b1, mb[j]), __fmul_rn(1.f - b1, gb[j]));
+            mb[j] = mj;
+            wb[j] = __fsub_rn(__fmul_rn(wb[j], decay), __fdiv_rn(__fmul_rn(stepSize, mj), denom));
+        }
+    }
 }

@@ -25,6 +25,7 @@ var kernelNames = []string{
 	"attn_fwd_tiled2", "attn_bwd_dq_tiled2", "attn_bwd_dkv_tiled2",
 	"attn_fwd_tiled4", "attn_bwd_dq_tiled4", "attn_bwd_dkv_tiled4",
 	"ce_stats", "ce_bwd", "adamw_torch", "adamw_hf",
+	"attn_pack_bf16", "attn_unpack_f32", "attn_tc_softmax", "attn_tc_dsoftmax", "adam_mini",
 }
 
 // nvrtcOptions are the compiler flags for a device of compute capability

@@ -423,6 +423,10 @@ func (d *Device) AttentionForward(o, lse, q, k, v []float32, sh tensor.AttnShape
 	if rows == 0 {
 		return
 	}
+	if d.useTCAttention(sh) {
+		d.async(op, func(w *worker) error { return w.attnForwardTC(po, pl, pq, pk, pv, sh) })
+		return
+	}
 	var a argPack
 	a.ptr(po).ptr(pl).ptr(pq).ptr(pk).ptr(pv).i32(sh.B).i32(sh.T).i32(sh.H).i32(sh.KV).i32(sh.HD).f32(attnScale(sh.HD))
 	if d.tiled(sh.HD) {
@@ -448,6 +452,10 @@ func (d *Device) AttentionBackward(dq, dk, dv, dout, q, k, v, o, lse []float32, 
 	pl := d.buf(op, "lse", lse, sh.B*sh.H*sh.T)
 	rows := sh.B * sh.H * sh.T
 	if rows == 0 {
+		return
+	}
+	if d.useTCAttention(sh) {
+		d.async(op, func(w *worker) error { return w.attnBackwardTC(pdq, pdk, pdv, pdo, pq, pk, pv, po, pl, sh) })
 		return
 	}
 	scale := attnScale(sh.HD)
@@ -548,5 +556,37 @@ func (d *Device) AdamW(w, g, m, v []float32, u tensor.AdamWUpdate) {
 	a.ptr(pw).ptr(pg).ptr(pm).ptr(pv).i64(n).f32(u.Beta1).f32(u.Beta2).f32(u.Eps).f32(u.StepSize).f32(u.BC2Sqrt).f32(u.Decay)
 	d.async(op, func(wk *worker) error {
 		return wk.launch(kernel, grid1D(n, blockThreads, maxGridBlocks), 1, blockThreads, &a)
+	})
+}
+
+// AdamMini applies one Adam-mini update (pkg/optim.AdamMini) to w in place:
+// the elements fall into len(w)/block consecutive blocks of block elements,
+// each sharing the second moment v[b]; m is the full first moment. u gives
+// the constants of torch AdamW's form (Form must be AdamWTorch; BC2Sqrt,
+// StepSize, Eps, Beta1, Beta2 and Decay as there). One thread block per
+// Adam-mini block sums g² in double in a fixed tree, so the result is
+// repeatable and matches the CPU's float64 sum to the last bit or so.
+func (d *Device) AdamMini(w, g, m, v []float32, block int, u tensor.AdamWUpdate) {
+	const op = "AdamMini"
+	n := len(w)
+	sameLen(op, "w, g, m", n, len(g), len(m))
+	if block <= 0 || n%block != 0 {
+		panic(fmt.Sprintf("cuda.AdamMini: block %d must be > 0 and divide len(w) = %d", block, n))
+	}
+	if len(v) != n/block {
+		panic(fmt.Sprintf("cuda.AdamMini: len(v) = %d, want len(w)/block = %d", len(v), n/block))
+	}
+	if u.Form != tensor.AdamWTorch {
+		panic(fmt.Sprintf("cuda.AdamMini: form %d unknown: only AdamWTorch (%d) is Adam-mini's", u.Form, tensor.AdamWTorch))
+	}
+	pw, pg, pm, pv := d.buf(op, "w", w, n), d.buf(op, "g", g, n), d.buf(op, "m", m, n), d.buf(op, "v", v, n/block)
+	if n == 0 {
+		return
+	}
+	nb := n / block
+	var a argPack
+	a.ptr(pw).ptr(pg).ptr(pm).ptr(pv).i64(block).i64(nb).f32(u.Beta1).f32(u.Beta2).f32(u.Eps).f32(u.StepSize).f32(u.BC2Sqrt).f32(u.Decay)
+	d.async(op, func(wk *worker) error {
+		return wk.launch("adam_mini", uint32(min(nb, maxGridBlocks)), 1, blockThreads, &a)
 	})
 }

@@ -86,4 +86,19 @@ func TestGPUTrainSmallMatchesCPU(t *testing.T) {
 			t.Errorf("step %d: TF32 loss %.6f vs CPU %.6f (relative %.2g > 3e-2)", s, tfL[s], cpuL[s], rel)
 		}
 	}
+	// BF16: every GEMM and attention (on the tensor cores) rounds its
+	// operands to 8 significant bits: 5e-2.
+	bf, err := New(Options{Precision: BF16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bf.Close()
+	bfL := trainLosses(t, bf, steps, b, tt)
+	for s := range steps {
+		rel := math.Abs(bfL[s]-cpuL[s]) / cpuL[s]
+		t.Logf("step %2d  gpu/bf16 %.6f  rel %.2g", s, bfL[s], rel)
+		if rel > 5e-2 || math.IsNaN(bfL[s]) {
+			t.Errorf("step %d: BF16 loss %.6f vs CPU %.6f (relative %.2g > 5e-2)", s, bfL[s], cpuL[s], rel)
+		}
+	}
 }

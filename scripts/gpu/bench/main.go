@@ -38,14 +38,16 @@ func main() {
 	gemm := flag.Bool("gemm", false, "measure 4096³ GEMM throughput instead of training steps")
 	gpuN := flag.Int("gpu", 0, "GPU ordinal")
 	prof := flag.Bool("profile", false, "also time every kernel call (with a sync after each) and print where a step's time goes")
+	optName := flag.String("optim", "adamw", "optimizer: adamw or adam-mini")
+	floatAttn := flag.Bool("float-attn", false, "bf16: keep attention on the float32 kernels instead of the tensor cores")
 	flag.Parse()
-	if err := run(*preset, *b, *t, *prec, *steps, *warmup, *gemm, *gpuN, *prof); err != nil {
+	if err := run(*preset, *b, *t, *prec, *steps, *warmup, *gemm, *gpuN, *prof, *optName, *floatAttn); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(preset string, b, t int, precName string, steps, warmup int, gemm bool, gpuN int, prof bool) error {
+func run(preset string, b, t int, precName string, steps, warmup int, gemm bool, gpuN int, prof bool, optName string, floatAttn bool) error {
 	if gemm {
 		for _, p := range []cuda.Precision{cuda.FP32, cuda.TF32, cuda.BF16} {
 			if err := gemmBench(p, gpuN); err != nil {
@@ -58,7 +60,7 @@ func run(preset string, b, t int, precName string, steps, warmup int, gemm bool,
 	if err != nil {
 		return err
 	}
-	dev, err := cuda.New(cuda.Options{Ordinal: gpuN, Precision: p})
+	dev, err := cuda.New(cuda.Options{Ordinal: gpuN, Precision: p, FloatAttention: floatAttn})
 	if err != nil {
 		return err
 	}
@@ -75,7 +77,7 @@ func run(preset string, b, t int, precName string, steps, warmup int, gemm bool,
 	if err != nil {
 		return err
 	}
-	opt, err := optim.NewAdamW(m.Params(), optim.AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1})
+	opt, err := newOptimizer(optName, m, cfg)
 	if err != nil {
 		return err
 	}
@@ -125,9 +127,30 @@ func run(preset string, b, t int, precName string, steps, warmup int, gemm bool,
 		}
 		pd.report(os.Stdout, profSteps)
 	}
-	fmt.Printf("gpu=%q preset=%s params=%d B=%d T=%d precision=%s init=%.1fs step_ms_median=%.2f step_ms_min=%.2f tokens_per_s=%.0f tflops=%.1f mfu=%.1f%% loss=%.4f\n",
-		in.GPU, preset, cfg.NumParams(), b, t, p, init.Seconds(), ms(med), ms(times[0]), tokS, flops/1e12, 100*flops/1e12/peakTFLOPs[p], loss)
+	mem := dev.Memory()
+	np := float64(cfg.NumParams())
+	attn := "tensor-cores"
+	if p != cuda.BF16 || floatAttn {
+		attn = "float32"
+	}
+	fmt.Printf("gpu=%q preset=%s params=%d B=%d T=%d precision=%s attention=%s optim=%s init=%.1fs step_ms_median=%.2f step_ms_min=%.2f tokens_per_s=%.0f tflops=%.1f mfu=%.1f%% loss=%.4f used_mib=%d scratch_mib=%d used_bytes_per_param=%.1f total_bytes_per_param=%.1f\n",
+		in.GPU, preset, cfg.NumParams(), b, t, p, attn, opt.Name(), init.Seconds(), ms(med), ms(times[0]), tokS, flops/1e12, 100*flops/1e12/peakTFLOPs[p], loss,
+		mem.Used>>20, mem.Scratch>>20, float64(mem.Used)/np, float64(mem.Used+mem.Scratch)/np)
 	return nil
+}
+
+// newOptimizer builds the optimizer the step uses, with the torch baseline's
+// AdamW settings (Adam-mini takes the same ones, as its reference code asks).
+func newOptimizer(name string, m *model.Model, cfg model.Config) (optim.Optimizer, error) {
+	switch name {
+	case "adamw":
+		return optim.NewAdamW(m.Params(), optim.AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1})
+	case "adam-mini":
+		c := optim.DefaultAdamMiniConfig().ForModel(cfg)
+		c.Beta2, c.WeightDecay = 0.95, 0.1
+		return optim.NewAdamMini(m.Params(), c)
+	}
+	return nil, fmt.Errorf("-optim %q unknown (allowed: adamw, adam-mini)", name)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
