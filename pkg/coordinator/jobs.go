@@ -39,6 +39,10 @@ type entry struct {
 	// held says a placement was put off until the last attempt's ranks
 	// have stopped (holdPlacement); holdOver that the wait timed out.
 	held, holdOver bool
+	// snap is the job's in-memory snapshots (snapshots.go); metaDirty
+	// says meta has events not yet written with the record.
+	snap      *snapState
+	metaDirty bool
 }
 
 type applyReq struct {
@@ -255,13 +259,13 @@ func (l *loop) carry(ctx context.Context, e *entry, acts []job.Action) error {
 			asg, err := sched.Replace(l.clusterFreeing(e, a.Ranks), e.j.Spec.Layout(), e.j.Assignment, a.Ranks, a.Avoid)
 			l.answer(e, a.Attempt, asg, err)
 		case job.Launch:
-			l.launch(e, a.Attempt)
+			l.launch(e, a.Attempt, false)
 		case job.StartRecovery:
-			// Ranks keep no in-memory state a recovery could restore in
-			// place yet, so a recovery launches every rank of the new
-			// attempt, and each resumes from the job's latest durable
-			// checkpoint (or from step 0 without one).
-			l.launch(e, a.Attempt)
+			// A recovery launches every rank of the new attempt; each
+			// restores the committed in-memory snapshot (from its
+			// worker's copy or its peers' fragments) or, when that is
+			// lost, the latest durable checkpoint (snapshots.go).
+			l.launch(e, a.Attempt, true)
 		case job.AbortAttempt:
 			l.stopRanks(e, a.Attempt, "attempt aborted: "+e.j.Reason)
 		case job.StopRanks:
@@ -320,7 +324,7 @@ func (l *loop) persist(ctx context.Context, e *entry) error {
 	if err != nil {
 		return fmt.Errorf("coordinator: persist job %s version %d: %w", e.name, e.j.Version, err)
 	}
-	e.revision = rev
+	e.revision, e.metaDirty = rev, false
 	if fresh {
 		e.run, e.persisted = run, run.n
 		e.held, e.holdOver = false, false
@@ -352,6 +356,14 @@ func (l *loop) answer(e *entry, attempt int, asg sched.Assignment, err error) {
 func (l *loop) released(e *entry) {
 	if e.run != nil {
 		l.stopRanks(e, e.run.n, "the job is "+string(e.j.Phase))
+		if e.j.Phase.Terminal() {
+			// Its workers may drop its in-memory snapshots too.
+			for _, w := range e.run.workers() {
+				msg := stopMsg(e.name, e.run.n, "the job is "+string(e.j.Phase))
+				msg.GetStopRanks().Forget = true
+				l.send(w, msg)
+			}
+		}
 	}
 	l.capacityChanged()
 }

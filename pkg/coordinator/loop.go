@@ -143,6 +143,9 @@ func (l *loop) run(ctx context.Context) error {
 			if err := l.drain(ctx); err != nil {
 				return err
 			}
+			if err := l.persistNotes(ctx); err != nil {
+				return err
+			}
 			for _, f := range l.afters {
 				f()
 			}
@@ -157,6 +160,23 @@ func (l *loop) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// persistNotes writes the records of jobs whose metadata gained events
+// outside the state machine (snapshots.go), so describe shows them after
+// a coordinator restart too.
+func (l *loop) persistNotes(ctx context.Context) error {
+	for _, name := range l.jobNames() {
+		e := l.jobs[name]
+		if !e.metaDirty || e.revision == 0 {
+			continue
+		}
+		if err := l.persist(ctx, e); err != nil {
+			return err
+		}
+		l.publish(e)
+	}
+	return nil
 }
 
 // workersPublishEvery bounds how often rank reports republish the worker
@@ -191,6 +211,8 @@ func (l *loop) handle(ctx context.Context, in input) error {
 	case timerFired:
 		delete(l.timers, in.t)
 		l.enqueue(in.name, in.ev)
+	case deferredFailure:
+		return l.onDeferredFailure(ctx, in)
 	case holdExpired:
 		l.onHoldExpired(in)
 	default:

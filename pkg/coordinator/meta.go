@@ -38,6 +38,19 @@ type jobMeta struct {
 	// new failure from the one already timed.
 	FailureAt  *time.Time `json:"failureAt,omitempty"`
 	FailureKey string     `json:"failureKey,omitempty"`
+	// SnapshotStep is the last committed in-memory snapshot step (-1 or
+	// absent: none); Restores say where each rank of the latest
+	// recovered attempt got its state.
+	SnapshotStep *int64        `json:"snapshotStep,omitempty"`
+	Restores     []restoreMeta `json:"restores,omitempty"`
+}
+
+type restoreMeta struct {
+	Attempt   int     `json:"attempt"`
+	Rank      int     `json:"rank"`
+	Source    string  `json:"source"`
+	Step      int64   `json:"step"`
+	RestoreMS float64 `json:"restoreMs"`
 }
 
 type attemptMeta struct {
@@ -66,6 +79,10 @@ type stateRecord struct {
 }
 
 func encodeState(e *entry) ([]byte, error) {
+	if e.snap != nil {
+		c := e.snap.committed
+		e.meta.SnapshotStep = &c
+	}
 	j, err := json.Marshal(e.j)
 	if err != nil {
 		return nil, err
@@ -189,6 +206,15 @@ func metaStatus(out *ternv1.Job, e *entry) {
 	}
 	for _, ev := range m.Events {
 		out.Events = append(out.Events, &ternv1.JobEvent{Time: timestamppb.New(ev.Time), Severity: ev.Severity, Reason: ev.Reason, Message: ev.Message})
+	}
+	out.SnapshotStep = -1
+	if e.snap != nil {
+		out.SnapshotStep = e.snap.committed
+	} else if m.SnapshotStep != nil {
+		out.SnapshotStep = *m.SnapshotStep
+	}
+	for _, r := range m.Restores {
+		out.Restores = append(out.Restores, &ternv1.RankRestore{Attempt: int32(r.Attempt), Rank: int32(r.Rank), Source: r.Source, Step: r.Step, RestoreMs: r.RestoreMS})
 	}
 	if f := e.j.LastFailure; f != nil {
 		jf := &ternv1.JobFailure{Attempt: int32(f.Attempt), Worker: f.Worker, Message: f.Message}

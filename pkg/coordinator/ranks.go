@@ -2,11 +2,15 @@ package coordinator
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"strconv"
+	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -142,7 +146,7 @@ func (a *attempt) workers() []string {
 }
 
 // launch sends every rank of the job's current attempt to its worker.
-func (l *loop) launch(e *entry, n int) {
+func (l *loop) launch(e *entry, n int, recovery bool) {
 	run := e.run
 	if run == nil || run.n != n {
 		// persist creates the attempt with the write that precedes this
@@ -150,6 +154,7 @@ func (l *loop) launch(e *entry, n int) {
 		l.log.Error("launch of an attempt the loop has no record of", "job", e.name, "attempt", n)
 		return
 	}
+	l.planSnapshots(e, run, recovery)
 	for _, p := range run.assignment {
 		l.send(p.Worker, l.startRank(e, run, p.Rank))
 	}
@@ -163,7 +168,7 @@ func (l *loop) startRank(e *entry, run *attempt, rank int) *ternv1.SessionRespon
 	}
 	return &ternv1.SessionResponse{Msg: &ternv1.SessionResponse_StartRank{StartRank: &ternv1.StartRank{
 		Job: e.name, Attempt: int32(run.n), Rank: int32(rank), World: int32(len(run.assignment)),
-		SpecJson: e.specJSON, Token: run.token, FromStep: run.fromStep, Listen: listen,
+		SpecJson: e.specJSON, Token: run.token, FromStep: run.fromStep, Listen: listen, Snapshot: l.snapshotPlan(e, run, rank),
 	}}}
 }
 
@@ -235,6 +240,9 @@ func (l *loop) onReport(ctx context.Context, in report) error {
 		}
 		l.sharePeers(e, in.worker)
 	case *ternv1.RankReport_Started:
+		if rs.phase != ternv1.RankPhase_RANK_PHASE_RUNNING {
+			l.onRestored(e, rank, ev.Started)
+		}
 		rs.phase = ternv1.RankPhase_RANK_PHASE_RUNNING
 		rs.step = max(rs.step, ev.Started.StartStep)
 		if n := len(e.meta.Attempts); rank == 0 && n > 0 && e.meta.Attempts[n-1].N == run.n {
@@ -245,8 +253,11 @@ func (l *loop) onReport(ctx context.Context, in report) error {
 			rs.step, rs.last = s, ev.Step
 			if rank == 0 {
 				l.recordStep(e, ev.Step)
+				l.onResumedStep(e, s)
 			}
 		}
+	case *ternv1.RankReport_Snapshot:
+		return l.onSnapshot(ctx, e, rank, in.worker, ev.Snapshot)
 	case *ternv1.RankReport_Finished:
 		if ev.Finished.Summary == nil {
 			return l.rankFailed(ctx, e, rank, in.worker, "it finished without a summary")
@@ -256,7 +267,19 @@ func (l *loop) onReport(ctx context.Context, in report) error {
 		}
 		rs.phase, rs.summary = ternv1.RankPhase_RANK_PHASE_FINISHED, ev.Finished.Summary
 	case *ternv1.RankReport_Failed:
-		return l.rankFailed(ctx, e, rank, in.worker, oneLine(ev.Failed.Error, maxErrorLen))
+		why := oneLine(ev.Failed.Error, maxErrorLen)
+		if peerFailure(why) {
+			// A rank whose peer went away fails too, on a healthy worker:
+			// the cause is the peer's (most often a lost worker, known
+			// once its lease lapses). Blaming this rank would move it
+			// off its worker and away from its local snapshot, so the
+			// failure waits; a recovery started meanwhile relaunches
+			// every rank anyway and makes it moot.
+			rs.phase, rs.err = ternv1.RankPhase_RANK_PHASE_FAILED, why
+			l.deferFailure(e, rank, in.worker, why)
+			return nil
+		}
+		return l.rankFailed(ctx, e, rank, in.worker, why)
 	default:
 		l.log.Warn("empty rank report ignored", "job", e.name, "rank", rank, "from", in.worker)
 		return nil
@@ -363,8 +386,10 @@ func (l *loop) commit(ctx context.Context, e *entry, step int64) error {
 func combine(run *attempt, pp int) *ternv1.TrainSummary {
 	s := proto.Clone(run.ranks[0].summary).(*ternv1.TrainSummary)
 	s.TokensPerSecond = 0
+	var crcs []byte
 	for i, r := range run.ranks {
 		rs := r.summary
+		crcs = binary.LittleEndian.AppendUint32(crcs, rs.WeightsCrc32C)
 		if i%pp == 0 {
 			s.TokensPerSecond += rs.TokensPerSecond
 		}
@@ -376,6 +401,7 @@ func combine(run *attempt, pp int) *ternv1.TrainSummary {
 		s.BytesRecvPerStep = max(s.BytesRecvPerStep, rs.BytesRecvPerStep)
 		s.Stopped = s.Stopped || rs.Stopped
 	}
+	s.WeightsCrc32C = crc32.Checksum(crcs, crc32.MakeTable(crc32.Castagnoli))
 	return s
 }
 
@@ -396,3 +422,47 @@ func checkAddr(a string) error {
 	}
 	return nil
 }
+
+// peerFailure reports whether a rank's error is its transport losing a
+// peer (pkg/comm), rather than a fault of its own.
+func peerFailure(why string) bool {
+	return strings.Contains(why, "comm: ") && (strings.Contains(why, "closed its transport") || strings.Contains(why, "peer closed") ||
+		strings.Contains(why, "connection refused") || strings.Contains(why, "timed out") || strings.Contains(why, "timeout") || strings.Contains(why, "Unavailable") || strings.Contains(why, "EOF"))
+}
+
+// deferredFailure is a rank failure put off by deferFailure.
+type deferredFailure struct {
+	job           string
+	attempt, rank int
+	worker, why   string
+	t             *time.Timer
+}
+
+// deferFailure feeds a rank's failure after failureGrace, unless the
+// attempt has ended by then.
+func (l *loop) deferFailure(e *entry, rank int, worker, why string) {
+	d := deferredFailure{job: e.name, attempt: e.run.n, rank: rank, worker: worker, why: why}
+	var tm *time.Timer
+	tm = time.AfterFunc(failureGrace(l.opts.LeaseTTL), func() {
+		d.t = tm
+		select {
+		case l.in <- d:
+		case <-l.done:
+		}
+	})
+	l.timers[tm] = struct{}{}
+}
+
+func (l *loop) onDeferredFailure(ctx context.Context, d deferredFailure) error {
+	delete(l.timers, d.t)
+	e := l.jobs[d.job]
+	if e == nil || e.run == nil || e.run.n != d.attempt || !e.j.HoldsSlots() || e.j.Attempt != d.attempt {
+		return nil
+	}
+	return l.rankFailed(ctx, e, d.rank, d.worker, d.why)
+}
+
+// failureGrace is how long a rank's peer failure waits for its cause to
+// show: a worker's lease lapses within about its TTL after its last
+// renewal, and etcd checks expiry on its own clock, so several TTLs.
+func failureGrace(leaseTTL time.Duration) time.Duration { return 3*leaseTTL + time.Second }

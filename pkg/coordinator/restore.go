@@ -47,6 +47,9 @@ func (l *loop) restoreJob(ctx context.Context, rec store.Job) (*entry, error) {
 		return nil, fmt.Errorf("stored spec: %w", err)
 	}
 	e := &entry{name: rec.Name, j: j, spec: ts, specJSON: rec.Spec, revision: rec.Revision, persisted: j.Attempt, meta: meta}
+	if err := l.loadSnapshot(ctx, e); err != nil {
+		return nil, fmt.Errorf("in-memory snapshot: %w", err)
+	}
 	if j.Attempt > 0 {
 		a, err := l.st.GetAttempt(ctx, rec.Name, j.Attempt)
 		if err != nil {

@@ -77,9 +77,25 @@ func (r *Rank) Addr() string { return r.tr.Addr() }
 // with them, as RunRank does. The endpoint is closed when Run returns.
 func (r *Rank) Run(ctx context.Context, peers []string, opts train.Options) (*train.Summary, error) {
 	defer r.tr.Close()
+	if _, err := r.Connect(ctx, peers); err != nil {
+		return nil, err
+	}
+	return r.Train(ctx, opts)
+}
+
+// Connect is Run's first half: it connects to every peer and returns the
+// transport, which the caller may use alongside training (tags of its
+// own kind, e.g. comm.KindSnapshot) until Close. Train then trains.
+func (r *Rank) Connect(ctx context.Context, peers []string) (comm.Transport, error) {
 	if err := r.tr.Connect(ctx, peers); err != nil {
 		return nil, fmt.Errorf("rank %d: connect to peers: %w", r.rank, err)
 	}
+	return r.tr, nil
+}
+
+// Train is Run's second half, after Connect. The endpoint stays open
+// until Close.
+func (r *Rank) Train(ctx context.Context, opts train.Options) (*train.Summary, error) {
 	opts.Group = comm.NewGroup(r.tr)
 	return train.Run(ctx, r.job, opts)
 }

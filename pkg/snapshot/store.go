@@ -94,6 +94,10 @@ func (h *Holder) Get(owner int, step int64, index int) (*Fragment, error) {
 // owner.
 func (h *Holder) Free(committed int64) { h.drop(func(s int64) bool { return s < committed }) }
 
+// AbandonAfter drops every generation newer than step, of every owner:
+// after a rollback to committed step, nothing newer will ever commit.
+func (h *Holder) AbandonAfter(step int64) { h.drop(func(s int64) bool { return s > step }) }
+
 // Abandon drops generation step of every owner (it will never commit).
 func (h *Holder) Abandon(step int64) { h.drop(func(s int64) bool { return s == step }) }
 

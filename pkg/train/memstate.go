@@ -1,8 +1,10 @@
 package train
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"math"
 	"strings"
 
@@ -155,4 +157,20 @@ func (r *runner) restoreState(st *snapshot.RankState) error {
 	r.step = int(step)
 	r.resumedFrom = fmt.Sprintf("in-memory snapshot of step %d", step)
 	return nil
+}
+
+// weightsCRC is the CRC32C of the parameters' float32 bytes (little
+// endian), in parameter order (Summary.WeightsCRC32C).
+func (r *runner) weightsCRC() uint32 {
+	tab := crc32.MakeTable(crc32.Castagnoli)
+	var crc uint32
+	var buf []byte
+	for _, p := range r.params {
+		buf = buf[:0]
+		for _, v := range p.W {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+		}
+		crc = crc32.Update(crc, tab, buf)
+	}
+	return crc
 }

@@ -51,6 +51,10 @@ type Summary struct {
 	BytesRecvPerStep int64  `json:"bytes_recv_per_step"`
 	Checkpoint       string `json:"checkpoint,omitempty"` // last checkpoint written, if any
 	Stopped          bool   `json:"stopped"`              // true if interrupted before the last step
+	// WeightsCRC32C is the CRC32C (Castagnoli) of this rank's final
+	// parameters' float32 bytes, in parameter order: equal for two runs
+	// that trained the same weights bit for bit.
+	WeightsCRC32C uint32 `json:"weights_crc32c"`
 }
 
 // Observer receives progress from a running loop. Calls come from the loop's

@@ -166,6 +166,7 @@ func (r *runner) loop(ctx context.Context, obs Observer) (*Summary, error) {
 		sum.FinalEvalLoss = ev
 	}
 	sum.Steps = r.step
+	sum.WeightsCRC32C = r.weightsCRC()
 	if steadySteps > 0 {
 		sum.TokensPerS = float64(steadySteps*r.tokensPerStep()) / steady.Seconds()
 	} else if len(stepMS) == 1 {

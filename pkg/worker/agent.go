@@ -91,6 +91,11 @@ type Agent struct {
 	// without a session); endSession ends that session.
 	outbox     chan *ternv1.SessionRequest
 	endSession context.CancelCauseFunc
+
+	// snaps keeps each job's in-memory snapshots across its attempts
+	// (snapshots.go); snapMu guards the map.
+	snapMu sync.Mutex
+	snaps  map[string]*jobSnaps
 }
 
 // New checks cfg and returns an Agent; Run starts it.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"time"
 
 	"github.com/ternml/tern/pkg/launch"
 	"github.com/ternml/tern/pkg/snapshot"
@@ -51,7 +52,11 @@ type rankRun struct {
 	// one that writes a checkpoint as it stops has finished writing.
 	prev []*rankRun
 
-	listening, started, step, final *ternv1.RankReport
+	listening, started, step, snap, final *ternv1.RankReport
+	// restoredFrom and restoreMS say where the state came from, for
+	// RankStarted.
+	restoredFrom string
+	restoreMS    float64
 
 	// logSeq numbers the rank's log lines; logs retains the latest
 	// maxRetainedLines of them for replay to a new session.
@@ -220,15 +225,45 @@ func (a *Agent) train(ctx context.Context, rr *rankRun) (*train.Summary, error) 
 	case <-ctx.Done():
 		return nil, fmt.Errorf("stopped before training started: %w", context.Cause(ctx))
 	}
-	// Every rank of the attempt listens before any gets its peers, and
-	// each waited for its superseded ranks first: the checkpoints they
-	// wrote on the way out are complete by now, so all ranks find the
-	// same latest one.
-	resume, err := a.resumePoint(rr, job)
+	tr, err := r.Connect(ctx, peers)
 	if err != nil {
 		return nil, err
 	}
-	sum, err := r.Run(ctx, peers, train.Options{Observer: observer{a, rr}, Resume: resume, Progress: &progressWriter{a: a, rr: rr}})
+	opts := train.Options{Observer: observer{a, rr}, Progress: &progressWriter{a: a, rr: rr}}
+	t0 := time.Now()
+	sr := a.newSnapRun(rr, job)
+	if sr != nil {
+		sr.start(tr)
+		defer sr.close()
+		opts.Snapshots = sr
+	}
+	if sr != nil && sr.plan.Restore {
+		// Every rank of the attempt restores the same committed step:
+		// from this worker's copy, or from its peers' fragments.
+		st, from, err := sr.restore(ctx)
+		if err != nil {
+			return nil, err
+		}
+		opts.RestoreState = st
+		rr.restoredFrom, rr.restoreMS = from, since(t0)
+		a.logf(rr, "attempt %d restores committed snapshot step %d from %s in %.1f ms", s.Attempt, st.Step, from, rr.restoreMS)
+	} else {
+		// Every rank of the attempt listens before any gets its peers,
+		// and each waited for its superseded ranks first: the
+		// checkpoints they wrote on the way out are complete by now, so
+		// all ranks find the same latest one.
+		resume, err := a.resumePoint(rr, job)
+		if err != nil {
+			return nil, err
+		}
+		opts.Resume = resume
+		rr.restoredFrom = sourceInitial
+		if resume != "" {
+			rr.restoredFrom = sourceCheckpoint
+		}
+		rr.restoreMS = since(t0)
+	}
+	sum, err := r.Train(ctx, opts)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
 			err = fmt.Errorf("%w (while stopping: %v)", err, cause)
@@ -285,6 +320,8 @@ func (a *Agent) reportLocked(rr *rankRun, r *ternv1.RankReport) {
 		rr.started = r
 	case *ternv1.RankReport_Step:
 		rr.step = r
+	case *ternv1.RankReport_Snapshot:
+		rr.snap = r
 	default:
 		rr.final = r
 	}
@@ -293,7 +330,7 @@ func (a *Agent) reportLocked(rr *rankRun, r *ternv1.RankReport) {
 
 // replayLocked re-sends a rank's latest state, in the order it happened.
 func (a *Agent) replayLocked(rr *rankRun) {
-	for _, r := range []*ternv1.RankReport{rr.listening, rr.started, rr.step, rr.final} {
+	for _, r := range []*ternv1.RankReport{rr.listening, rr.started, rr.step, rr.snap, rr.final} {
 		if r != nil {
 			a.offerLocked(&ternv1.SessionRequest{Msg: &ternv1.SessionRequest_Report{Report: r}})
 		}
@@ -309,7 +346,7 @@ type observer struct {
 func (o observer) Started(info train.RunInfo) {
 	o.a.logf(o.rr, "training: %d parameters, from step %d", info.Params, info.StartStep)
 	o.a.report(o.rr, &ternv1.RankReport{Event: &ternv1.RankReport_Started{Started: &ternv1.RankStarted{
-		Params: info.Params, StartStep: int64(info.StartStep),
+		Params: info.Params, StartStep: int64(info.StartStep), RestoredFrom: o.rr.restoredFrom, RestoreMs: o.rr.restoreMS,
 	}}})
 }
 
@@ -337,5 +374,6 @@ func summaryProto(s *train.Summary) *ternv1.TrainSummary {
 		TokensPerSecond: s.TokensPerS, StepMsMedian: s.StepMSMedian, WallSeconds: s.WallS,
 		Params: s.Params, PeakRssBytes: s.PeakRSSBytes, OptimizerStateBytes: s.OptimizerStateBytes,
 		BytesSentPerStep: s.BytesSentPerStep, BytesRecvPerStep: s.BytesRecvPerStep, Stopped: s.Stopped,
+		WeightsCrc32C: s.WeightsCRC32C,
 	}
 }

@@ -163,6 +163,12 @@ func (a *Agent) dispatch(msg *ternv1.SessionResponse) error {
 		return a.givePeers(m.Peers)
 	case *ternv1.SessionResponse_StopRanks:
 		a.stopRanks(m.StopRanks)
+		if m.StopRanks.Forget {
+			a.forgetSnapshots(m.StopRanks.Job)
+		}
+		return nil
+	case *ternv1.SessionResponse_SnapshotCommitted:
+		a.snapshotCommitted(m.SnapshotCommitted)
 		return nil
 	case *ternv1.SessionResponse_Accepted:
 		return nil

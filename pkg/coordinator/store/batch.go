@@ -186,6 +186,7 @@ func (b *Batch) DeleteJob(name string, revision int64) {
 	b.del(s.attemptsPrefix(name), "delete attempts of "+what, clientv3.WithPrefix())
 	b.del(s.assignmentKey(name), "delete assignment of "+what)
 	b.del(s.committedKey(name), "delete committed step of "+what)
+	b.del(s.snapshotKey(name), "delete committed snapshot of "+what)
 }
 
 // PutAttempt stores attempt n of an existing job (ErrNotFound otherwise).
@@ -241,6 +242,29 @@ func (b *Batch) CommitStep(job string, prev Committed, step uint64, manifest []b
 	b.addCond(cond{kind: condExists, key: s.jobKey(job), what: fmt.Sprintf("job %q", job)})
 	b.addCond(cond{kind: condModRev, key: s.committedKey(job), rev: prev.Revision, what: fmt.Sprintf("committed step of job %q", job)})
 	b.put(s.committedKey(job), rec, fmt.Sprintf("commit step %d of job %q", step, job))
+}
+
+// CommitSnapshot makes step, with its peer manifest, job's committed
+// in-memory snapshot, on the condition that the committed snapshot is
+// still prev (read by the caller; Revision 0 for none) and step is newer:
+// committed snapshot steps only grow (research fault-tolerance.md §9.1).
+func (b *Batch) CommitSnapshot(job string, prev Committed, step uint64, manifest []byte) {
+	if !b.checkJob(job, map[string][]byte{"snapshot manifest": manifest}) {
+		return
+	}
+	if prev.Revision != 0 && step <= prev.Step {
+		b.fail(fmt.Errorf("commit snapshot step %d of job %q: committed snapshot step is %d: %w", step, job, prev.Step, ErrStaleStep))
+		return
+	}
+	rec, err := json.Marshal(committedRecord{V: recordVersion, Step: step, Manifest: manifest})
+	if err != nil {
+		b.fail(fmt.Errorf("encode committed snapshot of job %q: %w", job, err))
+		return
+	}
+	s := b.l.s
+	b.addCond(cond{kind: condExists, key: s.jobKey(job), what: fmt.Sprintf("job %q", job)})
+	b.addCond(cond{kind: condModRev, key: s.snapshotKey(job), rev: prev.Revision, what: fmt.Sprintf("committed snapshot of job %q", job)})
+	b.put(s.snapshotKey(job), rec, fmt.Sprintf("commit snapshot step %d of job %q", step, job))
 }
 
 // Commit applies the batch in one transaction guarded by the leader fence
@@ -389,6 +413,34 @@ func (l *Leader) CommitStep(ctx context.Context, job string, step uint64, manife
 		}
 		b := l.Batch()
 		b.CommitStep(job, prev, step, manifest)
+		var rev int64
+		rev, err = b.Commit(ctx)
+		if err == nil {
+			return Committed{Step: step, Manifest: manifest, Revision: rev}, nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return Committed{}, err
+		}
+	}
+	return Committed{}, err
+}
+
+// CommitSnapshot commits job's in-memory snapshot of step with its
+// manifest in one transaction fenced by leadership, after reading the
+// current one: the same step and manifest again succeed without writing
+// (a retried commit), an older or equal step fails with ErrStaleStep.
+func (l *Leader) CommitSnapshot(ctx context.Context, job string, step uint64, manifest []byte) (Committed, error) {
+	var err error
+	for range commitRetries {
+		prev, gerr := l.s.GetSnapshot(ctx, job)
+		if gerr != nil && !errors.Is(gerr, ErrNotFound) {
+			return Committed{}, gerr
+		}
+		if gerr == nil && prev.Step == step && bytes.Equal(prev.Manifest, manifest) {
+			return prev, nil
+		}
+		b := l.Batch()
+		b.CommitSnapshot(job, prev, step, manifest)
 		var rev int64
 		rev, err = b.Commit(ctx)
 		if err == nil {

@@ -183,6 +183,19 @@ func (s *Store) GetAssignment(ctx context.Context, job string) (Assignment, erro
 	return Assignment{Value: kv.Value, Revision: kv.ModRevision}, nil
 }
 
+// GetSnapshot returns job's committed in-memory snapshot (step and peer
+// manifest), or ErrNotFound before the first.
+func (s *Store) GetSnapshot(ctx context.Context, job string) (Committed, error) {
+	if err := checkName("job", job); err != nil {
+		return Committed{}, err
+	}
+	kv, err := s.get(ctx, s.snapshotKey(job), fmt.Sprintf("committed snapshot of job %q", job))
+	if err != nil {
+		return Committed{}, err
+	}
+	return decodeCommitted(job, kv)
+}
+
 // GetCommitted returns job's committed step, or ErrNotFound before the
 // first commit.
 func (s *Store) GetCommitted(ctx context.Context, job string) (Committed, error) {

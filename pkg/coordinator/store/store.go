@@ -176,6 +176,7 @@ func (s *Store) attemptKey(job string, n int) string {
 }
 func (s *Store) assignmentKey(job string) string { return s.prefix + "assignments/" + job }
 func (s *Store) committedKey(job string) string  { return s.prefix + "committed/" + job }
+func (s *Store) snapshotKey(job string) string   { return s.prefix + "snapshots/" + job }
 func (s *Store) workersPrefix() string           { return s.prefix + "workers/" }
 func (s *Store) workerKey(name string) string    { return s.workersPrefix() + name }
 

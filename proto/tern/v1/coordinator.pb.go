@@ -1506,7 +1506,13 @@ type Job struct {
 	// Every attempt launched, oldest first.
 	Attempts []*AttemptStatus `protobuf:"bytes,22,rep,name=attempts,proto3" json:"attempts,omitempty"`
 	// The most recent failure, if any.
-	LastFailure   *JobFailure `protobuf:"bytes,23,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
+	LastFailure *JobFailure `protobuf:"bytes,23,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
+	// The last in-memory snapshot step committed (every rank staged it and
+	// its fragments are on their holders); -1 while none is.
+	SnapshotStep int64 `protobuf:"varint,24,opt,name=snapshot_step,json=snapshotStep,proto3" json:"snapshot_step,omitempty"`
+	// How each rank of each recovered attempt restored its state (the
+	// latest 64), by attempt and rank; empty before the first recovery.
+	Restores      []*RankRestore `protobuf:"bytes,25,rep,name=restores,proto3" json:"restores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1702,6 +1708,102 @@ func (x *Job) GetLastFailure() *JobFailure {
 	return nil
 }
 
+func (x *Job) GetSnapshotStep() int64 {
+	if x != nil {
+		return x.SnapshotStep
+	}
+	return 0
+}
+
+func (x *Job) GetRestores() []*RankRestore {
+	if x != nil {
+		return x.Restores
+	}
+	return nil
+}
+
+// RankRestore says where one rank of a recovered attempt got its state.
+type RankRestore struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Attempt int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Rank    int32                  `protobuf:"varint,2,opt,name=rank,proto3" json:"rank,omitempty"`
+	// "local" (its worker's in-memory copy), "peers" (decoded from
+	// fragments held by other workers), "checkpoint" (spec.checkpoint.dir)
+	// or "initial" (step 0: nothing to restore from).
+	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// The step it continued from.
+	Step int64 `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"`
+	// Time spent restoring on the worker.
+	RestoreMs     float64 `protobuf:"fixed64,5,opt,name=restore_ms,json=restoreMs,proto3" json:"restore_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RankRestore) Reset() {
+	*x = RankRestore{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RankRestore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RankRestore) ProtoMessage() {}
+
+func (x *RankRestore) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RankRestore.ProtoReflect.Descriptor instead.
+func (*RankRestore) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RankRestore) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *RankRestore) GetRank() int32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *RankRestore) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *RankRestore) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *RankRestore) GetRestoreMs() float64 {
+	if x != nil {
+		return x.RestoreMs
+	}
+	return 0
+}
+
 // AttemptStatus is one launch of the job's ranks.
 type AttemptStatus struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1722,7 +1824,7 @@ type AttemptStatus struct {
 
 func (x *AttemptStatus) Reset() {
 	*x = AttemptStatus{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1836,7 @@ func (x *AttemptStatus) String() string {
 func (*AttemptStatus) ProtoMessage() {}
 
 func (x *AttemptStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[26]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1849,7 @@ func (x *AttemptStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptStatus.ProtoReflect.Descriptor instead.
 func (*AttemptStatus) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AttemptStatus) GetAttempt() int32 {
@@ -1806,7 +1908,7 @@ type JobFailure struct {
 
 func (x *JobFailure) Reset() {
 	*x = JobFailure{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1920,7 @@ func (x *JobFailure) String() string {
 func (*JobFailure) ProtoMessage() {}
 
 func (x *JobFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[27]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1933,7 @@ func (x *JobFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobFailure.ProtoReflect.Descriptor instead.
 func (*JobFailure) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *JobFailure) GetAttempt() int32 {
@@ -1887,7 +1989,7 @@ type RankStatus struct {
 
 func (x *RankStatus) Reset() {
 	*x = RankStatus{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +2001,7 @@ func (x *RankStatus) String() string {
 func (*RankStatus) ProtoMessage() {}
 
 func (x *RankStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[28]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +2014,7 @@ func (x *RankStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStatus.ProtoReflect.Descriptor instead.
 func (*RankStatus) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RankStatus) GetRank() int32 {
@@ -1978,7 +2080,7 @@ type JobEvent struct {
 
 func (x *JobEvent) Reset() {
 	*x = JobEvent{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2092,7 @@ func (x *JobEvent) String() string {
 func (*JobEvent) ProtoMessage() {}
 
 func (x *JobEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[29]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2105,7 @@ func (x *JobEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobEvent.ProtoReflect.Descriptor instead.
 func (*JobEvent) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{29}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JobEvent) GetTime() *timestamppb.Timestamp {
@@ -2050,14 +2152,19 @@ type TrainSummary struct {
 	BytesSentPerStep    int64   `protobuf:"varint,10,opt,name=bytes_sent_per_step,json=bytesSentPerStep,proto3" json:"bytes_sent_per_step,omitempty"`
 	BytesRecvPerStep    int64   `protobuf:"varint,11,opt,name=bytes_recv_per_step,json=bytesRecvPerStep,proto3" json:"bytes_recv_per_step,omitempty"`
 	// True if the run stopped before its last step.
-	Stopped       bool `protobuf:"varint,12,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	Stopped bool `protobuf:"varint,12,opt,name=stopped,proto3" json:"stopped,omitempty"`
+	// CRC32C (Castagnoli) of the final parameters: of one rank's float32
+	// bytes in a rank's summary; of the ranks' values, little-endian in
+	// rank order, in a job's. Equal for two runs that trained the same
+	// weights bit for bit.
+	WeightsCrc32C uint32 `protobuf:"fixed32,13,opt,name=weights_crc32c,json=weightsCrc32c,proto3" json:"weights_crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TrainSummary) Reset() {
 	*x = TrainSummary{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +2176,7 @@ func (x *TrainSummary) String() string {
 func (*TrainSummary) ProtoMessage() {}
 
 func (x *TrainSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[30]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +2189,7 @@ func (x *TrainSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrainSummary.ProtoReflect.Descriptor instead.
 func (*TrainSummary) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{30}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TrainSummary) GetSteps() int64 {
@@ -2169,6 +2276,13 @@ func (x *TrainSummary) GetStopped() bool {
 	return false
 }
 
+func (x *TrainSummary) GetWeightsCrc32C() uint32 {
+	if x != nil {
+		return x.WeightsCrc32C
+	}
+	return 0
+}
+
 type RegisterWorkerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique among the workers of this coordinator: letters, digits, '.',
@@ -2188,7 +2302,7 @@ type RegisterWorkerRequest struct {
 
 func (x *RegisterWorkerRequest) Reset() {
 	*x = RegisterWorkerRequest{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2314,7 @@ func (x *RegisterWorkerRequest) String() string {
 func (*RegisterWorkerRequest) ProtoMessage() {}
 
 func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[31]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2327,7 @@ func (x *RegisterWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerRequest.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{31}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegisterWorkerRequest) GetName() string {
@@ -2267,7 +2381,7 @@ type RegisterWorkerResponse struct {
 
 func (x *RegisterWorkerResponse) Reset() {
 	*x = RegisterWorkerResponse{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2279,7 +2393,7 @@ func (x *RegisterWorkerResponse) String() string {
 func (*RegisterWorkerResponse) ProtoMessage() {}
 
 func (x *RegisterWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[32]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2292,7 +2406,7 @@ func (x *RegisterWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorkerResponse.ProtoReflect.Descriptor instead.
 func (*RegisterWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{32}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RegisterWorkerResponse) GetSessionId() string {
@@ -2332,7 +2446,7 @@ type SessionRequest struct {
 
 func (x *SessionRequest) Reset() {
 	*x = SessionRequest{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2458,7 @@ func (x *SessionRequest) String() string {
 func (*SessionRequest) ProtoMessage() {}
 
 func (x *SessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[33]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2471,7 @@ func (x *SessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
 func (*SessionRequest) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{33}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SessionRequest) GetMsg() isSessionRequest_Msg {
@@ -2447,7 +2561,7 @@ type RankLogs struct {
 
 func (x *RankLogs) Reset() {
 	*x = RankLogs{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2459,7 +2573,7 @@ func (x *RankLogs) String() string {
 func (*RankLogs) ProtoMessage() {}
 
 func (x *RankLogs) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[34]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2472,7 +2586,7 @@ func (x *RankLogs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankLogs.ProtoReflect.Descriptor instead.
 func (*RankLogs) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{34}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RankLogs) GetJob() string {
@@ -2513,7 +2627,7 @@ type SessionHello struct {
 
 func (x *SessionHello) Reset() {
 	*x = SessionHello{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[35]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2639,7 @@ func (x *SessionHello) String() string {
 func (*SessionHello) ProtoMessage() {}
 
 func (x *SessionHello) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[35]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2652,7 @@ func (x *SessionHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionHello.ProtoReflect.Descriptor instead.
 func (*SessionHello) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{35}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SessionHello) GetWorker() string {
@@ -2564,7 +2678,7 @@ type SessionHeartbeat struct {
 
 func (x *SessionHeartbeat) Reset() {
 	*x = SessionHeartbeat{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[36]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2576,7 +2690,7 @@ func (x *SessionHeartbeat) String() string {
 func (*SessionHeartbeat) ProtoMessage() {}
 
 func (x *SessionHeartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[36]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2589,7 +2703,7 @@ func (x *SessionHeartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionHeartbeat.ProtoReflect.Descriptor instead.
 func (*SessionHeartbeat) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{36}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{37}
 }
 
 // RankReport is something one rank of a job attempt did.
@@ -2605,6 +2719,7 @@ type RankReport struct {
 	//	*RankReport_Step
 	//	*RankReport_Finished
 	//	*RankReport_Failed
+	//	*RankReport_Snapshot
 	Event         isRankReport_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2612,7 +2727,7 @@ type RankReport struct {
 
 func (x *RankReport) Reset() {
 	*x = RankReport{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[37]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2739,7 @@ func (x *RankReport) String() string {
 func (*RankReport) ProtoMessage() {}
 
 func (x *RankReport) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[37]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2752,7 @@ func (x *RankReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankReport.ProtoReflect.Descriptor instead.
 func (*RankReport) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{37}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RankReport) GetJob() string {
@@ -2713,6 +2828,15 @@ func (x *RankReport) GetFailed() *RankFailed {
 	return nil
 }
 
+func (x *RankReport) GetSnapshot() *RankSnapshot {
+	if x != nil {
+		if x, ok := x.Event.(*RankReport_Snapshot); ok {
+			return x.Snapshot
+		}
+	}
+	return nil
+}
+
 type isRankReport_Event interface {
 	isRankReport_Event()
 }
@@ -2737,6 +2861,10 @@ type RankReport_Failed struct {
 	Failed *RankFailed `protobuf:"bytes,8,opt,name=failed,proto3,oneof"`
 }
 
+type RankReport_Snapshot struct {
+	Snapshot *RankSnapshot `protobuf:"bytes,9,opt,name=snapshot,proto3,oneof"`
+}
+
 func (*RankReport_Listening) isRankReport_Event() {}
 
 func (*RankReport_Started) isRankReport_Event() {}
@@ -2746,6 +2874,95 @@ func (*RankReport_Step) isRankReport_Event() {}
 func (*RankReport_Finished) isRankReport_Event() {}
 
 func (*RankReport_Failed) isRankReport_Event() {}
+
+func (*RankReport_Snapshot) isRankReport_Event() {}
+
+// RankSnapshot: the rank staged its state of step as an in-memory
+// snapshot and every fragment reached its holder (or, with error set,
+// staging step failed). epoch is the attempt whose placement it used.
+type RankSnapshot struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Step           int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
+	Epoch          uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	StateBytes     int64                  `protobuf:"varint,3,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
+	StateCrc32C    uint32                 `protobuf:"fixed32,4,opt,name=state_crc32c,json=stateCrc32c,proto3" json:"state_crc32c,omitempty"`
+	FragmentCrc32C []uint32               `protobuf:"fixed32,5,rep,packed,name=fragment_crc32c,json=fragmentCrc32c,proto3" json:"fragment_crc32c,omitempty"`
+	Error          string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RankSnapshot) Reset() {
+	*x = RankSnapshot{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RankSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RankSnapshot) ProtoMessage() {}
+
+func (x *RankSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RankSnapshot.ProtoReflect.Descriptor instead.
+func (*RankSnapshot) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RankSnapshot) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *RankSnapshot) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RankSnapshot) GetStateBytes() int64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *RankSnapshot) GetStateCrc32C() uint32 {
+	if x != nil {
+		return x.StateCrc32C
+	}
+	return 0
+}
+
+func (x *RankSnapshot) GetFragmentCrc32C() []uint32 {
+	if x != nil {
+		return x.FragmentCrc32C
+	}
+	return nil
+}
+
+func (x *RankSnapshot) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
 
 // RankListening: the rank listens for its peers at address (host:port).
 type RankListening struct {
@@ -2757,7 +2974,7 @@ type RankListening struct {
 
 func (x *RankListening) Reset() {
 	*x = RankListening{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[38]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2769,7 +2986,7 @@ func (x *RankListening) String() string {
 func (*RankListening) ProtoMessage() {}
 
 func (x *RankListening) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[38]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2782,7 +2999,7 @@ func (x *RankListening) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankListening.ProtoReflect.Descriptor instead.
 func (*RankListening) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{38}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RankListening) GetAddress() string {
@@ -2797,14 +3014,18 @@ type RankStarted struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Params int64                  `protobuf:"varint,1,opt,name=params,proto3" json:"params,omitempty"`
 	// Steps already done when training started (non-zero when resuming).
-	StartStep     int64 `protobuf:"varint,2,opt,name=start_step,json=startStep,proto3" json:"start_step,omitempty"`
+	StartStep int64 `protobuf:"varint,2,opt,name=start_step,json=startStep,proto3" json:"start_step,omitempty"`
+	// Where the state came from: "local", "peers", "checkpoint" or
+	// "initial" (RankRestore.source), and how long restoring took.
+	RestoredFrom  string  `protobuf:"bytes,3,opt,name=restored_from,json=restoredFrom,proto3" json:"restored_from,omitempty"`
+	RestoreMs     float64 `protobuf:"fixed64,4,opt,name=restore_ms,json=restoreMs,proto3" json:"restore_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RankStarted) Reset() {
 	*x = RankStarted{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[39]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2816,7 +3037,7 @@ func (x *RankStarted) String() string {
 func (*RankStarted) ProtoMessage() {}
 
 func (x *RankStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[39]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2829,7 +3050,7 @@ func (x *RankStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStarted.ProtoReflect.Descriptor instead.
 func (*RankStarted) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{39}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RankStarted) GetParams() int64 {
@@ -2842,6 +3063,20 @@ func (x *RankStarted) GetParams() int64 {
 func (x *RankStarted) GetStartStep() int64 {
 	if x != nil {
 		return x.StartStep
+	}
+	return 0
+}
+
+func (x *RankStarted) GetRestoredFrom() string {
+	if x != nil {
+		return x.RestoredFrom
+	}
+	return ""
+}
+
+func (x *RankStarted) GetRestoreMs() float64 {
+	if x != nil {
+		return x.RestoreMs
 	}
 	return 0
 }
@@ -2865,7 +3100,7 @@ type RankStep struct {
 
 func (x *RankStep) Reset() {
 	*x = RankStep{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[40]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2877,7 +3112,7 @@ func (x *RankStep) String() string {
 func (*RankStep) ProtoMessage() {}
 
 func (x *RankStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[40]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2890,7 +3125,7 @@ func (x *RankStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankStep.ProtoReflect.Descriptor instead.
 func (*RankStep) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{40}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RankStep) GetStep() int64 {
@@ -2967,7 +3202,7 @@ type RankFinished struct {
 
 func (x *RankFinished) Reset() {
 	*x = RankFinished{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[41]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3214,7 @@ func (x *RankFinished) String() string {
 func (*RankFinished) ProtoMessage() {}
 
 func (x *RankFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[41]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3227,7 @@ func (x *RankFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankFinished.ProtoReflect.Descriptor instead.
 func (*RankFinished) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{41}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RankFinished) GetSummary() *TrainSummary {
@@ -3012,7 +3247,7 @@ type RankFailed struct {
 
 func (x *RankFailed) Reset() {
 	*x = RankFailed{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[42]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3024,7 +3259,7 @@ func (x *RankFailed) String() string {
 func (*RankFailed) ProtoMessage() {}
 
 func (x *RankFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[42]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3037,7 +3272,7 @@ func (x *RankFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankFailed.ProtoReflect.Descriptor instead.
 func (*RankFailed) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{42}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RankFailed) GetError() string {
@@ -3056,6 +3291,7 @@ type SessionResponse struct {
 	//	*SessionResponse_StartRank
 	//	*SessionResponse_Peers
 	//	*SessionResponse_StopRanks
+	//	*SessionResponse_SnapshotCommitted
 	Msg           isSessionResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3063,7 +3299,7 @@ type SessionResponse struct {
 
 func (x *SessionResponse) Reset() {
 	*x = SessionResponse{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[43]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3311,7 @@ func (x *SessionResponse) String() string {
 func (*SessionResponse) ProtoMessage() {}
 
 func (x *SessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[43]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3324,7 @@ func (x *SessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
 func (*SessionResponse) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{43}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SessionResponse) GetMsg() isSessionResponse_Msg {
@@ -3134,6 +3370,15 @@ func (x *SessionResponse) GetStopRanks() *StopRanks {
 	return nil
 }
 
+func (x *SessionResponse) GetSnapshotCommitted() *SnapshotCommitted {
+	if x != nil {
+		if x, ok := x.Msg.(*SessionResponse_SnapshotCommitted); ok {
+			return x.SnapshotCommitted
+		}
+	}
+	return nil
+}
+
 type isSessionResponse_Msg interface {
 	isSessionResponse_Msg()
 }
@@ -3157,6 +3402,10 @@ type SessionResponse_StopRanks struct {
 	StopRanks *StopRanks `protobuf:"bytes,4,opt,name=stop_ranks,json=stopRanks,proto3,oneof"`
 }
 
+type SessionResponse_SnapshotCommitted struct {
+	SnapshotCommitted *SnapshotCommitted `protobuf:"bytes,5,opt,name=snapshot_committed,json=snapshotCommitted,proto3,oneof"`
+}
+
 func (*SessionResponse_Accepted) isSessionResponse_Msg() {}
 
 func (*SessionResponse_StartRank) isSessionResponse_Msg() {}
@@ -3164,6 +3413,71 @@ func (*SessionResponse_StartRank) isSessionResponse_Msg() {}
 func (*SessionResponse_Peers) isSessionResponse_Msg() {}
 
 func (*SessionResponse_StopRanks) isSessionResponse_Msg() {}
+
+func (*SessionResponse_SnapshotCommitted) isSessionResponse_Msg() {}
+
+// SnapshotCommitted tells a worker that step of job is committed (older
+// generations may be freed) or, with abandoned set, that step will never
+// commit (drop it).
+type SnapshotCommitted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`
+	Abandoned     bool                   `protobuf:"varint,3,opt,name=abandoned,proto3" json:"abandoned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotCommitted) Reset() {
+	*x = SnapshotCommitted{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotCommitted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotCommitted) ProtoMessage() {}
+
+func (x *SnapshotCommitted) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotCommitted.ProtoReflect.Descriptor instead.
+func (*SnapshotCommitted) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *SnapshotCommitted) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *SnapshotCommitted) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *SnapshotCommitted) GetAbandoned() bool {
+	if x != nil {
+		return x.Abandoned
+	}
+	return false
+}
 
 type SessionAccepted struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -3174,7 +3488,7 @@ type SessionAccepted struct {
 
 func (x *SessionAccepted) Reset() {
 	*x = SessionAccepted{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[44]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3186,7 +3500,7 @@ func (x *SessionAccepted) String() string {
 func (*SessionAccepted) ProtoMessage() {}
 
 func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[44]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3199,7 +3513,7 @@ func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAccepted.ProtoReflect.Descriptor instead.
 func (*SessionAccepted) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{44}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SessionAccepted) GetHeartbeatInterval() *durationpb.Duration {
@@ -3226,14 +3540,16 @@ type StartRank struct {
 	// Step to restore before training (0: the initial state).
 	FromStep int64 `protobuf:"varint,7,opt,name=from_step,json=fromStep,proto3" json:"from_step,omitempty"`
 	// Address to bind, host:port; port 0 lets the worker choose.
-	Listen        string `protobuf:"bytes,8,opt,name=listen,proto3" json:"listen,omitempty"`
+	Listen string `protobuf:"bytes,8,opt,name=listen,proto3" json:"listen,omitempty"`
+	// In-memory snapshots of this attempt; unset: none.
+	Snapshot      *SnapshotPlan `protobuf:"bytes,9,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartRank) Reset() {
 	*x = StartRank{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[45]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3245,7 +3561,7 @@ func (x *StartRank) String() string {
 func (*StartRank) ProtoMessage() {}
 
 func (x *StartRank) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[45]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3258,7 +3574,7 @@ func (x *StartRank) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRank.ProtoReflect.Descriptor instead.
 func (*StartRank) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{45}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *StartRank) GetJob() string {
@@ -3317,6 +3633,126 @@ func (x *StartRank) GetListen() string {
 	return ""
 }
 
+func (x *StartRank) GetSnapshot() *SnapshotPlan {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+// SnapshotPlan tells a rank how to take in-memory snapshots in this
+// attempt and what to restore before training.
+type SnapshotPlan struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The erasure code (k data fragments, tolerate m) and, for fragment i
+	// of this rank's state, the rank whose worker holds it; empty when the
+	// attempt keeps local copies only.
+	DataShards  int32   `protobuf:"varint,1,opt,name=data_shards,json=dataShards,proto3" json:"data_shards,omitempty"`
+	Tolerate    int32   `protobuf:"varint,2,opt,name=tolerate,proto3" json:"tolerate,omitempty"`
+	HolderRanks []int32 `protobuf:"varint,3,rep,packed,name=holder_ranks,json=holderRanks,proto3" json:"holder_ranks,omitempty"`
+	// The worker of each rank of this attempt, so a restore can ask the
+	// rank now running on a manifest's holder for its fragment.
+	RankWorkers []string `protobuf:"bytes,4,rep,name=rank_workers,json=rankWorkers,proto3" json:"rank_workers,omitempty"`
+	// The committed snapshot step (-1: none), and whether to restore it
+	// (restore true) with its compact manifest (pkg/snapshot
+	// PeerManifest), where the coordinator expects this rank's copy:
+	// "local" or "peers". Without restore the rank resumes from the
+	// durable checkpoint, and takes no peer snapshot up to restore_step
+	// (that step is committed already).
+	Restore       bool   `protobuf:"varint,5,opt,name=restore,proto3" json:"restore,omitempty"`
+	RestoreStep   int64  `protobuf:"varint,6,opt,name=restore_step,json=restoreStep,proto3" json:"restore_step,omitempty"`
+	Manifest      []byte `protobuf:"bytes,7,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Source        string `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotPlan) Reset() {
+	*x = SnapshotPlan{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotPlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotPlan) ProtoMessage() {}
+
+func (x *SnapshotPlan) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotPlan.ProtoReflect.Descriptor instead.
+func (*SnapshotPlan) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *SnapshotPlan) GetDataShards() int32 {
+	if x != nil {
+		return x.DataShards
+	}
+	return 0
+}
+
+func (x *SnapshotPlan) GetTolerate() int32 {
+	if x != nil {
+		return x.Tolerate
+	}
+	return 0
+}
+
+func (x *SnapshotPlan) GetHolderRanks() []int32 {
+	if x != nil {
+		return x.HolderRanks
+	}
+	return nil
+}
+
+func (x *SnapshotPlan) GetRankWorkers() []string {
+	if x != nil {
+		return x.RankWorkers
+	}
+	return nil
+}
+
+func (x *SnapshotPlan) GetRestore() bool {
+	if x != nil {
+		return x.Restore
+	}
+	return false
+}
+
+func (x *SnapshotPlan) GetRestoreStep() int64 {
+	if x != nil {
+		return x.RestoreStep
+	}
+	return 0
+}
+
+func (x *SnapshotPlan) GetManifest() []byte {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *SnapshotPlan) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 // RankPeers gives every rank's address, indexed by rank, to the worker's
 // ranks of a job attempt, once all of them listen.
 type RankPeers struct {
@@ -3330,7 +3766,7 @@ type RankPeers struct {
 
 func (x *RankPeers) Reset() {
 	*x = RankPeers{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[46]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3342,7 +3778,7 @@ func (x *RankPeers) String() string {
 func (*RankPeers) ProtoMessage() {}
 
 func (x *RankPeers) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[46]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3355,7 +3791,7 @@ func (x *RankPeers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RankPeers.ProtoReflect.Descriptor instead.
 func (*RankPeers) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{46}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RankPeers) GetJob() string {
@@ -3382,17 +3818,19 @@ func (x *RankPeers) GetAddresses() []string {
 // StopRanks tells a worker to stop its ranks of the job's attempts up to
 // and including attempt.
 type StopRanks struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
-	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Job     string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Reason  string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The job is over: the worker may drop its in-memory snapshots too.
+	Forget        bool `protobuf:"varint,4,opt,name=forget,proto3" json:"forget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StopRanks) Reset() {
 	*x = StopRanks{}
-	mi := &file_tern_v1_coordinator_proto_msgTypes[47]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3842,7 @@ func (x *StopRanks) String() string {
 func (*StopRanks) ProtoMessage() {}
 
 func (x *StopRanks) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_v1_coordinator_proto_msgTypes[47]
+	mi := &file_tern_v1_coordinator_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3855,7 @@ func (x *StopRanks) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRanks.ProtoReflect.Descriptor instead.
 func (*StopRanks) Descriptor() ([]byte, []int) {
-	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{47}
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *StopRanks) GetJob() string {
@@ -3439,6 +3877,13 @@ func (x *StopRanks) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *StopRanks) GetForget() bool {
+	if x != nil {
+		return x.Forget
+	}
+	return false
 }
 
 var File_tern_v1_coordinator_proto protoreflect.FileDescriptor
@@ -3528,7 +3973,7 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"registered\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\a\n" +
 	"\x03Job\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x05phase\x18\x02 \x01(\x0e2\x11.tern.v1.JobPhaseR\x05phase\x12\x16\n" +
@@ -3553,7 +3998,16 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\bfinished\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12\x17\n" +
 	"\astep_ms\x18\x15 \x01(\x01R\x06stepMs\x122\n" +
 	"\battempts\x18\x16 \x03(\v2\x16.tern.v1.AttemptStatusR\battempts\x126\n" +
-	"\flast_failure\x18\x17 \x01(\v2\x13.tern.v1.JobFailureR\vlastFailure\"\xe7\x01\n" +
+	"\flast_failure\x18\x17 \x01(\v2\x13.tern.v1.JobFailureR\vlastFailure\x12#\n" +
+	"\rsnapshot_step\x18\x18 \x01(\x03R\fsnapshotStep\x120\n" +
+	"\brestores\x18\x19 \x03(\v2\x14.tern.v1.RankRestoreR\brestores\"\x86\x01\n" +
+	"\vRankRestore\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04rank\x18\x02 \x01(\x05R\x04rank\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\x03R\x04step\x12\x1d\n" +
+	"\n" +
+	"restore_ms\x18\x05 \x01(\x01R\trestoreMs\"\xe7\x01\n" +
 	"\rAttemptStatus\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\x05R\aattempt\x124\n" +
 	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x120\n" +
@@ -3582,7 +4036,7 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
 	"\bseverity\x18\x02 \x01(\tR\bseverity\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\xca\x03\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xf1\x03\n" +
 	"\fTrainSummary\x12\x14\n" +
 	"\x05steps\x18\x01 \x01(\x03R\x05steps\x12\x1d\n" +
 	"\n" +
@@ -3597,7 +4051,8 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\x13bytes_sent_per_step\x18\n" +
 	" \x01(\x03R\x10bytesSentPerStep\x12-\n" +
 	"\x13bytes_recv_per_step\x18\v \x01(\x03R\x10bytesRecvPerStep\x12\x18\n" +
-	"\astopped\x18\f \x01(\bR\astopped\"\xe6\x01\n" +
+	"\astopped\x18\f \x01(\bR\astopped\x12%\n" +
+	"\x0eweights_crc32c\x18\r \x01(\aR\rweightsCrc32c\"\xe6\x01\n" +
 	"\x15RegisterWorkerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12\x14\n" +
@@ -3627,7 +4082,7 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\tR\tsessionId\"\x12\n" +
-	"\x10SessionHeartbeat\"\xcc\x02\n" +
+	"\x10SessionHeartbeat\"\x81\x03\n" +
 	"\n" +
 	"RankReport\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n" +
@@ -3637,14 +4092,26 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\astarted\x18\x05 \x01(\v2\x14.tern.v1.RankStartedH\x00R\astarted\x12'\n" +
 	"\x04step\x18\x06 \x01(\v2\x11.tern.v1.RankStepH\x00R\x04step\x123\n" +
 	"\bfinished\x18\a \x01(\v2\x15.tern.v1.RankFinishedH\x00R\bfinished\x12-\n" +
-	"\x06failed\x18\b \x01(\v2\x13.tern.v1.RankFailedH\x00R\x06failedB\a\n" +
-	"\x05event\")\n" +
+	"\x06failed\x18\b \x01(\v2\x13.tern.v1.RankFailedH\x00R\x06failed\x123\n" +
+	"\bsnapshot\x18\t \x01(\v2\x15.tern.v1.RankSnapshotH\x00R\bsnapshotB\a\n" +
+	"\x05event\"\xbb\x01\n" +
+	"\fRankSnapshot\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
+	"\vstate_bytes\x18\x03 \x01(\x03R\n" +
+	"stateBytes\x12!\n" +
+	"\fstate_crc32c\x18\x04 \x01(\aR\vstateCrc32c\x12'\n" +
+	"\x0ffragment_crc32c\x18\x05 \x03(\aR\x0efragmentCrc32c\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\")\n" +
 	"\rRankListening\x12\x18\n" +
-	"\aaddress\x18\x01 \x01(\tR\aaddress\"D\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\"\x88\x01\n" +
 	"\vRankStarted\x12\x16\n" +
 	"\x06params\x18\x01 \x01(\x03R\x06params\x12\x1d\n" +
 	"\n" +
-	"start_step\x18\x02 \x01(\x03R\tstartStep\"\x92\x02\n" +
+	"start_step\x18\x02 \x01(\x03R\tstartStep\x12#\n" +
+	"\rrestored_from\x18\x03 \x01(\tR\frestoredFrom\x12\x1d\n" +
+	"\n" +
+	"restore_ms\x18\x04 \x01(\x01R\trestoreMs\"\x92\x02\n" +
 	"\bRankStep\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x12\n" +
 	"\x04loss\x18\x02 \x01(\x01R\x04loss\x12*\n" +
@@ -3663,17 +4130,22 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\asummary\x18\x01 \x01(\v2\x15.tern.v1.TrainSummaryR\asummary\"\"\n" +
 	"\n" +
 	"RankFailed\x12\x14\n" +
-	"\x05error\x18\x01 \x01(\tR\x05error\"\xe6\x01\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\"\xb3\x02\n" +
 	"\x0fSessionResponse\x126\n" +
 	"\baccepted\x18\x01 \x01(\v2\x18.tern.v1.SessionAcceptedH\x00R\baccepted\x123\n" +
 	"\n" +
 	"start_rank\x18\x02 \x01(\v2\x12.tern.v1.StartRankH\x00R\tstartRank\x12*\n" +
 	"\x05peers\x18\x03 \x01(\v2\x12.tern.v1.RankPeersH\x00R\x05peers\x123\n" +
 	"\n" +
-	"stop_ranks\x18\x04 \x01(\v2\x12.tern.v1.StopRanksH\x00R\tstopRanksB\x05\n" +
-	"\x03msg\"[\n" +
+	"stop_ranks\x18\x04 \x01(\v2\x12.tern.v1.StopRanksH\x00R\tstopRanks\x12K\n" +
+	"\x12snapshot_committed\x18\x05 \x01(\v2\x1a.tern.v1.SnapshotCommittedH\x00R\x11snapshotCommittedB\x05\n" +
+	"\x03msg\"W\n" +
+	"\x11SnapshotCommitted\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x1c\n" +
+	"\tabandoned\x18\x03 \x01(\bR\tabandoned\"[\n" +
 	"\x0fSessionAccepted\x12H\n" +
-	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\xc9\x01\n" +
+	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\"\xfc\x01\n" +
 	"\tStartRank\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x12\n" +
@@ -3682,15 +4154,27 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\tspec_json\x18\x05 \x01(\fR\bspecJson\x12\x14\n" +
 	"\x05token\x18\x06 \x01(\tR\x05token\x12\x1b\n" +
 	"\tfrom_step\x18\a \x01(\x03R\bfromStep\x12\x16\n" +
-	"\x06listen\x18\b \x01(\tR\x06listen\"U\n" +
+	"\x06listen\x18\b \x01(\tR\x06listen\x121\n" +
+	"\bsnapshot\x18\t \x01(\v2\x15.tern.v1.SnapshotPlanR\bsnapshot\"\x82\x02\n" +
+	"\fSnapshotPlan\x12\x1f\n" +
+	"\vdata_shards\x18\x01 \x01(\x05R\n" +
+	"dataShards\x12\x1a\n" +
+	"\btolerate\x18\x02 \x01(\x05R\btolerate\x12!\n" +
+	"\fholder_ranks\x18\x03 \x03(\x05R\vholderRanks\x12!\n" +
+	"\frank_workers\x18\x04 \x03(\tR\vrankWorkers\x12\x18\n" +
+	"\arestore\x18\x05 \x01(\bR\arestore\x12!\n" +
+	"\frestore_step\x18\x06 \x01(\x03R\vrestoreStep\x12\x1a\n" +
+	"\bmanifest\x18\a \x01(\fR\bmanifest\x12\x16\n" +
+	"\x06source\x18\b \x01(\tR\x06source\"U\n" +
 	"\tRankPeers\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1c\n" +
-	"\taddresses\x18\x03 \x03(\tR\taddresses\"O\n" +
+	"\taddresses\x18\x03 \x03(\tR\taddresses\"g\n" +
 	"\tStopRanks\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason*\xe5\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06forget\x18\x04 \x01(\bR\x06forget*\xe5\x01\n" +
 	"\bJobPhase\x12\x19\n" +
 	"\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_PHASE_PENDING\x10\x01\x12\x18\n" +
@@ -3736,7 +4220,7 @@ func file_tern_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_tern_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tern_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_tern_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_tern_v1_coordinator_proto_goTypes = []any{
 	(JobPhase)(0),                  // 0: tern.v1.JobPhase
 	(RankPhase)(0),                 // 1: tern.v1.RankPhase
@@ -3766,32 +4250,36 @@ var file_tern_v1_coordinator_proto_goTypes = []any{
 	(*ListWorkersResponse)(nil),    // 25: tern.v1.ListWorkersResponse
 	(*Worker)(nil),                 // 26: tern.v1.Worker
 	(*Job)(nil),                    // 27: tern.v1.Job
-	(*AttemptStatus)(nil),          // 28: tern.v1.AttemptStatus
-	(*JobFailure)(nil),             // 29: tern.v1.JobFailure
-	(*RankStatus)(nil),             // 30: tern.v1.RankStatus
-	(*JobEvent)(nil),               // 31: tern.v1.JobEvent
-	(*TrainSummary)(nil),           // 32: tern.v1.TrainSummary
-	(*RegisterWorkerRequest)(nil),  // 33: tern.v1.RegisterWorkerRequest
-	(*RegisterWorkerResponse)(nil), // 34: tern.v1.RegisterWorkerResponse
-	(*SessionRequest)(nil),         // 35: tern.v1.SessionRequest
-	(*RankLogs)(nil),               // 36: tern.v1.RankLogs
-	(*SessionHello)(nil),           // 37: tern.v1.SessionHello
-	(*SessionHeartbeat)(nil),       // 38: tern.v1.SessionHeartbeat
-	(*RankReport)(nil),             // 39: tern.v1.RankReport
-	(*RankListening)(nil),          // 40: tern.v1.RankListening
-	(*RankStarted)(nil),            // 41: tern.v1.RankStarted
-	(*RankStep)(nil),               // 42: tern.v1.RankStep
-	(*RankFinished)(nil),           // 43: tern.v1.RankFinished
-	(*RankFailed)(nil),             // 44: tern.v1.RankFailed
-	(*SessionResponse)(nil),        // 45: tern.v1.SessionResponse
-	(*SessionAccepted)(nil),        // 46: tern.v1.SessionAccepted
-	(*StartRank)(nil),              // 47: tern.v1.StartRank
-	(*RankPeers)(nil),              // 48: tern.v1.RankPeers
-	(*StopRanks)(nil),              // 49: tern.v1.StopRanks
-	nil,                            // 50: tern.v1.Worker.LabelsEntry
-	nil,                            // 51: tern.v1.RegisterWorkerRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 52: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 53: google.protobuf.Duration
+	(*RankRestore)(nil),            // 28: tern.v1.RankRestore
+	(*AttemptStatus)(nil),          // 29: tern.v1.AttemptStatus
+	(*JobFailure)(nil),             // 30: tern.v1.JobFailure
+	(*RankStatus)(nil),             // 31: tern.v1.RankStatus
+	(*JobEvent)(nil),               // 32: tern.v1.JobEvent
+	(*TrainSummary)(nil),           // 33: tern.v1.TrainSummary
+	(*RegisterWorkerRequest)(nil),  // 34: tern.v1.RegisterWorkerRequest
+	(*RegisterWorkerResponse)(nil), // 35: tern.v1.RegisterWorkerResponse
+	(*SessionRequest)(nil),         // 36: tern.v1.SessionRequest
+	(*RankLogs)(nil),               // 37: tern.v1.RankLogs
+	(*SessionHello)(nil),           // 38: tern.v1.SessionHello
+	(*SessionHeartbeat)(nil),       // 39: tern.v1.SessionHeartbeat
+	(*RankReport)(nil),             // 40: tern.v1.RankReport
+	(*RankSnapshot)(nil),           // 41: tern.v1.RankSnapshot
+	(*RankListening)(nil),          // 42: tern.v1.RankListening
+	(*RankStarted)(nil),            // 43: tern.v1.RankStarted
+	(*RankStep)(nil),               // 44: tern.v1.RankStep
+	(*RankFinished)(nil),           // 45: tern.v1.RankFinished
+	(*RankFailed)(nil),             // 46: tern.v1.RankFailed
+	(*SessionResponse)(nil),        // 47: tern.v1.SessionResponse
+	(*SnapshotCommitted)(nil),      // 48: tern.v1.SnapshotCommitted
+	(*SessionAccepted)(nil),        // 49: tern.v1.SessionAccepted
+	(*StartRank)(nil),              // 50: tern.v1.StartRank
+	(*SnapshotPlan)(nil),           // 51: tern.v1.SnapshotPlan
+	(*RankPeers)(nil),              // 52: tern.v1.RankPeers
+	(*StopRanks)(nil),              // 53: tern.v1.StopRanks
+	nil,                            // 54: tern.v1.Worker.LabelsEntry
+	nil,                            // 55: tern.v1.RegisterWorkerRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 56: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 57: google.protobuf.Duration
 }
 var file_tern_v1_coordinator_proto_depIdxs = []int32{
 	27, // 0: tern.v1.ApplyJobResponse.job:type_name -> tern.v1.Job
@@ -3801,78 +4289,82 @@ var file_tern_v1_coordinator_proto_depIdxs = []int32{
 	27, // 4: tern.v1.WatchJobResponse.job:type_name -> tern.v1.Job
 	27, // 5: tern.v1.PauseJobResponse.job:type_name -> tern.v1.Job
 	27, // 6: tern.v1.ResumeJobResponse.job:type_name -> tern.v1.Job
-	52, // 7: tern.v1.GetLogsRequest.since:type_name -> google.protobuf.Timestamp
+	56, // 7: tern.v1.GetLogsRequest.since:type_name -> google.protobuf.Timestamp
 	20, // 8: tern.v1.GetLogsResponse.lines:type_name -> tern.v1.LogLine
-	52, // 9: tern.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	56, // 9: tern.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	23, // 10: tern.v1.GetJobMetricsResponse.points:type_name -> tern.v1.StepMetrics
-	52, // 11: tern.v1.StepMetrics.time:type_name -> google.protobuf.Timestamp
+	56, // 11: tern.v1.StepMetrics.time:type_name -> google.protobuf.Timestamp
 	26, // 12: tern.v1.ListWorkersResponse.workers:type_name -> tern.v1.Worker
-	50, // 13: tern.v1.Worker.labels:type_name -> tern.v1.Worker.LabelsEntry
-	52, // 14: tern.v1.Worker.registered:type_name -> google.protobuf.Timestamp
+	54, // 13: tern.v1.Worker.labels:type_name -> tern.v1.Worker.LabelsEntry
+	56, // 14: tern.v1.Worker.registered:type_name -> google.protobuf.Timestamp
 	0,  // 15: tern.v1.Job.phase:type_name -> tern.v1.JobPhase
-	30, // 16: tern.v1.Job.ranks:type_name -> tern.v1.RankStatus
-	31, // 17: tern.v1.Job.events:type_name -> tern.v1.JobEvent
-	32, // 18: tern.v1.Job.summary:type_name -> tern.v1.TrainSummary
-	52, // 19: tern.v1.Job.created:type_name -> google.protobuf.Timestamp
-	52, // 20: tern.v1.Job.started:type_name -> google.protobuf.Timestamp
-	52, // 21: tern.v1.Job.finished:type_name -> google.protobuf.Timestamp
-	28, // 22: tern.v1.Job.attempts:type_name -> tern.v1.AttemptStatus
-	29, // 23: tern.v1.Job.last_failure:type_name -> tern.v1.JobFailure
-	52, // 24: tern.v1.AttemptStatus.started:type_name -> google.protobuf.Timestamp
-	52, // 25: tern.v1.AttemptStatus.ended:type_name -> google.protobuf.Timestamp
-	52, // 26: tern.v1.JobFailure.time:type_name -> google.protobuf.Timestamp
-	1,  // 27: tern.v1.RankStatus.phase:type_name -> tern.v1.RankPhase
-	52, // 28: tern.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	51, // 29: tern.v1.RegisterWorkerRequest.labels:type_name -> tern.v1.RegisterWorkerRequest.LabelsEntry
-	53, // 30: tern.v1.RegisterWorkerResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	53, // 31: tern.v1.RegisterWorkerResponse.lease_ttl:type_name -> google.protobuf.Duration
-	37, // 32: tern.v1.SessionRequest.hello:type_name -> tern.v1.SessionHello
-	38, // 33: tern.v1.SessionRequest.heartbeat:type_name -> tern.v1.SessionHeartbeat
-	39, // 34: tern.v1.SessionRequest.report:type_name -> tern.v1.RankReport
-	36, // 35: tern.v1.SessionRequest.logs:type_name -> tern.v1.RankLogs
-	20, // 36: tern.v1.RankLogs.lines:type_name -> tern.v1.LogLine
-	40, // 37: tern.v1.RankReport.listening:type_name -> tern.v1.RankListening
-	41, // 38: tern.v1.RankReport.started:type_name -> tern.v1.RankStarted
-	42, // 39: tern.v1.RankReport.step:type_name -> tern.v1.RankStep
-	43, // 40: tern.v1.RankReport.finished:type_name -> tern.v1.RankFinished
-	44, // 41: tern.v1.RankReport.failed:type_name -> tern.v1.RankFailed
-	32, // 42: tern.v1.RankFinished.summary:type_name -> tern.v1.TrainSummary
-	46, // 43: tern.v1.SessionResponse.accepted:type_name -> tern.v1.SessionAccepted
-	47, // 44: tern.v1.SessionResponse.start_rank:type_name -> tern.v1.StartRank
-	48, // 45: tern.v1.SessionResponse.peers:type_name -> tern.v1.RankPeers
-	49, // 46: tern.v1.SessionResponse.stop_ranks:type_name -> tern.v1.StopRanks
-	53, // 47: tern.v1.SessionAccepted.heartbeat_interval:type_name -> google.protobuf.Duration
-	2,  // 48: tern.v1.CoordinatorService.ApplyJob:input_type -> tern.v1.ApplyJobRequest
-	4,  // 49: tern.v1.CoordinatorService.GetJob:input_type -> tern.v1.GetJobRequest
-	6,  // 50: tern.v1.CoordinatorService.ListJobs:input_type -> tern.v1.ListJobsRequest
-	8,  // 51: tern.v1.CoordinatorService.CancelJob:input_type -> tern.v1.CancelJobRequest
-	10, // 52: tern.v1.CoordinatorService.WatchJob:input_type -> tern.v1.WatchJobRequest
-	12, // 53: tern.v1.CoordinatorService.DeleteJob:input_type -> tern.v1.DeleteJobRequest
-	24, // 54: tern.v1.CoordinatorService.ListWorkers:input_type -> tern.v1.ListWorkersRequest
-	14, // 55: tern.v1.CoordinatorService.PauseJob:input_type -> tern.v1.PauseJobRequest
-	16, // 56: tern.v1.CoordinatorService.ResumeJob:input_type -> tern.v1.ResumeJobRequest
-	18, // 57: tern.v1.CoordinatorService.GetLogs:input_type -> tern.v1.GetLogsRequest
-	21, // 58: tern.v1.CoordinatorService.GetJobMetrics:input_type -> tern.v1.GetJobMetricsRequest
-	33, // 59: tern.v1.CoordinatorService.RegisterWorker:input_type -> tern.v1.RegisterWorkerRequest
-	35, // 60: tern.v1.CoordinatorService.Session:input_type -> tern.v1.SessionRequest
-	3,  // 61: tern.v1.CoordinatorService.ApplyJob:output_type -> tern.v1.ApplyJobResponse
-	5,  // 62: tern.v1.CoordinatorService.GetJob:output_type -> tern.v1.GetJobResponse
-	7,  // 63: tern.v1.CoordinatorService.ListJobs:output_type -> tern.v1.ListJobsResponse
-	9,  // 64: tern.v1.CoordinatorService.CancelJob:output_type -> tern.v1.CancelJobResponse
-	11, // 65: tern.v1.CoordinatorService.WatchJob:output_type -> tern.v1.WatchJobResponse
-	13, // 66: tern.v1.CoordinatorService.DeleteJob:output_type -> tern.v1.DeleteJobResponse
-	25, // 67: tern.v1.CoordinatorService.ListWorkers:output_type -> tern.v1.ListWorkersResponse
-	15, // 68: tern.v1.CoordinatorService.PauseJob:output_type -> tern.v1.PauseJobResponse
-	17, // 69: tern.v1.CoordinatorService.ResumeJob:output_type -> tern.v1.ResumeJobResponse
-	19, // 70: tern.v1.CoordinatorService.GetLogs:output_type -> tern.v1.GetLogsResponse
-	22, // 71: tern.v1.CoordinatorService.GetJobMetrics:output_type -> tern.v1.GetJobMetricsResponse
-	34, // 72: tern.v1.CoordinatorService.RegisterWorker:output_type -> tern.v1.RegisterWorkerResponse
-	45, // 73: tern.v1.CoordinatorService.Session:output_type -> tern.v1.SessionResponse
-	61, // [61:74] is the sub-list for method output_type
-	48, // [48:61] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	31, // 16: tern.v1.Job.ranks:type_name -> tern.v1.RankStatus
+	32, // 17: tern.v1.Job.events:type_name -> tern.v1.JobEvent
+	33, // 18: tern.v1.Job.summary:type_name -> tern.v1.TrainSummary
+	56, // 19: tern.v1.Job.created:type_name -> google.protobuf.Timestamp
+	56, // 20: tern.v1.Job.started:type_name -> google.protobuf.Timestamp
+	56, // 21: tern.v1.Job.finished:type_name -> google.protobuf.Timestamp
+	29, // 22: tern.v1.Job.attempts:type_name -> tern.v1.AttemptStatus
+	30, // 23: tern.v1.Job.last_failure:type_name -> tern.v1.JobFailure
+	28, // 24: tern.v1.Job.restores:type_name -> tern.v1.RankRestore
+	56, // 25: tern.v1.AttemptStatus.started:type_name -> google.protobuf.Timestamp
+	56, // 26: tern.v1.AttemptStatus.ended:type_name -> google.protobuf.Timestamp
+	56, // 27: tern.v1.JobFailure.time:type_name -> google.protobuf.Timestamp
+	1,  // 28: tern.v1.RankStatus.phase:type_name -> tern.v1.RankPhase
+	56, // 29: tern.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	55, // 30: tern.v1.RegisterWorkerRequest.labels:type_name -> tern.v1.RegisterWorkerRequest.LabelsEntry
+	57, // 31: tern.v1.RegisterWorkerResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	57, // 32: tern.v1.RegisterWorkerResponse.lease_ttl:type_name -> google.protobuf.Duration
+	38, // 33: tern.v1.SessionRequest.hello:type_name -> tern.v1.SessionHello
+	39, // 34: tern.v1.SessionRequest.heartbeat:type_name -> tern.v1.SessionHeartbeat
+	40, // 35: tern.v1.SessionRequest.report:type_name -> tern.v1.RankReport
+	37, // 36: tern.v1.SessionRequest.logs:type_name -> tern.v1.RankLogs
+	20, // 37: tern.v1.RankLogs.lines:type_name -> tern.v1.LogLine
+	42, // 38: tern.v1.RankReport.listening:type_name -> tern.v1.RankListening
+	43, // 39: tern.v1.RankReport.started:type_name -> tern.v1.RankStarted
+	44, // 40: tern.v1.RankReport.step:type_name -> tern.v1.RankStep
+	45, // 41: tern.v1.RankReport.finished:type_name -> tern.v1.RankFinished
+	46, // 42: tern.v1.RankReport.failed:type_name -> tern.v1.RankFailed
+	41, // 43: tern.v1.RankReport.snapshot:type_name -> tern.v1.RankSnapshot
+	33, // 44: tern.v1.RankFinished.summary:type_name -> tern.v1.TrainSummary
+	49, // 45: tern.v1.SessionResponse.accepted:type_name -> tern.v1.SessionAccepted
+	50, // 46: tern.v1.SessionResponse.start_rank:type_name -> tern.v1.StartRank
+	52, // 47: tern.v1.SessionResponse.peers:type_name -> tern.v1.RankPeers
+	53, // 48: tern.v1.SessionResponse.stop_ranks:type_name -> tern.v1.StopRanks
+	48, // 49: tern.v1.SessionResponse.snapshot_committed:type_name -> tern.v1.SnapshotCommitted
+	57, // 50: tern.v1.SessionAccepted.heartbeat_interval:type_name -> google.protobuf.Duration
+	51, // 51: tern.v1.StartRank.snapshot:type_name -> tern.v1.SnapshotPlan
+	2,  // 52: tern.v1.CoordinatorService.ApplyJob:input_type -> tern.v1.ApplyJobRequest
+	4,  // 53: tern.v1.CoordinatorService.GetJob:input_type -> tern.v1.GetJobRequest
+	6,  // 54: tern.v1.CoordinatorService.ListJobs:input_type -> tern.v1.ListJobsRequest
+	8,  // 55: tern.v1.CoordinatorService.CancelJob:input_type -> tern.v1.CancelJobRequest
+	10, // 56: tern.v1.CoordinatorService.WatchJob:input_type -> tern.v1.WatchJobRequest
+	12, // 57: tern.v1.CoordinatorService.DeleteJob:input_type -> tern.v1.DeleteJobRequest
+	24, // 58: tern.v1.CoordinatorService.ListWorkers:input_type -> tern.v1.ListWorkersRequest
+	14, // 59: tern.v1.CoordinatorService.PauseJob:input_type -> tern.v1.PauseJobRequest
+	16, // 60: tern.v1.CoordinatorService.ResumeJob:input_type -> tern.v1.ResumeJobRequest
+	18, // 61: tern.v1.CoordinatorService.GetLogs:input_type -> tern.v1.GetLogsRequest
+	21, // 62: tern.v1.CoordinatorService.GetJobMetrics:input_type -> tern.v1.GetJobMetricsRequest
+	34, // 63: tern.v1.CoordinatorService.RegisterWorker:input_type -> tern.v1.RegisterWorkerRequest
+	36, // 64: tern.v1.CoordinatorService.Session:input_type -> tern.v1.SessionRequest
+	3,  // 65: tern.v1.CoordinatorService.ApplyJob:output_type -> tern.v1.ApplyJobResponse
+	5,  // 66: tern.v1.CoordinatorService.GetJob:output_type -> tern.v1.GetJobResponse
+	7,  // 67: tern.v1.CoordinatorService.ListJobs:output_type -> tern.v1.ListJobsResponse
+	9,  // 68: tern.v1.CoordinatorService.CancelJob:output_type -> tern.v1.CancelJobResponse
+	11, // 69: tern.v1.CoordinatorService.WatchJob:output_type -> tern.v1.WatchJobResponse
+	13, // 70: tern.v1.CoordinatorService.DeleteJob:output_type -> tern.v1.DeleteJobResponse
+	25, // 71: tern.v1.CoordinatorService.ListWorkers:output_type -> tern.v1.ListWorkersResponse
+	15, // 72: tern.v1.CoordinatorService.PauseJob:output_type -> tern.v1.PauseJobResponse
+	17, // 73: tern.v1.CoordinatorService.ResumeJob:output_type -> tern.v1.ResumeJobResponse
+	19, // 74: tern.v1.CoordinatorService.GetLogs:output_type -> tern.v1.GetLogsResponse
+	22, // 75: tern.v1.CoordinatorService.GetJobMetrics:output_type -> tern.v1.GetJobMetricsResponse
+	35, // 76: tern.v1.CoordinatorService.RegisterWorker:output_type -> tern.v1.RegisterWorkerResponse
+	47, // 77: tern.v1.CoordinatorService.Session:output_type -> tern.v1.SessionResponse
+	65, // [65:78] is the sub-list for method output_type
+	52, // [52:65] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_tern_v1_coordinator_proto_init() }
@@ -3882,25 +4374,27 @@ func file_tern_v1_coordinator_proto_init() {
 	}
 	file_tern_v1_coordinator_proto_msgTypes[16].OneofWrappers = []any{}
 	file_tern_v1_coordinator_proto_msgTypes[21].OneofWrappers = []any{}
-	file_tern_v1_coordinator_proto_msgTypes[33].OneofWrappers = []any{
+	file_tern_v1_coordinator_proto_msgTypes[34].OneofWrappers = []any{
 		(*SessionRequest_Hello)(nil),
 		(*SessionRequest_Heartbeat)(nil),
 		(*SessionRequest_Report)(nil),
 		(*SessionRequest_Logs)(nil),
 	}
-	file_tern_v1_coordinator_proto_msgTypes[37].OneofWrappers = []any{
+	file_tern_v1_coordinator_proto_msgTypes[38].OneofWrappers = []any{
 		(*RankReport_Listening)(nil),
 		(*RankReport_Started)(nil),
 		(*RankReport_Step)(nil),
 		(*RankReport_Finished)(nil),
 		(*RankReport_Failed)(nil),
+		(*RankReport_Snapshot)(nil),
 	}
-	file_tern_v1_coordinator_proto_msgTypes[40].OneofWrappers = []any{}
-	file_tern_v1_coordinator_proto_msgTypes[43].OneofWrappers = []any{
+	file_tern_v1_coordinator_proto_msgTypes[42].OneofWrappers = []any{}
+	file_tern_v1_coordinator_proto_msgTypes[45].OneofWrappers = []any{
 		(*SessionResponse_Accepted)(nil),
 		(*SessionResponse_StartRank)(nil),
 		(*SessionResponse_Peers)(nil),
 		(*SessionResponse_StopRanks)(nil),
+		(*SessionResponse_SnapshotCommitted)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3908,7 +4402,7 @@ func file_tern_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tern_v1_coordinator_proto_rawDesc), len(file_tern_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   50,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
