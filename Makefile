@@ -82,7 +82,7 @@ gpu-bundle: ## static ternctl, worker, GPU test and bench binaries plus run.sh i
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(GPU_BUNDLE)/ ./cmd/ternctl ./cmd/worker ./scripts/gpu/bench
 	CGO_ENABLED=0 $(GO) test -c -tags gpu -trimpath -ldflags='-s -w' -o $(GPU_BUNDLE)/cuda.test ./pkg/tensor/cuda
 	gzip -6 $(GPU_BUNDLE)/ternctl $(GPU_BUNDLE)/worker $(GPU_BUNDLE)/bench $(GPU_BUNDLE)/cuda.test
-	cp scripts/gpu/run.sh scripts/gpu/torch_baseline.py scripts/gpu/job.yaml $(GPU_BUNDLE)/
+	cp scripts/gpu/run.sh scripts/gpu/torch_baseline.py scripts/gpu/job.yaml scripts/gpu/job-pp.yaml $(GPU_BUNDLE)/
 	@du -sh $(GPU_BUNDLE)
 
 gpu-check: gpu-bundle ## run the GPU bundle's tests here (needs an NVIDIA GPU and its driver)

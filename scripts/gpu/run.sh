@@ -5,6 +5,8 @@
 #   run.sh check          GPU facts, library discovery, the gpu-tagged tests
 #   run.sh bench          GEMM throughput, tern vs PyTorch training steps
 #   run.sh memory         GPU bytes per parameter, AdamW vs Adam-mini
+#   run.sh parallel       two pipeline stages on one GPU (and on the CPU to
+#                         compare); with two GPUs, two data-parallel workers
 #   run.sh all            both
 #
 # Output also goes to $OUT/gpu-<mode>.log when OUT is set.
@@ -59,11 +61,26 @@ memory() {
   done
 }
 
+parallel() {
+  echo "== $(date -u +%FT%TZ) pipeline 2 on GPU 0, then on the CPU"
+  "$here"/ternctl train -f "$here"/job-pp.yaml || status=1
+  "$here"/ternctl train -f "$here"/job-pp.yaml --set device.kind=cpu || status=1
+  if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+    echo "== $(date -u +%FT%TZ) data parallel 2: one worker process per GPU (--gpu)"
+    p0=$((20000 + RANDOM % 20000)); p1=$((p0 + 1)); peers=127.0.0.1:$p0,127.0.0.1:$p1
+    "$here"/worker -f "$here"/job.yaml --rank 0 --world 2 --peers $peers --gpu 0 &
+    w0=$!
+    "$here"/worker -f "$here"/job.yaml --rank 1 --world 2 --peers $peers --gpu 1 || status=1
+    wait $w0 || status=1
+  fi
+}
+
 case $mode in
   check) check ;;
   bench) bench ;;
   memory) memory ;;
-  all) check; bench; memory ;;
-  *) echo "usage: run.sh check|bench|memory|all" >&2; exit 2 ;;
+  parallel) parallel ;;
+  all) check; bench; memory; parallel ;;
+  *) echo "usage: run.sh check|bench|memory|parallel|all" >&2; exit 2 ;;
 esac
 exit $status

@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -141,5 +142,40 @@ func TestGPUAdamMini(t *testing.T) {
 				t.Errorf("StateBytes: GPU %d, CPU %d", gopt.StateBytes(), copt.StateBytes())
 			}
 		})
+	}
+}
+
+// TestGPUAdamMiniLargeBlocks drives Device.AdamMini directly with blocks
+// larger than a chunk (the partial-sum path), one not a multiple of the
+// chunk, against the update written out in float64 here.
+func TestGPUAdamMiniLargeBlocks(t *testing.T) {
+	r := rand.New(rand.NewPCG(51, 52))
+	for _, bs := range []int{300, 3 * adamMiniChunk, 2*adamMiniChunk + 7, 5*adamMiniChunk + 1001} {
+		const nb = 3
+		n := nb * bs
+		w, g, m := randn(r, n, 1), randn(r, n, 0.01), randn(r, n, 0.001)
+		v := make([]float32, nb)
+		for i := range v {
+			v[i] = 1e-5 * float32(i+1)
+		}
+		u := tensor.AdamWUpdate{Form: tensor.AdamWTorch, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, StepSize: 2e-3, BC2Sqrt: 0.4, Decay: 0.9999}
+		gw, gg, gm, gv := upload(gpu, w), upload(gpu, g), upload(gpu, m), upload(gpu, v)
+		gpu.AdamMini(gw, gg, gm, gv, bs, u)
+		gpu.Sync()
+		for b := range nb {
+			var sq float64
+			for _, x := range g[b*bs : (b+1)*bs] {
+				sq += float64(x) * float64(x)
+			}
+			v[b] = u.Beta2*v[b] + (1-u.Beta2)*float32(sq/float64(bs))
+			denom := float32(math.Sqrt(float64(v[b])))/u.BC2Sqrt + u.Eps
+			for j := b * bs; j < (b+1)*bs; j++ {
+				m[j] = u.Beta1*m[j] + (1-u.Beta1)*g[j]
+				w[j] = w[j]*u.Decay - u.StepSize*m[j]/denom
+			}
+		}
+		expectClose(t, fmt.Sprintf("AdamMini block %d v", bs), gv, v, 1e-6)
+		expectClose(t, fmt.Sprintf("AdamMini block %d m", bs), gm, m, 1e-6)
+		expectClose(t, fmt.Sprintf("AdamMini block %d w", bs), gw, w, 1e-6)
 	}
 }

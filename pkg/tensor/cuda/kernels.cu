@@ -869,3 +869,42 @@ extern "C" __global__ void adam_mini(float* w, const float* g, float* m, float* 
         }
     }
 }
+
+// Adam-mini for blocks larger than a chunk (per-head and whole-tensor
+// blocks), where one thread block per Adam-mini block would leave most SMs
+// idle: Σg² by fixed chunks of C elements (adam_mini_partial), the chunks
+// summed in order into v_b (adam_mini_v, one thread per block), then the
+// element-wise update by chunks (adam_mini_apply).
+extern "C" __global__ void adam_mini_partial(double* part, const float* g, long long bs, int nc, int C, long long total) {
+    for (long long pc = blockIdx.x; pc < total; pc += gridDim.x) {
+        long long b = pc / nc;
+        long long lo = (pc % nc) * (long long)C, hi = min(lo + C, bs);
+        const float* gb = g + b * bs;
+        double sq = 0.0;
+        for (long long j = lo + threadIdx.x; j < hi; j += blockDim.x) sq += (double)gb[j] * (double)gb[j];
+        sq = block_sum_d(sq);
+        if (threadIdx.x == 0) part[pc] = sq;
+    }
+}
+
+extern "C" __global__ void adam_mini_v(float* v, const double* part, long long nblocks, int nc, long long bs, float b2) {
+    for (long long b = blockIdx.x * (long long)blockDim.x + threadIdx.x; b < nblocks; b += (long long)gridDim.x * blockDim.x) {
+        double sq = 0.0;
+        for (int c = 0; c < nc; c++) sq += part[b * nc + c];
+        v[b] = __fadd_rn(__fmul_rn(b2, v[b]), __fmul_rn(1.f - b2, (float)(sq / (double)bs)));
+    }
+}
+
+extern "C" __global__ void adam_mini_apply(float* w, const float* g, float* m, const float* v, long long bs, int nc, int C,
+                                           long long total, float b1, float eps, float stepSize, float bc2Sqrt, float decay) {
+    for (long long pc = blockIdx.x; pc < total; pc += gridDim.x) {
+        long long b = pc / nc;
+        long long lo = b * bs + (pc % nc) * (long long)C, hi = min(lo + C, (b + 1) * bs);
+        float denom = __fadd_rn(__fdiv_rn(sqrtf(v[b]), bc2Sqrt), eps);
+        for (long long j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+            float mj = __fadd_rn(__fmul_rn(b1, m[j]), __fmul_rn(1.f - b1, g[j]));
+            m[j] = mj;
+            w[j] = __fsub_rn(__fmul_rn(w[j], decay), __fdiv_rn(__fmul_rn(stepSize, mj), denom));
+        }
+    }
+}

@@ -585,8 +585,39 @@ func (d *Device) AdamMini(w, g, m, v []float32, block int, u tensor.AdamWUpdate)
 	}
 	nb := n / block
 	var a argPack
-	a.ptr(pw).ptr(pg).ptr(pm).ptr(pv).i64(block).i64(nb).f32(u.Beta1).f32(u.Beta2).f32(u.Eps).f32(u.StepSize).f32(u.BC2Sqrt).f32(u.Decay)
+	if block <= 2*adamMiniChunk {
+		a.ptr(pw).ptr(pg).ptr(pm).ptr(pv).i64(block).i64(nb).f32(u.Beta1).f32(u.Beta2).f32(u.Eps).f32(u.StepSize).f32(u.BC2Sqrt).f32(u.Decay)
+		d.async(op, func(wk *worker) error {
+			return wk.launch("adam_mini", uint32(min(nb, maxGridBlocks)), 1, blockThreads, &a)
+		})
+		return
+	}
+	// Large blocks: Σg² by chunks, v, then the update by chunks.
+	nc := (block + adamMiniChunk - 1) / adamMiniChunk
+	total := nb * nc
+	grid := uint32(min(total, maxGridBlocks))
 	d.async(op, func(wk *worker) error {
-		return wk.launch("adam_mini", uint32(min(nb, maxGridBlocks)), 1, blockThreads, &a)
+		part, err := wk.scratchBuf("adam_mini_part", uintptr(total)*8)
+		if err != nil {
+			return err
+		}
+		a.reset()
+		a.ptr(part).ptr(pg).i64(block).i32(nc).i32(adamMiniChunk).i64(total)
+		if err := wk.launch("adam_mini_partial", grid, 1, blockThreads, &a); err != nil {
+			return err
+		}
+		a.reset()
+		a.ptr(pv).ptr(part).i64(nb).i32(nc).i64(block).f32(u.Beta2)
+		if err := wk.launch("adam_mini_v", grid1D(nb, blockThreads, maxGridBlocks), 1, blockThreads, &a); err != nil {
+			return err
+		}
+		a.reset()
+		a.ptr(pw).ptr(pg).ptr(pm).ptr(pv).i64(block).i32(nc).i32(adamMiniChunk).i64(total).
+			f32(u.Beta1).f32(u.Eps).f32(u.StepSize).f32(u.BC2Sqrt).f32(u.Decay)
+		return wk.launch("adam_mini_apply", grid, 1, blockThreads, &a)
 	})
 }
+
+// adamMiniChunk is the elements per partial sum and per update block of
+// Adam-mini blocks larger than twice it.
+const adamMiniChunk = 4096
