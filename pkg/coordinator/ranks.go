@@ -325,6 +325,7 @@ func (l *loop) sharePeers(e *entry, from string) {
 }
 
 func (l *loop) rankFailed(ctx context.Context, e *entry, rank int, worker, why string) error {
+	l.restoreFailed(e, why)
 	rs := &e.run.ranks[rank]
 	rs.phase, rs.err = ternv1.RankPhase_RANK_PHASE_FAILED, why
 	return l.feed(ctx, e, job.RankFailed{Attempt: e.run.n, Rank: rank, Worker: worker, Reason: why})

@@ -50,6 +50,13 @@ type snapState struct {
 	committed int64
 	manifest  *snapshot.PeerManifest
 	owners    []string
+	// incarnations[w] is worker w's registration (host, pid, time) when
+	// the step committed: a worker that restarted since under the same
+	// name holds none of it.
+	incarnations map[string]string
+	// unusable is a committed step a rank failed to restore: the next
+	// recovery takes the durable checkpoint instead (-1: none).
+	unusable int64
 	// tracker follows the current attempt's reports; nil when the
 	// attempt takes no peer snapshots. attempt is the attempt it tracks.
 	tracker   *snapshot.Tracker
@@ -77,13 +84,24 @@ type recoveryTiming struct {
 // snapCommitRecord is the manifest value stored in etcd: the compact
 // peer manifest and the owners of the local copies.
 type snapCommitRecord struct {
-	Manifest []byte   `json:"manifest"`
-	Owners   []string `json:"owners"`
+	Manifest     []byte            `json:"manifest"`
+	Owners       []string          `json:"owners"`
+	Incarnations map[string]string `json:"incarnations,omitempty"`
+}
+
+// incarnation names one run of a registered worker; "" when it is not
+// registered.
+func (l *loop) incarnation(w string) string {
+	reg := l.registry[w]
+	if reg == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s/%d/%d", reg.info.Host, reg.info.Pid, reg.info.Registered.UnixNano())
 }
 
 // loadSnapshot reads a job's committed snapshot back from etcd.
 func (l *loop) loadSnapshot(ctx context.Context, e *entry) error {
-	e.snap = &snapState{committed: -1}
+	e.snap = &snapState{committed: -1, unusable: -1}
 	c, err := l.st.GetSnapshot(ctx, e.name)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -99,7 +117,7 @@ func (l *loop) loadSnapshot(ctx context.Context, e *entry) error {
 	if err != nil {
 		return fmt.Errorf("committed snapshot: %w", err)
 	}
-	e.snap.committed, e.snap.manifest, e.snap.owners = int64(c.Step), m, rec.Owners
+	e.snap.committed, e.snap.manifest, e.snap.owners, e.snap.incarnations = int64(c.Step), m, rec.Owners, rec.Incarnations
 	return nil
 }
 
@@ -108,7 +126,7 @@ func (l *loop) loadSnapshot(ctx context.Context, e *entry) error {
 // rank's plan, restore instructions included.
 func (l *loop) planSnapshots(e *entry, run *attempt, recovery bool) {
 	if e.snap == nil {
-		e.snap = &snapState{committed: -1}
+		e.snap = &snapState{committed: -1, unusable: -1}
 	}
 	ss := e.snap
 	if ss.attempt == run.n && ss.plans != nil {
@@ -195,14 +213,20 @@ func (l *loop) restorePlan(e *entry, run *attempt, recovery bool) (bool, []strin
 		rt.detected = rt.launched
 	}
 	ss.recovery = rt
-	if ss.committed < 0 || ss.manifest == nil {
+	switch {
+	case ss.committed < 0 || ss.manifest == nil:
 		l.note(e, job.Warning, "RestoreFromCheckpoint", fmt.Sprintf("attempt %d resumes from the durable checkpoint: no in-memory snapshot was committed yet", run.n))
+		return false, nil
+	case ss.committed == ss.unusable:
+		l.note(e, job.Warning, "RestoreFromCheckpoint", fmt.Sprintf("attempt %d resumes from the durable checkpoint: a rank failed to restore committed snapshot step %d", run.n, ss.committed))
 		return false, nil
 	}
 	m := ss.manifest
+	// A worker holds its part of the committed step if it is registered
+	// now as it was when the step committed (not restarted since).
 	live := map[string]bool{}
 	for _, w := range run.workers() {
-		if l.registry[w] != nil {
+		if inc := l.incarnation(w); inc != "" && (ss.incarnations == nil || ss.incarnations[w] == inc) {
 			live[w] = true
 		}
 	}
@@ -316,10 +340,14 @@ func (l *loop) commitSnapshot(ctx context.Context, e *entry, a snapshot.Action) 
 	for r, p := range e.run.assignment {
 		owners[r] = p.Worker
 	}
+	inc := map[string]string{}
+	for _, w := range e.run.workers() {
+		inc[w] = l.incarnation(w)
+	}
 	mb, err := snapshot.MarshalPeerManifest(a.Manifest)
 	var rec []byte
 	if err == nil {
-		rec, err = json.Marshal(snapCommitRecord{Manifest: mb, Owners: owners})
+		rec, err = json.Marshal(snapCommitRecord{Manifest: mb, Owners: owners, Incarnations: inc})
 	}
 	if err == nil {
 		cctx, cancel := etcdCtx(ctx)
@@ -333,7 +361,7 @@ func (l *loop) commitSnapshot(ctx context.Context, e *entry, a snapshot.Action) 
 		l.log.Warn("snapshot step not committed", "job", e.name, "step", a.Step, "err", err)
 		return ss.tracker.WriteFailed(a.Step)
 	}
-	ss.committed, ss.manifest, ss.owners = a.Step, a.Manifest, owners
+	ss.committed, ss.manifest, ss.owners, ss.incarnations = a.Step, a.Manifest, owners, inc
 	return ss.tracker.Persisted(a.Step)
 }
 
@@ -395,4 +423,13 @@ func committedMsg(jobName string, step int64) *ternv1.SessionResponse {
 
 func abandonMsg(jobName string, step int64) *ternv1.SessionResponse {
 	return &ternv1.SessionResponse{Msg: &ternv1.SessionResponse_SnapshotCommitted{SnapshotCommitted: &ternv1.SnapshotCommitted{Job: jobName, Step: step, Abandoned: true}}}
+}
+
+// restoreFailed notes that a rank of a recovered attempt could not
+// restore the committed step, so that the next recovery does not try
+// again what failed.
+func (l *loop) restoreFailed(e *entry, why string) {
+	if ss := e.snap; ss != nil && ss.recovery != nil && ss.recovery.attempt == e.run.n && ss.recovery.source == "memory" && strings.Contains(why, "restore step") {
+		ss.unusable = ss.recovery.step
+	}
 }
