@@ -47,6 +47,11 @@ type rankRun struct {
 	done       bool
 	// ended is closed when the rank's goroutine returns.
 	ended chan struct{}
+	// closeTr closes the rank's peer endpoint, once it has one: a rank
+	// superseded by a newer attempt may sit in a collective with a peer
+	// that will never answer (a paused worker), and waiting for the
+	// transport's timeout would hold up the newer attempt here.
+	closeTr func()
 	// prev are the ranks of earlier attempts of the job that this one
 	// superseded: it waits for them to end before it starts, so that
 	// one that writes a checkpoint as it stops has finished writing.
@@ -103,6 +108,9 @@ func (a *Agent) startRank(s *ternv1.StartRank) error {
 		if ok.job == k.job && ok.attempt < k.attempt && !rr.done {
 			a.logLocked(rr, fmt.Sprintf("stopping: attempt %d of the job superseded this one", k.attempt))
 			rr.stop(fmt.Errorf("attempt %d of job %s superseded it", k.attempt, k.job))
+			if rr.closeTr != nil {
+				rr.closeTr()
+			}
 			prev = append(prev, rr)
 		}
 	}
@@ -157,6 +165,9 @@ func (a *Agent) stopAll(cause error) {
 	defer a.mu.Unlock()
 	for _, rr := range a.ranks {
 		if !rr.done {
+			k := rr.key
+			a.log.Warn("stopping rank", "job", k.job, "attempt", k.attempt, "rank", k.rank, "reason", cause)
+			a.logLocked(rr, "stopping: "+cause.Error())
 			rr.stop(cause)
 		}
 	}
@@ -217,6 +228,9 @@ func (a *Agent) train(ctx context.Context, rr *rankRun) (*train.Summary, error) 
 		return nil, err
 	}
 	defer r.Close()
+	a.mu.Lock()
+	rr.closeTr = func() { _ = r.Close() }
+	a.mu.Unlock()
 	a.logf(rr, "rank %d of %d (attempt %d) listening on %s", s.Rank, s.World, s.Attempt, r.Addr())
 	a.report(rr, &ternv1.RankReport{Event: &ternv1.RankReport_Listening{Listening: &ternv1.RankListening{Address: r.Addr()}}})
 	var peers []string
