@@ -72,12 +72,38 @@
 // because its lease lapsed, e.g. after SIGKILL) makes the job Recovering:
 // the failed ranks are placed again, away from the workers they failed
 // on, and every rank is launched as the next attempt (same job, attempt
-// number + 1). Ranks keep no in-memory state a recovery could restore in
-// place yet, so each rank of the new attempt resumes from the latest
-// complete checkpoint in spec.checkpoint.dir, or from step 0 when the job
-// has no checkpoint directory or none was written; the worker logs which.
-// The restart count is in the job record in etcd; with none left the job
-// fails, its reason naming the last failure. PauseJob stops the ranks
+// number + 1), which restores the committed in-memory snapshot (below)
+// or, when that is lost, resumes from the latest complete checkpoint in
+// spec.checkpoint.dir, or from step 0 when the job has no checkpoint
+// directory or none was written; the worker logs which. A rank that
+// fails only because its transport lost a peer (a worker killed, paused)
+// is not blamed at once: its failure waits up to three lease TTLs for
+// the cause to show (the lost worker), so that it stays on its worker,
+// next to its local snapshot. The restart count is in the job record in
+// etcd; with none left the job fails, its reason naming the last
+// failure.
+//
+// # In-memory snapshots
+//
+// With spec.snapshot (on by default: a local copy every step, peers every
+// 10 steps, tolerate 1) every launch places each rank's Reed-Solomon
+// fragments on the attempt's other workers (snapshot.Place, distinct
+// racks and nodes where the workers' labels say so) and sends each rank
+// its plan in StartRank. Ranks report each staged peer snapshot with its
+// fragment CRCs (RankSnapshot); a snapshot.Tracker commits step s once
+// every rank reported it, writing s and the compact manifest (plus the
+// worker each local copy lives on) in one leader-fenced etcd transaction
+// (store.Leader.CommitSnapshot, key snapshots/JOB), and then tells the
+// workers to free older generations (SnapshotCommitted). On a recovery
+// (snapshots.go) the coordinator checks, before launching, that every
+// rank can find the committed step: its local copy on its worker, still
+// registered as when the step committed, or k fragments on live workers
+// of the new attempt; then each rank restores it (RestoreFromMemory
+// event) and all continue from committed step + 1. If any rank cannot,
+// every rank falls back to the durable checkpoint (SnapshotUnrecoverable
+// event). Only committed steps are ever restored. TrainingResumed says
+// how long the recovery took and how many steps were redone; the job
+// status carries snapshot_step and each rank's restore source. PauseJob stops the ranks
 // (each after its current step, writing a checkpoint when the job has a
 // directory) and frees the slots without counting a restart; ResumeJob
 // places the job again, and its next attempt resumes the same way. A
@@ -112,10 +138,11 @@
 //
 // # Limits of this release
 //
-// Recovery relaunches every rank from a durable checkpoint; in-memory
-// snapshots on peers are not used yet, so a job without
-// spec.checkpoint.dir starts again from step 0 (the state machine's
-// messages name the committed step; describe's attempts show the step
-// each attempt actually started from). Log and metrics files grow with
-// the job and are removed only with it.
+// A pause and resume relaunch from the durable checkpoint, not from the
+// in-memory snapshots (the ranks write a checkpoint as they stop). Only
+// peer-committed snapshots are restore points: a local copy staged
+// between two peer snapshots does not help a recovery yet. The state
+// machine's messages name the last step every rank completed;
+// describe's attempts show the step each attempt actually started from.
+// Log and metrics files grow with the job and are removed only with it.
 package coordinator

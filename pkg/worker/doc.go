@@ -18,10 +18,29 @@
 //
 // A rank of a relaunched attempt (attempt > 1: a restart after a failure,
 // or a resume after a pause) first waits for the ranks of earlier
-// attempts of the job on this worker to end, so that a checkpoint they
-// write as they stop is complete; once it has its peers it resumes from
-// the latest complete checkpoint in spec.checkpoint.dir, or starts from
-// step 0 when there is none. A first attempt always starts afresh.
+// attempts of the job on this worker to end (closing their endpoints, so
+// one blocked on a paused peer ends at once), so that a checkpoint they
+// write as they stop is complete. Once connected to its peers it restores
+// what StartRank's snapshot plan says (below), or resumes from the latest
+// complete checkpoint in spec.checkpoint.dir, or starts from step 0 when
+// there is none. A first attempt always starts afresh.
+//
+// # In-memory snapshots
+//
+// The agent outlives attempts, and so do its jobs' snapshots
+// (snapshots.go): per job, each rank's snapshot.Stager (its local copies,
+// staged every spec.snapshot.everySteps by train's Snapshotter hook) and
+// one snapshot.Holder with the fragments this worker holds for other
+// ranks. Every peerEverySteps a rank's stager encodes its copy and sends
+// the fragments, over the attempt's own transport (comm.KindSnapshot,
+// served by a snapshot.PeerService around the holder), to the ranks the
+// plan names, and reports the outcome (RankSnapshot). SnapshotCommitted
+// frees older generations, or drops an abandoned one. A relaunched rank
+// told to restore step s takes its worker's local copy of s when it has
+// it, else fetches k fragments from the holders at once (hash-checked,
+// decoded) and keeps the result as its local copy; it reports where the
+// state came from and how long that took in RankStarted. The snapshots
+// go when the coordinator says the job is over (StopRanks.forget).
 //
 // # Logs
 //

@@ -96,7 +96,8 @@ type result struct {
 	atStep     int64 // the last step every rank had completed at the fault
 	restored   int64 // the step the new attempt started from
 	recoverS   float64
-	sources    string
+	from       string // "memory" or "disk"
+	sources    string // which ranks restored from where
 	coordinate string // the coordinator's TrainingResumed message
 }
 
@@ -150,8 +151,8 @@ func (d *driver) run(ctx context.Context, keep bool) (err error) {
 			return err
 		}
 		results = append(results, res)
-		fmt.Fprintf(d.out, "chaos: %s: %v at step %d; training again %.2f s after the signal, from step %d (%d steps lost); %s\n",
-			res.fault, res.victims, res.atStep, res.recoverS, res.restored, res.atStep-res.restored, res.sources)
+		fmt.Fprintf(d.out, "chaos: %s: %v at step %d; training again %.2f s after the signal, from step %d (%d steps lost) restored from %s: %s\n",
+			res.fault, res.victims, res.atStep, res.recoverS, res.restored, res.atStep-res.restored, res.from, res.coordinate)
 	}
 	end, err := d.waitFor(ctx, "the job's end", func(j *jobView) bool { return j.Phase == "Succeeded" || j.Phase == "Failed" || j.Phase == "Cancelled" })
 	if err != nil {
@@ -163,8 +164,8 @@ func (d *driver) run(ctx context.Context, keep bool) (err error) {
 	fmt.Fprintln(d.out, "|---|---|---|---|---|---|---|")
 	bad := end.Phase != "Succeeded"
 	for _, r := range results {
-		fmt.Fprintf(d.out, "| %s | %s | %d | %d | %d | %.2f | %s |\n", r.fault, strings.Join(r.victims, ", "), r.atStep, r.restored, r.atStep-r.restored, r.recoverS, r.sources)
-		bad = bad || !strings.Contains(r.sources, "memory")
+		fmt.Fprintf(d.out, "| %s | %s | %d | %d | %d | %.2f | %s: %s |\n", r.fault, strings.Join(r.victims, ", "), r.atStep, r.restored, r.atStep-r.restored, r.recoverS, r.from, r.sources)
+		bad = bad || r.from != "memory"
 	}
 	if bad {
 		return fmt.Errorf("job %s ended %s; every fault must be recovered from memory", jobName, end.Phase)
@@ -244,15 +245,21 @@ func (d *driver) fault(ctx context.Context, cluster string, j *jobView, name str
 		}
 		switch ev.Reason {
 		case "RestoreFromMemory":
-			res.sources = "memory: " + ev.Message
+			res.from = "memory"
 		case "SnapshotUnrecoverable", "RestoreFromCheckpoint":
-			res.sources = "disk: " + ev.Message
+			res.from = "disk"
 		case "TrainingResumed":
 			res.coordinate = ev.Message
+			// "... restored step N (local [0 2], peers [1]), ..."
+			if k := strings.Index(ev.Message, "restored step"); k >= 0 {
+				m := ev.Message[k:]
+				if i := strings.Index(m, " ("); i >= 0 {
+					if j := strings.Index(m[i:], ")"); j >= 0 {
+						res.sources = m[i+2 : i+j]
+					}
+				}
+			}
 		}
-	}
-	if res.coordinate != "" {
-		res.sources += " | " + res.coordinate
 	}
 	if pause {
 		if err := d.checkFenced(ctx, cluster, victims[0], t0); err != nil {
