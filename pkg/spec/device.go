@@ -53,10 +53,4 @@ func (v validator) device(s *JobSpec) {
 	if d.GPU < 0 || d.GPU > maxGPUOrdinal {
 		v.es.add("spec.device.gpu", "%d is out of range: allowed 0 to %d", d.GPU, maxGPUOrdinal)
 	}
-	// Pipeline stages pass activations through host copies of device
-	// buffers, which a device whose kernels run asynchronously (cuda) would
-	// have to sync first; until the pipeline does, the two do not mix.
-	if d.Kind == "cuda" && s.Parallel.Pipeline > 1 {
-		v.es.add("spec.device.kind", "cuda runs with spec.parallel.pipeline 1 only (got %d); use data parallelism across GPUs, or kind cpu for pipeline stages", s.Parallel.Pipeline)
-	}
 }

@@ -35,7 +35,6 @@ func TestDeviceSection(t *testing.T) {
 		{"  device: {kind: rocm}\n", `spec.device.kind: "rocm" is not allowed (allowed: cpu, cuda)`},
 		{"  device: {kind: cuda, precision: fp16}\n", `spec.device.precision: "fp16" is not allowed (allowed: fp32, tf32, bf16)`},
 		{"  device: {kind: cuda, gpu: -1}\n", "spec.device.gpu: -1 is out of range: allowed 0 to 1023"},
-		{"  device: {kind: cuda}\n  parallel: {pipeline: 2}\n", "spec.device.kind: cuda runs with spec.parallel.pipeline 1 only (got 2)"},
 	} {
 		if _, err := Parse([]byte(minimal+c.doc), nil); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want %q", strings.TrimSpace(c.doc), err, c.want)

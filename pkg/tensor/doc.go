@@ -41,15 +41,16 @@
 // export and restore, the data-parallel gradient exchange, gradient clipping
 // (pkg/optim's GradNorm and ClipGradNorm still call the package-level
 // SumSquares and Scale; Device has both for when they take a device), and
-// every optimizer but AdamW, whose updates read and write parameters on the
-// host.
+// every optimizer but AdamW (and Adam-mini on a device that has its own
+// AdamMini method, as pkg/tensor/cuda's does), whose updates read and write
+// parameters on the host.
 //
-// A CUDA device, as measured in research/compute-engine.md §5, would load the
-// driver API, NVRTC and cuBLAS through purego (no cgo), allocate with
-// cuMemAllocManaged (never more than the GPU has free), run the layer kernels
-// as NVRTC-compiled CUDA C and Gemm as cublasSgemm, and issue every call from
-// one goroutine locked to the OS thread that holds its context; Sync would be
-// cuCtxSynchronize. The interface has no Free: buffers live as long as the
+// The CUDA device is pkg/tensor/cuda: it loads the driver API, NVRTC and
+// cuBLAS through purego (no cgo), allocates with cuMemAllocManaged (never
+// more than the GPU has free), runs the layer kernels as NVRTC-compiled
+// CUDA C and Gemm through cuBLAS (FP32, TF32 or BF16 on the tensor cores),
+// and issues every call from one goroutine locked to the OS thread that
+// holds its context. The interface has no Free: buffers live as long as the
 // model, which allocates once per batch shape.
 //
 // # GEMM

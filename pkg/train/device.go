@@ -25,10 +25,6 @@ func openDevice(s *spec.JobSpec) (*computeDevice, error) {
 	case "cpu":
 		return &computeDevice{}, nil
 	case "cuda":
-		if s.Parallel.Pipeline > 1 {
-			// spec validation says the same; this guards callers that skip it.
-			return nil, fmt.Errorf("spec.device: cuda runs with spec.parallel.pipeline 1 only (got %d)", s.Parallel.Pipeline)
-		}
 		p, err := cuda.ParsePrecision(d.Precision)
 		if err != nil {
 			return nil, fmt.Errorf("spec.device.precision: %w", err)

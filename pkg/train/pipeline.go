@@ -11,6 +11,7 @@ import (
 	"github.com/ternml/tern/pkg/model"
 	"github.com/ternml/tern/pkg/parallel"
 	"github.com/ternml/tern/pkg/spec"
+	"github.com/ternml/tern/pkg/tensor"
 )
 
 // pipeline is one rank's stage of a pipeline-parallel replica: the part of
@@ -234,6 +235,9 @@ func (pl *pipeline) run(ctx context.Context) (lossSum float64, count int, err er
 			return 0, 0, fmt.Errorf("stage %d %v: %w", pl.pp, op, err)
 		}
 	}
+	// The gradient exchange, clipping and optimizer that follow read the
+	// gradients on the host; the last backward kernels may still be queued.
+	pl.stage.Device().Sync()
 	pl.step++
 	for _, m := range pl.mbs {
 		lossSum += m.lossSum
@@ -258,11 +262,13 @@ func (pl *pipeline) exec(ctx context.Context, op parallel.Op) error {
 		}
 		m.out = st.BlocksForward(m.acts, in)
 		if pl.lossStage() {
-			copy(m.x, m.out)
+			devCopy(st.Device(), m.x, m.out)
 		}
 	case parallel.SendAct:
+		st.Device().Sync() // the host reads m.out
 		return pl.pipe.Send(ctx, op.Peer, pl.p2pID(op.MB, false), pl.sendBytes(m.out))
 	case parallel.RecvAct:
+		st.Device().Sync() // the host writes m.in
 		return pl.recv(ctx, op.Peer, pl.p2pID(op.MB, false), m.in)
 	case parallel.S:
 		m.stats = st.HeadForward(m.acts, m.x, m.targets)
@@ -283,15 +289,17 @@ func (pl *pipeline) exec(ctx context.Context, op parallel.Op) error {
 		}
 		dx := st.BlocksBackward(m.acts, dy)
 		if pl.pp == 0 {
-			copy(m.dx0, dx)
+			devCopy(st.Device(), m.dx0, dx)
 		} else {
-			copy(m.dx, dx)
+			devCopy(st.Device(), m.dx, dx)
 		}
 		m.blocksDone = true
 		pl.maybeRelease(m)
 	case parallel.SendGrad:
+		st.Device().Sync()
 		return pl.pipe.Send(ctx, op.Peer, pl.p2pID(op.MB, true), pl.sendBytes(m.dx))
 	case parallel.RecvGrad:
+		st.Device().Sync()
 		return pl.recv(ctx, op.Peer, pl.p2pID(op.MB, true), m.dy)
 	case parallel.IB:
 		st.EmbedBackward(m.tokens, m.dx0)
@@ -334,6 +342,8 @@ func (pl *pipeline) headBackward(m *microbatch) {
 
 func (pl *pipeline) collective(ctx context.Context, op parallel.Op, m *microbatch) error {
 	g := pl.pipe
+	// Collectives read and write device buffers from the host.
+	pl.stage.Device().Sync()
 	switch op.Tag {
 	case parallel.IFSum:
 		// Every token's row lives on exactly one stage; the others add
@@ -348,6 +358,7 @@ func (pl *pipeline) collective(ctx context.Context, op parallel.Op, m *microbatc
 		if pl.sched.Algorithm == 2 {
 			pl.headBackward(m)
 			pl.maybeRelease(m)
+			pl.stage.Device().Sync()
 			return g.Reduce(ctx, op.Peer, m.dh, comm.Sum, comm.WireFloat32)
 		}
 		return nil
@@ -375,6 +386,13 @@ func (pl *pipeline) combineStats(ctx context.Context, m *microbatch) error {
 	}
 	m.lossSum, m.count = model.CombineHeadStats(parts, m.gMax, m.gSum)
 	return nil
+}
+
+// devCopy copies what copy(dst, src) would on the device that holds both,
+// so an asynchronous device (cuda) orders it with its kernels.
+func devCopy(dev tensor.Device, dst, src []float32) {
+	n := min(len(dst), len(src))
+	dev.Copy(dst[:n], src[:n])
 }
 
 func (pl *pipeline) recv(ctx context.Context, from int, id uint64, dst []float32) error {

@@ -62,16 +62,20 @@ memory() {
 }
 
 parallel() {
-  echo "== $(date -u +%FT%TZ) pipeline 2 on GPU 0, then on the CPU"
+  local fp32="--set device.precision=fp32"
+  echo "== $(date -u +%FT%TZ) pipeline 2 on GPU 0 (fp32, then bf16), then on the CPU"
+  "$here"/ternctl train -f "$here"/job-pp.yaml $fp32 || status=1
   "$here"/ternctl train -f "$here"/job-pp.yaml || status=1
   "$here"/ternctl train -f "$here"/job-pp.yaml --set device.kind=cpu || status=1
   if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-    echo "== $(date -u +%FT%TZ) data parallel 2: one worker process per GPU (--gpu)"
+    echo "== $(date -u +%FT%TZ) data parallel 2: one worker process per GPU (--gpu), fp32; then on the CPU"
     p0=$((20000 + RANDOM % 20000)); p1=$((p0 + 1)); peers=127.0.0.1:$p0,127.0.0.1:$p1
-    "$here"/worker -f "$here"/job.yaml --rank 0 --world 2 --peers $peers --gpu 0 &
+    TERN_JOB_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n'); export TERN_JOB_TOKEN
+    "$here"/worker -f "$here"/job.yaml --rank 0 --world 2 --peers $peers --gpu 0 $fp32 &
     w0=$!
-    "$here"/worker -f "$here"/job.yaml --rank 1 --world 2 --peers $peers --gpu 1 || status=1
+    "$here"/worker -f "$here"/job.yaml --rank 1 --world 2 --peers $peers --gpu 1 $fp32 || status=1
     wait $w0 || status=1
+    "$here"/ternctl train -f "$here"/job.yaml --set parallel.data=2 --set device.kind=cpu || status=1
   fi
 }
 

@@ -44,7 +44,8 @@
 // float32. Options.Precision picks the GEMM: FP32 (CUDA cores), TF32
 // (tensor cores, operands rounded inside cuBLAS) or BF16 (a kernel rounds
 // both operands to bfloat16 into scratch, then cuBLAS multiplies them on
-// the tensor cores); all accumulate in float32 and write float32. No kernel here uses atomics, and every reduction has a
+// the tensor cores); all accumulate in float32 and write float32. BF16 also
+// moves attention's matrix products onto the tensor cores (below). No kernel here uses atomics, and every reduction has a
 // fixed order (SumSquares: fixed grid of float64 partials; RMSNorm's gain
 // gradient: fixed row chunks; embedding gradient: the host groups token
 // positions by row so one block sums each row in token order), so a run is
@@ -65,19 +66,43 @@
 // recomputes the probabilities from the saved log-sum-exp in two kernels,
 // one owning dQ rows and one owning dK/dV rows, so no sum needs atomics.
 //
+// In BF16 precision attention instead runs on the tensor cores (attn_tc.go):
+// Q, K, V (and dO) are packed to [B, heads, T, hd] bfloat16, and batched
+// cuBLAS GEMMs compute the scaled scores S = s·QKᵀ of each (sequence, KV
+// head) pair, its group·T query rows at once, so grouped-query attention
+// shares K and V without copies and dK, dV sum over the group inside the
+// GEMM. A float32 kernel takes the causal row log-sum-exp and writes the
+// probabilities in bfloat16 for O = PV; the backward recomputes S, forms
+// dP = dO·Vᵀ, and a second kernel writes P and dS = P∘(dP − D) in bfloat16
+// for dV = PᵀdO, dK = s·dSᵀQ and dQ = s·dS·K. The T×T matrices live in
+// scratch, a chunk of pairs at a time (at most 2²⁶ scores: 768 MiB); a
+// shape whose single pair exceeds that, or Options.FloatAttention, keeps
+// the float32 kernels. The masked half of each score matrix is computed
+// and discarded: that costs less than the float32 kernels' arithmetic.
+//
+// Adam-mini (pkg/optim) updates on the GPU through Device.AdamMini, which
+// pkg/optim finds by interface: one thread block per block of the
+// partition sums g² in double, or, for blocks larger than 8192 elements
+// (per-head and whole-tensor blocks), partial sums per 4096 elements, one
+// thread per block adding them in order, then the update by chunks. Its
+// results equal the CPU's bit for bit in the GPU tests.
+//
 // Measured on an H200 (BENCHMARKS.md, section CUDA): at gpt2-shape with
 // B=4, T=64 a training step takes 9 ms with TF32 GEMMs, about a third of
-// PyTorch eager's; at B=16, T=1024 with BF16 GEMMs it takes 220 ms, about
-// twice PyTorch's, because these attention kernels do not use the tensor
-// cores.
+// PyTorch eager's; at B=16, T=1024 in BF16 it takes 121 ms against
+// PyTorch's 103 (0.85× its tokens/s; 204 ms with the float32 attention
+// kernels).
 //
 // # Limits
 //
 //   - Host reads of device buffers happen after Sync (tensor.Device's
-//     contract); the training loop's pipeline-parallel exchange does not
-//     sync yet, so spec.device cuda requires spec.parallel.pipeline 1.
+//     contract); the pipeline-parallel exchange syncs before it sends,
+//     receives or runs a collective, so pipeline stages may share a GPU
+//     (one process and context each) or use one each.
 //   - One device per process drives one GPU; data parallelism across GPUs
 //     runs one process per GPU (worker --gpu N).
+//   - BF16 attention's scratch grows with T²: about 12 bytes per score of
+//     a chunk, plus the packed operands.
 //   - Buffers are never freed before Close (tensor.Device has no Free).
 //
 // # Use
