@@ -30,8 +30,8 @@ test: vet proto-check ## go vet + generated-code check + the whole test suite (r
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -timeout 20m -race -short $(RACE_PKGS)
 
-demo: build ## a local cluster of 4 workers trains on the Go source tree: DP 2 x PP 2, DeMo (about 4 minutes on 2 cores)
-	$(GO) run ./scripts/demo --bin $(BIN)
+demo: build ## a local cluster of 4 workers trains on the Go source tree (DP 2 x PP 2, DeMo), survives a worker killed mid-run (about 4 minutes on 2 cores)
+	$(GO) run ./scripts/demo --bin $(BIN) --kill-worker-at 0.4
 
 bench: ## GEMM and training-step benchmarks (results go in BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./pkg/tensor/ ./pkg/model/

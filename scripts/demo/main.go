@@ -7,11 +7,13 @@
 //
 //	go run ./scripts/demo [--bin bin] [-f examples/demo.yaml] [--set k=v]... [--keep] [--kill-worker-at 0.4]
 //
-// With --kill-worker-at F it also plays a machine failing: once a fraction
-// F of the steps is done it kills the worker running rank 1 with SIGKILL;
-// the cluster's supervisor starts the worker again and the coordinator
-// relaunches the job from its latest checkpoint (written every
-// checkpoint.everySteps steps into the cluster's directory).
+// With --kill-worker-at F (make demo passes 0.4) it also plays a machine
+// failing: once a fraction F of the steps is done it kills the worker
+// running rank 1 with SIGKILL; the cluster's supervisor starts the worker
+// again and the coordinator restores every rank from the last committed
+// step: from the snapshots the workers hold in memory, else from the latest
+// checkpoint (written every checkpoint.everySteps steps into the cluster's
+// directory).
 //
 // It drives ternctl as a user would, echoing each command, so what it does
 // can be repeated by hand. The cluster lives in $TERN_HOME/demo (default
@@ -206,7 +208,11 @@ type jobView struct {
 	LastLoss         *float64 `json:"last_loss"`
 	TokensPerSecond  *float64 `json:"tokens_per_second"`
 	Restarts         int      `json:"restarts"`
-	Ranks            []struct {
+	Events           []struct {
+		Reason  string `json:"reason"`
+		Message string `json:"message"`
+	} `json:"events"`
+	Ranks []struct {
 		Rank   int    `json:"rank"`
 		Worker string `json:"worker"`
 	} `json:"ranks"`
@@ -396,7 +402,8 @@ func (d *demo) killWorker(j *jobView) error {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		return fmt.Errorf("kill -9 %d: %w", pid, err)
 	}
-	fmt.Fprintf(d.out, "The supervisor starts %s again; the coordinator relaunches the job's ranks from the latest checkpoint.\n", worker)
+	fmt.Fprintf(d.out, "The supervisor starts %s again; the coordinator restores the job's ranks from the last committed step\n"+
+		"(snapshots held in the workers' memory, else the latest checkpoint) and training goes on.\n", worker)
 	d.kill = &killed{worker: worker, pid: pid, step: j.CommittedStep, at: time.Now()}
 	return nil
 }
@@ -475,7 +482,12 @@ func (d *demo) summary(j *jobView, firstLoss float64, plan, adamw *planView) {
 			bytesText(plan.ExchangeSent), bytesText(adamw.ExchangeSent), float64(adamw.ExchangeSent)/float64(plan.ExchangeSent))
 	}
 	if k := d.kill; k != nil {
-		fmt.Fprintf(w, "  recovery     %s killed at step %d; the job restarted %d time(s) from its latest checkpoint and finished\n", k.worker, k.step, j.Restarts)
+		fmt.Fprintf(w, "  recovery     %s killed at step %d; the job restarted %d time(s) and finished\n", k.worker, k.step, j.Restarts)
+		for _, ev := range j.Events {
+			if ev.Reason == "TrainingResumed" {
+				fmt.Fprintf(w, "               %s\n", ev.Message)
+			}
+		}
 	}
 	ours, theirs := plan.optimizerState(), adamw.optimizerState()
 	if ours > 0 && theirs > 0 {
