@@ -41,6 +41,7 @@ func TestGPUAttentionTensorCores(t *testing.T) {
 		{tensor.AttnShape{B: 2, T: 256, H: 4, KV: 4, HD: 64}, 3 * 256 * 256},
 		{tensor.AttnShape{B: 1, T: 300, H: 2, KV: 1, HD: 128}, saved},
 		{tensor.AttnShape{B: 2, T: 50, H: 2, KV: 2, HD: 160}, saved},
+		{tensor.AttnShape{B: 1, T: 1024, H: 4, KV: 2, HD: 64}, 2 * 1024 * 1024},
 	} {
 		sh := tc.sh
 		t.Run(fmt.Sprintf("%+v/chunk%d", sh, tc.chunk), func(t *testing.T) {
