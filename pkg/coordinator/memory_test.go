@@ -19,7 +19,7 @@ import (
 // every step and sent to peers every other step.
 func memorySpec(t *testing.T, name string, steps int, sets ...string) *ternv1.ApplyJobRequest {
 	return tinySpec(t, name, append([]string{"parallel.data=2", "parallel.pipeline=2", fmt.Sprintf("steps=%d", steps), "eval.everySteps=0",
-		"snapshot.everySteps=1", "snapshot.peerEverySteps=2", "restartPolicy.maxRestarts=6"}, sets...)...)
+		"batch.microBatchSize=2", "snapshot.everySteps=1", "snapshot.peerEverySteps=2", "restartPolicy.maxRestarts=6"}, sets...)...)
 }
 
 // losses reads a job's per-step losses (rank 0's reports, every attempt,
@@ -71,7 +71,7 @@ func TestKilledWorkersRestoreFromMemory(t *testing.T) {
 		spawn()
 	}
 	c.waitWorkers(4)
-	const steps = 60
+	const steps = 36
 
 	// The reference: the same spec, uninterrupted, on the same workers.
 	if _, err := c.client.ApplyJob(ctx, memorySpec(t, "steady", steps)); err != nil {
@@ -198,7 +198,7 @@ func TestTooManyLostWorkersFallBackToCheckpoint(t *testing.T) {
 	a, b := c.startWorkerProcess("a"), c.startWorkerProcess("b")
 	c.waitWorkers(2)
 	ckpt := t.TempDir()
-	req := tinySpec(t, "fallback", "parallel.data=2", "steps=40", "eval.everySteps=0", "snapshot.everySteps=1", "snapshot.peerEverySteps=2",
+	req := tinySpec(t, "fallback", "parallel.data=2", "batch.microBatchSize=2", "steps=30", "eval.everySteps=0", "snapshot.everySteps=1", "snapshot.peerEverySteps=2",
 		"snapshot.tolerate=1", "checkpoint.dir="+ckpt, "checkpoint.everySteps=4", "restartPolicy.maxRestarts=4")
 	if _, err := c.client.ApplyJob(ctx, req); err != nil {
 		t.Fatal(err)

@@ -119,6 +119,9 @@ type snapRun struct {
 	last   int // spec.steps
 	// lastPeer is the latest step sent to peers, for a failure report.
 	lastPeer atomic.Int64
+	// copyErr is a background copy's failure, returned by the next
+	// AfterStep (only the training goroutine touches it).
+	copyErr error
 	stop     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -211,9 +214,14 @@ func (sr *snapRun) forward() {
 
 // AfterStep stages the rank's state at the spec's cadence: a local copy
 // every snapshot.everySteps, sent to peers too every peerEverySteps
-// (train.Snapshotter). A copy refused because the previous peer
-// generation has not committed yet is skipped: training goes on.
+// (train.Snapshotter). The copy runs in the background, overlapping the
+// next step's forward and backward passes (WaitCopied). A copy refused
+// because the previous peer generation has not committed yet is
+// skipped: training goes on.
 func (sr *snapRun) AfterStep(step int, capture func() (*snapshot.RankState, error)) error {
+	if err := sr.copyErr; err != nil {
+		return fmt.Errorf("in-memory snapshot: %w", err)
+	}
 	if step%sr.every != 0 {
 		return nil
 	}
@@ -226,7 +234,7 @@ func (sr *snapRun) AfterStep(step int, capture func() (*snapshot.RankState, erro
 	if sr.target != nil && step%sr.peer == 0 && int64(step) > sr.plan.RestoreStep && step < sr.last {
 		peers = sr.target
 	}
-	err = sr.stager.Stage(st, peers)
+	err = sr.stager.StageAsync(st, peers)
 	switch {
 	case errors.Is(err, snapshot.ErrStageBusy):
 		return nil
@@ -237,6 +245,13 @@ func (sr *snapRun) AfterStep(step int, capture func() (*snapshot.RankState, erro
 		sr.lastPeer.Store(int64(step))
 	}
 	return nil
+}
+
+// WaitCopied waits for the background copy (train.SnapshotWaiter).
+func (sr *snapRun) WaitCopied() {
+	if err := sr.stager.Wait(); err != nil && sr.copyErr == nil {
+		sr.copyErr = err
+	}
 }
 
 // restore returns the committed state this rank continues from, and
