@@ -122,8 +122,8 @@ type snapRun struct {
 	// copyErr is a background copy's failure, returned by the next
 	// AfterStep (only the training goroutine touches it).
 	copyErr error
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	stop    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // newSnapRun prepares the rank's snapshots for this attempt: nil when the
