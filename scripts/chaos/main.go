@@ -269,15 +269,26 @@ func (d *driver) fault(ctx context.Context, cluster string, j *jobView, name str
 	return res, nil
 }
 
-// checkFenced waits for the paused worker's log to say it stopped its
-// ranks after it woke up.
+// checkFenced waits for the paused worker's log to say, after it woke
+// up, that the coordinator had given up its session and that its rank
+// ended: stopped by the agent, or failed on its own because its peers
+// had moved on to a newer attempt (whichever came first).
 func (d *driver) checkFenced(ctx context.Context, cluster, worker string, since time.Time) error {
 	path := filepath.Join(cluster, "logs", worker+".log")
 	deadline := time.Now().Add(recoveryLimit)
 	for time.Now().Before(deadline) {
+		var fenced, ended bool
 		b, err := os.ReadFile(path)
-		if err == nil && strings.Contains(string(b), "stopping rank") && (strings.Contains(string(b), "registered again") || strings.Contains(string(b), "no contact with the coordinator")) {
-			fmt.Fprintf(d.out, "chaos: %s woke up fenced and stopped its ranks (%s)\n", worker, path)
+		for _, line := range strings.Split(string(b), "\n") {
+			t, ok := logTime(line)
+			if err != nil || !ok || t.Before(since) {
+				continue
+			}
+			fenced = fenced || strings.Contains(line, "registering again") || strings.Contains(line, "no contact with the coordinator")
+			ended = ended || strings.Contains(line, `msg="stopping rank"`) || strings.Contains(line, `msg="rank failed"`)
+		}
+		if fenced && ended {
+			fmt.Fprintf(d.out, "chaos: %s woke up fenced: its session was gone and its rank ended (%s)\n", worker, path)
 			return nil
 		}
 		select {
@@ -361,4 +372,15 @@ func (d *driver) quiet(ctx context.Context, args ...string) (string, error) {
 		return string(out), fmt.Errorf("ternctl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), nil
+}
+
+// logTime reads the time of a worker's log line (slog's text format).
+func logTime(line string) (time.Time, bool) {
+	v, ok := strings.CutPrefix(line, "time=")
+	if !ok {
+		return time.Time{}, false
+	}
+	v, _, _ = strings.Cut(v, " ")
+	t, err := time.Parse(time.RFC3339Nano, v)
+	return t, err == nil
 }
