@@ -276,8 +276,13 @@ func (l *loop) restorePlan(e *entry, run *attempt, recovery bool) (bool, []strin
 // onSnapshot feeds one rank's snapshot report to the tracker and carries
 // out what follows.
 func (l *loop) onSnapshot(ctx context.Context, e *entry, rank int, worker string, r *ternv1.RankSnapshot) error {
+	if e.snap == nil || e.snap.attempt != e.run.n {
+		// A coordinator that took over tracks the running attempt from
+		// its first report on (the placement is a pure function of it).
+		l.planSnapshots(e, e.run, false)
+	}
 	ss := e.snap
-	if ss == nil || ss.tracker == nil || ss.attempt != e.run.n {
+	if ss.tracker == nil {
 		l.send(worker, abandonMsg(e.name, r.Step))
 		return nil
 	}
