@@ -90,7 +90,8 @@ type demo struct {
 	keep           bool
 	sets           []string
 	killAt         float64
-	kill           *killed // what --kill-worker-at did
+	kill           *killed       // what --kill-worker-at did
+	trainWall      time.Duration // from the job running to its end, as seen here
 	out            io.Writer
 	tty            bool
 	addr           string
@@ -241,6 +242,7 @@ func (d *demo) follow(ctx context.Context, name string) (*jobView, float64, erro
 	firstLoss := math.NaN()
 	lastPhase, lastDecile := "", int64(-1)
 	began, baseStep := time.Now(), int64(-1)
+	var running time.Time // when the job was first seen running
 	var unreachableSince time.Time
 	lastStep, lastChange := int64(-1), time.Now()
 	for {
@@ -281,6 +283,9 @@ func (d *demo) follow(ctx context.Context, name string) (*jobView, float64, erro
 		}
 		// The ETA comes from this attempt's pace: from the first step seen
 		// running, again after a recovery.
+		if j.Phase == "Running" && running.IsZero() {
+			running = time.Now()
+		}
 		if j.Phase != "Running" {
 			baseStep = -1
 		} else if baseStep < 0 && j.CommittedStep > 0 {
@@ -296,6 +301,9 @@ func (d *demo) follow(ctx context.Context, name string) (*jobView, float64, erro
 		if isOver(j.Phase) {
 			if d.tty {
 				fmt.Fprintln(d.out)
+			}
+			if !running.IsZero() {
+				d.trainWall = time.Since(running)
 			}
 			return &j, firstLoss, nil
 		}
@@ -473,8 +481,12 @@ func (d *demo) summary(j *jobView, firstLoss float64, plan, adamw *planView) {
 	if s.FinalEvalLoss != nil {
 		fmt.Fprintf(w, "  eval loss    %.3f (held-out Go files)\n", *s.FinalEvalLoss)
 	}
+	wall := d.trainWall
+	if wall == 0 {
+		wall = time.Duration(s.WallSeconds * float64(time.Second))
+	}
 	fmt.Fprintf(w, "  throughput   %s tokens/s, median step %.0f ms, %d steps in %s\n",
-		count(s.TokensPerSecond), s.StepMSMedian, s.Steps, (time.Duration(s.WallSeconds * float64(time.Second))).Round(time.Second))
+		count(s.TokensPerSecond), s.StepMSMedian, s.Steps, wall.Round(time.Second))
 	fmt.Fprintf(w, "  on the wire  %s sent, %s received per step by the busiest rank (pipeline activations and DeMo's exchange)\n",
 		bytesText(s.BytesSentPerStep), bytesText(s.BytesRecvPerStep))
 	if plan.ExchangeSent > 0 && adamw.ExchangeSent > 0 {
