@@ -94,6 +94,12 @@ type Options struct {
 	// precision too. By default BF16 runs attention as bfloat16 GEMMs on
 	// the tensor cores (attn_tc.go), when a pair's T×T scores fit a chunk.
 	FloatAttention bool
+	// NoGemmPadding keeps BF16 GEMM operands at the caller's leading
+	// dimensions and inner dimension. By default an operand with rows not
+	// 16-byte aligned, or an inner dimension not a multiple of 8, is
+	// repacked aligned and zero-padded, which the tensor cores need at full
+	// speed; the option is for comparison.
+	NoGemmPadding bool
 }
 
 // Info describes the GPU and libraries a device runs on.

@@ -93,6 +93,18 @@ extern "C" __global__ void f32_to_bf16(unsigned short* dst, const float* src, lo
         dst[i] = bf16_rne(src[i]);
 }
 
+// f32_to_bf16_2d rounds the rows × cols matrix src (leading dimension lds)
+// into the rowsOut × colsOut matrix dst (leading dimension ldd), zero
+// outside src: BF16 GEMM operands repacked so that every row starts 16-byte
+// aligned and the inner dimension is a multiple of 8, which cuBLAS's
+// tensor-core kernels want (the zeros add nothing to the products).
+extern "C" __global__ void f32_to_bf16_2d(unsigned short* dst, const float* src, long long rows, int cols, long long lds,
+                                          long long rowsOut, int colsOut, long long ldd) {
+    for (long long r = blockIdx.y; r < rowsOut; r += gridDim.y)
+        for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < colsOut; c += gridDim.x * blockDim.x)
+            dst[r * ldd + c] = (r < rows && c < cols) ? bf16_rne(src[r * lds + c]) : (unsigned short)0;
+}
+
 extern "C" __global__ void gather_columns(float* dst, const float* src, int rows, int srcCols, const int* cols, int r) {
     int row = blockIdx.y;
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < r; j += gridDim.x * blockDim.x)

@@ -26,7 +26,7 @@ var kernelNames = []string{
 	"attn_fwd_tiled4", "attn_bwd_dq_tiled4", "attn_bwd_dkv_tiled4",
 	"ce_stats", "ce_bwd", "adamw_torch", "adamw_hf",
 	"attn_pack_bf16", "attn_unpack_f32", "attn_tc_softmax", "attn_tc_dsoftmax", "adam_mini",
-	"adam_mini_partial", "adam_mini_v", "adam_mini_apply",
+	"adam_mini_partial", "adam_mini_v", "adam_mini_apply", "f32_to_bf16_2d",
 }
 
 // nvrtcOptions are the compiler flags for a device of compute capability

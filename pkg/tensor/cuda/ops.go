@@ -47,27 +47,73 @@ func (d *Device) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float
 	if m == 0 || n == 0 {
 		return
 	}
-	o1, o2, cm, cn, ck := cublasGemmArgs(transA, transB, m, n, k)
 	na, nb := gemmNeed("A", transA, m, k, lda), gemmNeed("B", transB, k, n, ldb)
 	bf16 := d.opts.Precision == BF16
+	// BF16 operands whose rows are not 16-byte aligned, or an inner
+	// dimension that is not a multiple of 8 (a 50257-token vocabulary's),
+	// send cuBLAS to kernels several times slower; such operands are
+	// repacked aligned, the inner dimension padded with zeros.
+	pad := bf16 && !d.opts.NoGemmPadding && (lda%8 != 0 || ldb%8 != 0 || k%8 != 0)
+	kp := k
+	if pad {
+		kp = (k + 7) &^ 7
+	}
+	o1, o2, cm, cn, ck := cublasGemmArgs(transA, transB, m, n, kp)
+	// Stored shapes (rows × cols) of A and B, before and after padding k.
+	ar, ac, br, bc := m, k, k, n
+	arp, acp, brp, bcp := m, kp, kp, n
+	if transA {
+		ar, ac, arp, acp = k, m, kp, m
+	}
+	if transB {
+		br, bc, brp, bcp = n, k, n, kp
+	}
 	d.async(op, func(w *worker) error {
 		al, be := alpha, beta
 		ta, tb := int32(cudaR32F), int32(cudaR32F)
+		la, lb := lda, ldb
 		if bf16 {
-			// Operands are rounded over their whole stored span (rows ×
-			// leading dimension), so the leading dimensions stay as given.
 			var err error
-			if pa, err = w.toBF16("bf16_a", pa, na); err != nil {
-				return err
-			}
-			if pb, err = w.toBF16("bf16_b", pb, nb); err != nil {
-				return err
+			if pad {
+				if pa, la, err = w.toBF16Padded("bf16_a", pa, ar, ac, lda, arp, acp); err != nil {
+					return err
+				}
+				if pb, lb, err = w.toBF16Padded("bf16_b", pb, br, bc, ldb, brp, bcp); err != nil {
+					return err
+				}
+			} else {
+				// Operands are rounded over their whole stored span (rows ×
+				// leading dimension), so the leading dimensions stay as given.
+				if pa, err = w.toBF16("bf16_a", pa, na); err != nil {
+					return err
+				}
+				if pb, err = w.toBF16("bf16_b", pb, nb); err != nil {
+					return err
+				}
 			}
 			ta, tb = cudaR16BF, cudaR16BF
 		}
 		return checkCuBLAS(op, "cublasGemmEx", cublasGemmEx(w.blas, o1, o2, int32(cm), int32(cn), int32(ck),
-			&al, pb, tb, int32(ldb), pa, ta, int32(lda), &be, pc, cudaR32F, int32(ldc), w.compute, cublasGemmDefault))
+			&al, pb, tb, int32(lb), pa, ta, int32(la), &be, pc, cudaR32F, int32(ldc), w.compute, cublasGemmDefault))
 	})
+}
+
+// toBF16Padded rounds the rows × cols matrix at src (leading dimension ld)
+// into the scratch buffer name as a rowsOut × colsOut matrix, zero beyond
+// src, with its leading dimension colsOut rounded up to a multiple of 8;
+// it returns the buffer and that leading dimension.
+func (w *worker) toBF16Padded(name string, src uintptr, rows, cols, ld, rowsOut, colsOut int) (uintptr, int, error) {
+	ldp := max((colsOut+7)&^7, 8)
+	if rowsOut == 0 || colsOut == 0 {
+		return src, ld, nil
+	}
+	dst, err := w.scratchBuf(name, uintptr(rowsOut*ldp)*2)
+	if err != nil {
+		return 0, 0, err
+	}
+	var a argPack
+	a.ptr(dst).ptr(src).i64(rows).i32(cols).i64(ld).i64(rowsOut).i32(colsOut).i64(ldp)
+	return dst, ldp, w.launch("f32_to_bf16_2d", grid1D(colsOut, blockThreads, 64), uint32(min(rowsOut, 65535)), blockThreads, &a)
 }
 
 // toBF16 rounds n float32s at src into the scratch buffer name and returns

@@ -40,14 +40,23 @@ func main() {
 	prof := flag.Bool("profile", false, "also time every kernel call (with a sync after each) and print where a step's time goes")
 	optName := flag.String("optim", "adamw", "optimizer: adamw or adam-mini")
 	floatAttn := flag.Bool("float-attn", false, "bf16: keep attention on the float32 kernels instead of the tensor cores")
+	noPad := flag.Bool("no-gemm-pad", false, "bf16: keep GEMM operands at their leading dimensions (no aligned repacking)")
+	headGemm := flag.Bool("head-gemm", false, "measure the gpt2-shape LM head's three BF16 GEMMs (B·T = 16384), with and without aligned repacking")
 	flag.Parse()
-	if err := run(*preset, *b, *t, *prec, *steps, *warmup, *gemm, *gpuN, *prof, *optName, *floatAttn); err != nil {
+	if *headGemm {
+		if err := headGemmBench(*gpuN); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(*preset, *b, *t, *prec, *steps, *warmup, *gemm, *gpuN, *prof, *optName, *floatAttn, *noPad); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(preset string, b, t int, precName string, steps, warmup int, gemm bool, gpuN int, prof bool, optName string, floatAttn bool) error {
+func run(preset string, b, t int, precName string, steps, warmup int, gemm bool, gpuN int, prof bool, optName string, floatAttn, noPad bool) error {
 	if gemm {
 		for _, p := range []cuda.Precision{cuda.FP32, cuda.TF32, cuda.BF16} {
 			if err := gemmBench(p, gpuN); err != nil {
@@ -60,7 +69,7 @@ func run(preset string, b, t int, precName string, steps, warmup int, gemm bool,
 	if err != nil {
 		return err
 	}
-	dev, err := cuda.New(cuda.Options{Ordinal: gpuN, Precision: p, FloatAttention: floatAttn})
+	dev, err := cuda.New(cuda.Options{Ordinal: gpuN, Precision: p, FloatAttention: floatAttn, NoGemmPadding: noPad})
 	if err != nil {
 		return err
 	}
@@ -133,6 +142,9 @@ func run(preset string, b, t int, precName string, steps, warmup int, gemm bool,
 	if p != cuda.BF16 || floatAttn {
 		attn = "float32"
 	}
+	if p == cuda.BF16 && noPad {
+		attn += ",no-gemm-pad"
+	}
 	fmt.Printf("gpu=%q preset=%s params=%d B=%d T=%d precision=%s attention=%s optim=%s init=%.1fs step_ms_median=%.2f step_ms_min=%.2f tokens_per_s=%.0f tflops=%.1f mfu=%.1f%% loss=%.4f used_mib=%d scratch_mib=%d used_bytes_per_param=%.1f total_bytes_per_param=%.1f\n",
 		in.GPU, preset, cfg.NumParams(), b, t, p, attn, opt.Name(), init.Seconds(), ms(med), ms(times[0]), tokS, flops/1e12, 100*flops/1e12/peakTFLOPs[p], loss,
 		mem.Used>>20, mem.Scratch>>20, float64(mem.Used)/np, float64(mem.Used+mem.Scratch)/np)
@@ -178,5 +190,50 @@ func gemmBench(p cuda.Precision, gpuN int) error {
 	dev.Sync()
 	el := time.Since(t0).Seconds() / reps
 	fmt.Printf("gemm gpu=%q precision=%s m=n=k=%d ms=%.3f tflops=%.1f\n", dev.Info().GPU, p, n, el*1e3, 2*float64(n)*n*n/el/1e12)
+	return nil
+}
+
+// headGemmBench times the three GEMMs of the gpt2-shape LM head at
+// B·T = 16384 (logits, input gradient, weight gradient) in BF16, with the
+// operands repacked to aligned rows (the default) and without.
+func headGemmBench(gpuN int) error {
+	const n, v, d, reps = 16384, 50257, 768, 10
+	for _, noPad := range []bool{true, false} {
+		dev, err := cuda.New(cuda.Options{Ordinal: gpuN, Precision: cuda.BF16, NoGemmPadding: noPad})
+		if err != nil {
+			return err
+		}
+		x, w, z, dx, dw := dev.Alloc(n*d), dev.Alloc(v*d), dev.Alloc(n*v), dev.Alloc(n*d), dev.Alloc(v*d)
+		r := rand.New(rand.NewPCG(5, 6))
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		for i := range w {
+			w[i] = float32(r.NormFloat64() * 0.02)
+		}
+		for _, g := range []struct {
+			name string
+			f    func()
+		}{
+			{"logits 16384x50257x768 tB", func() { dev.Gemm(false, true, n, v, d, 1, x, d, w, d, 0, z, v) }},
+			{"dx 16384x768x50257", func() { dev.Gemm(false, false, n, d, v, 1, z, v, w, d, 0, dx, d) }},
+			{"dw 50257x768x16384 tA", func() { dev.Gemm(true, false, v, d, n, 1, z, v, x, d, 1, dw, d) }},
+		} {
+			for range 2 {
+				g.f()
+			}
+			dev.Sync()
+			t0 := time.Now()
+			for range reps {
+				g.f()
+			}
+			dev.Sync()
+			el := time.Since(t0).Seconds() / reps
+			fmt.Printf("head-gemm gpu=%q pad=%v %s ms=%.3f tflops=%.1f\n", dev.Info().GPU, !noPad, g.name, el*1e3, 2*float64(n)*v*d/el/1e12)
+		}
+		if err := dev.Close(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
