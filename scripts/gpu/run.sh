@@ -49,6 +49,8 @@ bench() {
   "$here"/bench -preset gpt2-shape -b 16 -t 1024 -precision bf16 -steps 10 || status=1
   "$here"/bench -preset gpt2-shape -b 16 -t 1024 -precision bf16 -steps 10 -optim adam-mini || status=1
   "$here"/bench -preset gpt2-shape -b 16 -t 1024 -precision bf16 -steps 5 -float-attn || status=1
+  "$here"/bench -preset gpt2-shape -b 16 -t 1024 -precision bf16 -steps 5 -no-gemm-pad || status=1
+  "$here"/bench -head-gemm || status=1
   python3 "$here"/torch_baseline.py --b 16 --t 1024 --precision bf16 --steps 10 || status=1
 }
 
