@@ -80,11 +80,7 @@ func newEvalCmd(e *env, cf *clusterFlags) *cobra.Command {
 			"  ternctl eval hf:my-model -f job.yaml",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			src, err := resolveSource(cmd.Context(), cf, args[0])
-			if err != nil {
-				return err
-			}
-			return evalRun(cmd, e, src, &f)
+			return evalRun(cmd, e, args[0], resolver(cmd, cf), &f)
 		},
 	}
 	fl := c.Flags()
@@ -113,7 +109,7 @@ type evalResult struct {
 	Seconds    float64 `json:"seconds"`
 }
 
-func evalRun(cmd *cobra.Command, e *env, src string, f *evalFlags) error {
+func evalRun(cmd *cobra.Command, e *env, src string, resolve sourceResolver, f *evalFlags) error {
 	if err := outputFlag(f.output); err != nil {
 		return err
 	}
@@ -132,6 +128,10 @@ func evalRun(cmd *cobra.Command, e *env, src string, f *evalFlags) error {
 			return fmt.Errorf("%s: %w", f.file, err)
 		}
 		seqLen = want.SeqLen
+	}
+	src, err = resolve(src)
+	if err != nil {
+		return err
 	}
 	lm, err := loadModel(src, "", seqLen)
 	if err != nil {

@@ -36,11 +36,7 @@ func newExportCmd(e *env, cf *clusterFlags) *cobra.Command {
 			"  ternctl export ckpt/step-00000600 --out my-model --max-shard-size 500MiB",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			src, err := resolveSource(cmd.Context(), cf, args[0])
-			if err != nil {
-				return err
-			}
-			return exportRun(e, src, &f)
+			return exportRun(e, args[0], resolver(cmd, cf), &f)
 		},
 	}
 	fl := c.Flags()
@@ -82,7 +78,7 @@ type exportResult struct {
 	Seconds float64  `json:"seconds"`
 }
 
-func exportRun(e *env, src string, f *exportFlags) error {
+func exportRun(e *env, src string, resolve sourceResolver, f *exportFlags) error {
 	if err := outputFlag(f.output); err != nil {
 		return err
 	}
@@ -94,6 +90,10 @@ func exportRun(e *env, src string, f *exportFlags) error {
 		return usagef("--max-shard-size: %v", err)
 	}
 	start := time.Now()
+	src, err = resolve(src)
+	if err != nil {
+		return err
+	}
 	ck, err := hf.ReadCheckpoint(src)
 	if err != nil {
 		return fmt.Errorf("export: %w", err)

@@ -40,11 +40,7 @@ func newGenerateCmd(e *env, cf *clusterFlags) *cobra.Command {
 			"  ternctl generate hf:my-model --prompt 'Hello' --temperature 0",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			src, err := resolveSource(cmd.Context(), cf, args[0])
-			if err != nil {
-				return err
-			}
-			return generateRun(e, src, &f)
+			return generateRun(e, args[0], resolver(cmd, cf), &f)
 		},
 	}
 	fl := c.Flags()
@@ -73,7 +69,7 @@ type generateResult struct {
 	Seconds      float64 `json:"seconds"`
 }
 
-func generateRun(e *env, src string, f *generateFlags) error {
+func generateRun(e *env, src string, resolve sourceResolver, f *generateFlags) error {
 	if err := outputFlag(f.output); err != nil {
 		return err
 	}
@@ -86,6 +82,10 @@ func generateRun(e *env, src string, f *generateFlags) error {
 	s := model.Sampling{Temperature: f.temperature, TopK: f.topK, Seed: f.seed}
 	if err := s.Validate(); err != nil {
 		return usagef("%v", err)
+	}
+	src, err := resolve(src)
+	if err != nil {
+		return err
 	}
 	lm, err := loadModel(src, f.tokenizer, 0)
 	if err != nil {

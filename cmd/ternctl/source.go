@@ -9,12 +9,22 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/ternml/tern/pkg/spec"
 	ternv1 "github.com/ternml/tern/proto/tern/v1"
 )
+
+// sourceResolver is resolveSource with its context and coordinator bound;
+// the verbs call it once their flags are checked, so a usage error is
+// reported as one before anything is looked up.
+type sourceResolver func(src string) (string, error)
+
+func resolver(cmd *cobra.Command, cf *clusterFlags) sourceResolver {
+	return func(src string) (string, error) { return resolveSource(cmd.Context(), cf, src) }
+}
 
 // resolveSource turns the CHECKPOINT|JOB argument of export, generate and
 // eval into a path: hf:DIR and anything that exists on disk are taken as
