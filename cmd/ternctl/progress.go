@@ -266,31 +266,3 @@ func summaryText(s *train.Summary, totalSteps int, losses []float64) string {
 	}
 	return b.String()
 }
-
-// summaryJSON is the Summary for -o json with a missing evaluation (NaN in
-// the loop's Summary) written as null instead of failing to encode.
-type summaryJSON struct {
-	train.Summary
-	FinalLoss     *float64 `json:"final_loss"`
-	FinalEvalLoss *float64 `json:"final_eval_loss"`
-}
-
-func toSummaryJSON(s *train.Summary) summaryJSON {
-	opt := func(v float64) *float64 {
-		if !isFinite(v) {
-			return nil
-		}
-		return &v
-	}
-	out := summaryJSON{Summary: *s, FinalLoss: opt(s.FinalLoss), FinalEvalLoss: opt(s.FinalEvalLoss)}
-	if !isFinite(out.TokensPerS) {
-		out.TokensPerS = 0
-	}
-	if !isFinite(out.StepMSMedian) {
-		out.StepMSMedian = 0
-	}
-	if !isFinite(out.WallS) {
-		out.WallS = 0
-	}
-	return out
-}

@@ -148,7 +148,7 @@ func trainRun(ctx context.Context, e *env, f *trainFlags) error {
 		return err
 	}
 	if f.output == "json" {
-		out, err := json.Marshal(toSummaryJSON(sum))
+		out, err := json.Marshal(sum.Portable())
 		if err != nil {
 			return fmt.Errorf("encode summary: %w", err)
 		}

@@ -141,7 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return json.NewEncoder(stdout).Encode(sum)
+	return json.NewEncoder(stdout).Encode(sum.Portable())
 }
 
 // agentConfig is agent mode's command line.

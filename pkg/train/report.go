@@ -1,5 +1,7 @@
 package train
 
+import "math"
+
 // StepReport is what the loop tells its observer after every optimizer step.
 // The JSON names are the --metrics-out format and are kept stable.
 type StepReport struct {
@@ -87,4 +89,31 @@ type Memory struct {
 	Optimizer   int64 `json:"optimizer_bytes"`
 	Activations int64 `json:"activations_bytes"`
 	Data        int64 `json:"data_bytes"` // the tokenised corpus held in memory
+}
+
+// PortableSummary is a Summary that encoding/json can always write: a loss
+// that is not finite (no evaluation ran: NaN) is null, and a rate or
+// duration that is not finite is 0.
+type PortableSummary struct {
+	Summary
+	FinalLoss     *float64 `json:"final_loss"`
+	FinalEvalLoss *float64 `json:"final_eval_loss"`
+}
+
+// Portable returns s for JSON output (ternctl train -o json, worker).
+func (s *Summary) Portable() PortableSummary {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	opt := func(v float64) *float64 {
+		if !finite(v) {
+			return nil
+		}
+		return &v
+	}
+	out := PortableSummary{Summary: *s, FinalLoss: opt(s.FinalLoss), FinalEvalLoss: opt(s.FinalEvalLoss)}
+	for _, v := range []*float64{&out.TokensPerS, &out.StepMSMedian, &out.WallS, &out.ModelGFLOPS} {
+		if !finite(*v) {
+			*v = 0
+		}
+	}
+	return out
 }
