@@ -163,6 +163,12 @@ func (l *loop) planSnapshots(e *entry, run *attempt, recovery bool) {
 		}
 	}
 	restore, source := l.restorePlan(e, run, recovery)
+	if ss.tracker == nil && !restore {
+		// Only steps committed through the peers are restore points, so
+		// an attempt that sends no fragments (one rank, or no placement)
+		// keeps no snapshots at all.
+		return
+	}
 	var manifest []byte
 	if restore {
 		var err error
