@@ -50,8 +50,9 @@ func (h *history) see(j *ternv1.Job) {
 }
 
 // A DP=2 × PP=2 job on worker processes loses a worker three times to
-// SIGKILL. Each time the coordinator relaunches it from the committed
-// in-memory snapshot: ranks whose workers survived restore their local
+// SIGKILL, and a fourth time to SIGSTOP (continued once the job moved on).
+// Each time the coordinator relaunches it from the committed in-memory
+// snapshot: ranks whose workers survived restore their local
 // copies, the killed worker's rank is rebuilt on a fresh worker from its
 // peers' fragments, and nothing is read from disk (the job has no
 // checkpoint directory). The run ends with the same loss at every step,
@@ -71,7 +72,7 @@ func TestKilledWorkersRestoreFromMemory(t *testing.T) {
 		spawn()
 	}
 	c.waitWorkers(4)
-	const steps = 36
+	const steps = 44
 
 	// The reference: the same spec, uninterrupted, on the same workers.
 	if _, err := c.client.ApplyJob(ctx, memorySpec(t, "steady", steps)); err != nil {
@@ -86,8 +87,9 @@ func TestKilledWorkersRestoreFromMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &history{}
-	for kill := 1; kill <= 3; kill++ {
-		// Kill once a snapshot of this attempt has committed and the
+	const faults = 4 // three SIGKILLs, then a SIGSTOP past the lease
+	for kill := 1; kill <= faults; kill++ {
+		// Strike once a snapshot of this attempt has committed and the
 		// ranks trained past it, so that steps are lost and redone.
 		var victim string
 		c.watch("chaos", fmt.Sprintf("attempt %d past a committed snapshot", kill), func(j *ternv1.Job) bool {
@@ -107,17 +109,32 @@ func TestKilledWorkersRestoreFromMemory(t *testing.T) {
 		})
 		spawn()
 		c.waitWorkers(5)
-		if err := procs[victim].Process.Signal(syscall.SIGKILL); err != nil {
+		sig := syscall.SIGKILL
+		if kill == faults {
+			sig = syscall.SIGSTOP
+		}
+		if err := procs[victim].Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
 		c.watch("chaos", fmt.Sprintf("recovery %d", kill), func(j *ternv1.Job) bool {
 			h.see(j)
 			return int(j.Attempt) > kill
 		})
-		c.waitWorkers(4)
+		if sig == syscall.SIGSTOP {
+			// Woken up after the job moved on without it, the worker
+			// finds its registration gone and its rank's peers on a
+			// newer attempt: it registers again, and nothing it does
+			// reaches the job (the losses below show it).
+			if err := procs[victim].Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			c.waitWorkers(5)
+		} else {
+			c.waitWorkers(4)
+		}
 	}
 	done := c.watch("chaos", "its end", func(j *ternv1.Job) bool { h.see(j); return coordinator.Terminal(j.Phase) })
-	if done.Phase != ternv1.JobPhase_JOB_PHASE_SUCCEEDED || done.Attempt != 4 || done.Restarts != 3 {
+	if done.Phase != ternv1.JobPhase_JOB_PHASE_SUCCEEDED || done.Attempt != faults+1 || done.Restarts != faults {
 		t.Fatalf("job ended %s in attempt %d after %d restarts: %s\nevents: %v", done.Phase, done.Attempt, done.Restarts, done.Reason, done.Events)
 	}
 
@@ -143,8 +160,8 @@ func TestKilledWorkersRestoreFromMemory(t *testing.T) {
 			t.Errorf("event %s: %s", ev.Reason, ev.Message)
 		}
 	}
-	if n := countEvents(done, "TrainingResumed"); n != 3 {
-		t.Errorf("%d TrainingResumed events, want 3: %v", n, done.Events)
+	if n := countEvents(done, "TrainingResumed"); n != faults {
+		t.Errorf("%d TrainingResumed events, want %d: %v", n, faults, done.Events)
 	}
 
 	// The determinism contract: every step's loss, redone steps
