@@ -65,7 +65,7 @@ func applyRun(ctx context.Context, e *env, cf *clusterFlags, f *applyFlags) erro
 	if doc == nil {
 		return fmt.Errorf("%s: the job spec cannot be encoded", f.file)
 	}
-	client, closeConn, err := connect(ctx, cf.addr)
+	client, closeConn, err := connect(ctx, cf)
 	if err != nil {
 		return err
 	}

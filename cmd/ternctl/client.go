@@ -36,11 +36,11 @@ const dialTimeout = 3 * time.Second
 // shares.
 type clusterFlags struct {
 	addr string
+	// auth holds --tls-ca and --token-file, the credentials connect dials
+	// with (pkg/auth); the root command registers them. One per command
+	// tree, so that concurrent invocations (tests) share nothing.
+	auth auth.ClientFlags
 }
-
-// clientAuth holds --tls-ca and --token-file, the credentials connect
-// dials with (pkg/auth); the root command registers them.
-var clientAuth auth.ClientFlags
 
 // coordinatorDefault is the --coordinator default: $TERN_COORDINATOR, else
 // the current context's (contexts.go), else the coordinator's own default.
@@ -72,13 +72,14 @@ func connectionErr(format string, args ...any) error {
 // and would report a missing server as a generic UNAVAILABLE on the first
 // call, so connect first checks that something accepts connections there,
 // to say plainly what to do when nothing does.
-func connect(ctx context.Context, addr string) (ternv1.CoordinatorServiceClient, func(), error) {
+func connect(ctx context.Context, cf *clusterFlags) (ternv1.CoordinatorServiceClient, func(), error) {
+	addr := cf.addr
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, nil, connectionErr("--coordinator %q is not host:port: %v", addr, err)
 	}
 	// Credentials first: a remote coordinator without them is refused
 	// before any dial.
-	creds, err := clientAuth.Load(addr)
+	creds, err := cf.auth.Load(addr)
 	if err != nil {
 		return nil, nil, connectionErr("%v", err)
 	}

@@ -35,7 +35,7 @@ func newGetCmd(e *env, cf *clusterFlags) *cobra.Command {
 				return []string{"jobs", "workers"}, cobra.ShellCompDirectiveNoFileComp
 			}
 			if isJobsKind(args[0]) && len(args) == 1 {
-				return jobNames(cf.addr), cobra.ShellCompDirectiveNoFileComp
+				return jobNames(cf), cobra.ShellCompDirectiveNoFileComp
 			}
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		},
@@ -85,7 +85,7 @@ func getOutputFlag(v string) error {
 }
 
 func getJobs(ctx context.Context, e *env, cf *clusterFlags, name, output string) error {
-	client, closeConn, err := connect(ctx, cf.addr)
+	client, closeConn, err := connect(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -181,7 +181,7 @@ func watchJob(ctx context.Context, e *env, cf *clusterFlags, name, output string
 	if output != "" && output != "wide" && output != "json" {
 		return usagef("-w prints a table or -o json (one object per line), not -o %s", output)
 	}
-	client, closeConn, err := connect(ctx, cf.addr)
+	client, closeConn, err := connect(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -230,7 +230,7 @@ func watchJob(ctx context.Context, e *env, cf *clusterFlags, name, output string
 }
 
 func getWorkers(ctx context.Context, e *env, cf *clusterFlags, output string) error {
-	client, closeConn, err := connect(ctx, cf.addr)
+	client, closeConn, err := connect(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -505,10 +505,10 @@ func oneLine(s string) string {
 
 // jobNames lists the coordinator's jobs for shell completion; nothing when
 // it cannot be reached quickly.
-func jobNames(addr string) []string {
+func jobNames(cf *clusterFlags) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	client, closeConn, err := connect(ctx, addr)
+	client, closeConn, err := connect(ctx, cf)
 	if err != nil {
 		return nil
 	}
@@ -529,6 +529,6 @@ func jobNameCompletion(cf *clusterFlags) func(*cobra.Command, []string, string) 
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		return jobNames(cf.addr), cobra.ShellCompDirectiveNoFileComp
+		return jobNames(cf), cobra.ShellCompDirectiveNoFileComp
 	}
 }

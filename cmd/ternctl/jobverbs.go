@@ -54,7 +54,7 @@ func newWaitCmd(e *env, cf *clusterFlags) *cobra.Command {
 }
 
 func waitRun(ctx context.Context, e *env, cf *clusterFlags, name string, timeout time.Duration) error {
-	client, closeConn, err := connect(ctx, cf.addr)
+	client, closeConn, err := connect(ctx, cf)
 	if err != nil {
 		return err
 	}
@@ -150,7 +150,7 @@ func newCancelCmd(e *env, cf *clusterFlags) *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: jobNameCompletion(cf),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			client, closeConn, err := connect(cmd.Context(), cf.addr)
+			client, closeConn, err := connect(cmd.Context(), cf)
 			if err != nil {
 				return err
 			}
@@ -174,13 +174,13 @@ func newDeleteCmd(e *env, cf *clusterFlags) *cobra.Command {
 			if len(args) == 0 {
 				return []string{"job"}, cobra.ShellCompDirectiveNoFileComp
 			}
-			return jobNames(cf.addr), cobra.ShellCompDirectiveNoFileComp
+			return jobNames(cf), cobra.ShellCompDirectiveNoFileComp
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !isJobsKind(args[0]) {
 				return usagef("cannot delete %q (allowed: job)", args[0])
 			}
-			client, closeConn, err := connect(cmd.Context(), cf.addr)
+			client, closeConn, err := connect(cmd.Context(), cf)
 			if err != nil {
 				return err
 			}
@@ -211,7 +211,7 @@ func newDescribeCmd(e *env, cf *clusterFlags) *cobra.Command {
 			if !isJobsKind(args[0]) {
 				return usagef("cannot describe %q (allowed: job)", args[0])
 			}
-			client, closeConn, err := connect(cmd.Context(), cf.addr)
+			client, closeConn, err := connect(cmd.Context(), cf)
 			if err != nil {
 				return err
 			}

@@ -60,7 +60,7 @@ func newLogsCmd(e *env, cf *clusterFlags) *cobra.Command {
 }
 
 func logsRun(ctx context.Context, e *env, cf *clusterFlags, name string, f logsFlags) error {
-	client, closeConn, err := connect(ctx, cf.addr)
+	client, closeConn, err := connect(ctx, cf)
 	if err != nil {
 		return err
 	}

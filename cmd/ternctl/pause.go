@@ -22,7 +22,7 @@ func newPauseCmd(e *env, cf *clusterFlags) *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: jobNameCompletion(cf),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			client, closeConn, err := connect(cmd.Context(), cf.addr)
+			client, closeConn, err := connect(cmd.Context(), cf)
 			if err != nil {
 				return err
 			}
@@ -55,7 +55,7 @@ func newResumeCmd(e *env, cf *clusterFlags) *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: jobNameCompletion(cf),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			client, closeConn, err := connect(cmd.Context(), cf.addr)
+			client, closeConn, err := connect(cmd.Context(), cf)
 			if err != nil {
 				return err
 			}

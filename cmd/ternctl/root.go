@@ -141,7 +141,7 @@ func newRootCmd(e *env, entered *bool) *cobra.Command {
 
 	cf := &clusterFlags{}
 	root.PersistentFlags().StringVar(&cf.addr, "coordinator", coordinatorDefault(), "coordinator address, host:port (env TERN_COORDINATOR)")
-	clientAuth.Register(root.PersistentFlags())
+	cf.auth.Register(root.PersistentFlags())
 	contextCredentialDefaults(root.PersistentFlags())
 	for _, c := range []*cobra.Command{newTrainCmd(e), newPlanCmd(e), newExplainCmd(e), newVersionCmd(e), newCompletionCmd(e, root), newRankCmd(e),
 		newApplyCmd(e, cf), newGetCmd(e, cf), newWaitCmd(e, cf), newCancelCmd(e, cf), newDeleteCmd(e, cf), newDescribeCmd(e, cf), newCertsCmd(e),

@@ -42,7 +42,7 @@ func resolveSource(ctx context.Context, cf *clusterFlags, src string) (string, e
 	if strings.ContainsRune(src, filepath.Separator) {
 		return "", fmt.Errorf("%s does not exist: pass a checkpoint directory, hf:DIR, or a job's name", src)
 	}
-	client, closeConn, err := connect(ctx, cf.addr)
+	client, closeConn, err := connect(ctx, cf)
 	if err != nil {
 		return "", fmt.Errorf("%s is neither a directory here nor a job a coordinator could be asked about: %w", src, err)
 	}

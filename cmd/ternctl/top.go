@@ -50,7 +50,7 @@ func newTopCmd(e *env, cf *clusterFlags) *cobra.Command {
 }
 
 func topRun(ctx context.Context, e *env, cf *clusterFlags, name string, watch bool, width, height int) error {
-	client, closeConn, err := connect(ctx, cf.addr)
+	client, closeConn, err := connect(ctx, cf)
 	if err != nil {
 		return err
 	}
