@@ -93,15 +93,31 @@ func (a *Agent) snapshotCommitted(m *ternv1.SnapshotCommitted) {
 	js.each(func(s *snapshot.Stager) { s.Free(m.Step) })
 }
 
-// forgetSnapshots drops a finished job's snapshots.
+// forgetSnapshots drops a finished job's snapshots. Its stagers close
+// once the job's ranks here have ended (a cancelled job's ranks finish
+// their current step first, and may stage it).
 func (a *Agent) forgetSnapshots(job string) {
 	a.snapMu.Lock()
 	js := a.snaps[job]
 	delete(a.snaps, job)
 	a.snapMu.Unlock()
-	if js != nil {
-		js.each(func(s *snapshot.Stager) { s.Close() })
+	if js == nil {
+		return
 	}
+	a.mu.Lock()
+	var ended []chan struct{}
+	for k, rr := range a.ranks {
+		if k.job == job {
+			ended = append(ended, rr.ended)
+		}
+	}
+	a.mu.Unlock()
+	a.wg.Go(func() {
+		for _, ch := range ended {
+			<-ch
+		}
+		js.each(func(s *snapshot.Stager) { s.Close() })
+	})
 }
 
 // snapRun is one rank attempt's use of the job's snapshots: what it
