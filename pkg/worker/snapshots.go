@@ -171,6 +171,9 @@ func (a *Agent) newSnapRun(rr *rankRun, job *spec.TrainingJob) *snapRun {
 		}
 	}
 	if c >= 0 {
+		// c is committed: older generations are of no use any more,
+		// even if the message saying so did not arrive.
+		js.holder.Free(c)
 		sr.stager.Free(c)
 	}
 	return sr
