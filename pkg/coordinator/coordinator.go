@@ -32,10 +32,15 @@ const (
 	// leader only once it leads, and one whose lease ran out meanwhile is
 	// lost with its ranks. 2 s is etcd's minimum lease with its default
 	// raft timings. With the embedded member there is no standby (a
-	// restart ends its dead predecessor's session at once), so the
-	// store's longer default applies: it rides out slow disk writes,
-	// which delay lease renewals.
+	// restart ends its dead predecessor's session at once), so
+	// DefaultEmbeddedLeaderTTL applies.
 	DefaultLeaderTTL = 2 * time.Second
+	// DefaultEmbeddedLeaderTTL is the leader session's TTL on the embedded
+	// member. Nothing waits on it (no standby; a restart revokes the dead
+	// session), so it is long enough to ride out a starved process: at a
+	// load average of 15 on 2 cores, 5 s sessions lapsed between renewals
+	// and the coordinator stopped with "leadership lost".
+	DefaultEmbeddedLeaderTTL = 15 * time.Second
 	// DefaultStartTimeout bounds how long an attempt's ranks may take to
 	// start: tokenizing a corpus the first time is the slow part.
 	DefaultStartTimeout = 10 * time.Minute
@@ -105,8 +110,11 @@ func (o *Options) setDefaults() error {
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = DefaultLeaseTTL
 	}
-	if o.Store.LeaderTTL == 0 && len(o.EtcdEndpoints) > 0 {
-		o.Store.LeaderTTL = DefaultLeaderTTL
+	if o.Store.LeaderTTL == 0 {
+		o.Store.LeaderTTL = DefaultEmbeddedLeaderTTL
+		if len(o.EtcdEndpoints) > 0 {
+			o.Store.LeaderTTL = DefaultLeaderTTL
+		}
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = DefaultStartTimeout
