@@ -52,7 +52,7 @@ func newUpCmd(e *env) *cobra.Command {
 	fl := c.Flags()
 	fl.IntVar(&f.spec.Workers, "workers", f.spec.Workers, "worker processes")
 	fl.IntVar(&f.spec.Slots, "slots", f.spec.Slots, "ranks each worker runs at once")
-	fl.IntVar(&f.spec.Spares, "spares", 0, "extra workers, named spare-N and labelled spare=true: room to replace lost ranks (placement does not hold them back yet)")
+	fl.IntVar(&f.spec.Spares, "spares", 0, "extra workers, named spare-N and labelled spare=true: kept idle by placement as room to replace lost ranks")
 	fl.StringVar(&f.dir, "dir", "", "the cluster's directory: state, etcd data, logs (default ~/.tern/local)")
 	fl.BoolVar(&f.spec.NoRestart, "no-restart", false, "leave processes that die dead")
 	fl.StringVar(&f.spec.Listen, "listen", f.spec.Listen, "the coordinator's address; port 0 picks a free one")

@@ -89,10 +89,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	host := fs.String("host", worker.DefaultHost, "agent mode: host at which this worker's ranks accept their peers")
 	var labels sets
 	fs.Var(&labels, "label", "agent mode: a failure-domain label KEY=VALUE for placement, e.g. --label node=a (repeatable)")
+	spare := fs.Bool("spare", false, "agent mode: a spare: placement leaves it idle until a rank has to move to it (the label spare=true)")
 	caFile := fs.String(auth.FlagTLSCA, os.Getenv(auth.EnvTLSCA), "agent mode: PEM CA certificate to verify the coordinator's TLS certificate with, e.g. DIR/"+auth.CACertFile+" written by ternctl certs create (env "+auth.EnvTLSCA+"); required unless the coordinator is on loopback")
 	metricsListen := fs.String("metrics-listen", "", "agent mode: serve Prometheus /metrics and /healthz on this HTTP address, e.g. 127.0.0.1:9465 (default off)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *spare {
+		labels = append(labels, "spare=true")
 	}
 	if *coord != "" {
 		if *device != "" || *gpu >= 0 {

@@ -280,7 +280,7 @@ func (l *loop) clusterFreeing(e *entry, failed []int) sched.Cluster {
 				u = append(u, s)
 			}
 		}
-		c.Workers = append(c.Workers, sched.Worker{Name: name, Address: w.info.Host, Slots: w.info.Slots, Used: u, Labels: w.info.Labels})
+		c.Workers = append(c.Workers, sched.Worker{Name: name, Address: w.info.Host, Slots: w.info.Slots, Used: u, Labels: w.info.Labels, Spare: sched.IsSpare(w.info.Labels)})
 	}
 	return c
 }

@@ -36,8 +36,8 @@ type Spec struct {
 	// which the coordinator then keeps across restarts.
 	Listen string `json:"listen"`
 	// Workers run jobs; Spares are further workers, named spare-N and
-	// labelled spare=true, as room to replace lost ranks. Placement does not
-	// read the label yet: to the coordinator they are workers like any.
+	// labelled spare=true, as room to replace lost ranks: placement leaves
+	// them idle until a rank has to move (pkg/coordinator/sched).
 	Workers int `json:"workers"`
 	Spares  int `json:"spares"`
 	// Slots is how many ranks each worker runs at once.

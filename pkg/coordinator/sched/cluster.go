@@ -13,7 +13,12 @@ import (
 const (
 	LabelNode = "node"
 	LabelRack = "rack"
+	// LabelSpare=true declares a spare (Worker.Spare): `worker --spare`.
+	LabelSpare = "spare"
 )
+
+// IsSpare reports whether a worker's labels declare it a spare.
+func IsSpare(labels map[string]string) bool { return labels[LabelSpare] == "true" }
 
 // Bounds on the numbers a request or a registration may carry, so that a
 // corrupt record cannot make the scheduler allocate without limit.
