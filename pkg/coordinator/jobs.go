@@ -259,7 +259,11 @@ func (l *loop) carry(ctx context.Context, e *entry, acts []job.Action) error {
 			asg, err := sched.Replace(l.clusterFreeing(e, a.Ranks), e.j.Spec.Layout(), e.j.Assignment, a.Ranks, a.Avoid)
 			l.answer(e, a.Attempt, asg, err)
 		case job.Launch:
-			l.launch(e, a.Attempt, false)
+			// A whole relaunch after a failure (a recovery that could
+			// not replace in place) restores like a recovery; a first
+			// launch or a resume after a pause does not.
+			f := e.j.LastFailure
+			l.launch(e, a.Attempt, f != nil && f.Attempt == a.Attempt-1)
 		case job.StartRecovery:
 			// A recovery launches every rank of the new attempt; each
 			// restores the committed in-memory snapshot (from its
