@@ -256,7 +256,7 @@ func (l *loop) carry(ctx context.Context, e *entry, acts []job.Action) error {
 			asg, err := sched.Place(l.cluster(), a.Layout)
 			l.answer(e, a.Attempt, asg, err)
 		case job.RequestReplacement:
-			asg, err := sched.Replace(l.clusterFreeing(e, a.Ranks), e.j.Spec.Layout(), e.j.Assignment, a.Ranks, a.Avoid)
+			asg, err := sched.Replace(l.clusterFreeing(e, a.Ranks), e.j.Spec.Layout(), e.j.Assignment, a.Ranks, l.avoided(e, a.Avoid))
 			l.answer(e, a.Attempt, asg, err)
 		case job.Launch:
 			// A whole relaunch after a failure (a recovery that could

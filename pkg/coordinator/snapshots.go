@@ -444,3 +444,24 @@ func (l *loop) restoreFailed(e *entry, why string) {
 		ss.unusable = ss.recovery.step
 	}
 }
+
+// avoided is the workers a replacement keeps away from, less those that
+// have come back as a new process since the job's last committed
+// snapshot (restarted by their node's supervisor, or re-registered after
+// a pause): the fault was the process's, and the restarted worker may
+// take the rank back, as a spare would (it restores from its peers).
+func (l *loop) avoided(e *entry, avoid []string) []string {
+	ss := e.snap
+	if ss == nil || ss.incarnations == nil {
+		return avoid
+	}
+	var out []string
+	for _, w := range avoid {
+		was, known := ss.incarnations[w]
+		if now := l.incarnation(w); known && now != "" && now != was {
+			continue
+		}
+		out = append(out, w)
+	}
+	return out
+}
