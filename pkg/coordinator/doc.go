@@ -71,8 +71,10 @@
 // A rank that fails (an error, a worker shut down mid-job, a worker lost
 // because its lease lapsed, e.g. after SIGKILL) makes the job Recovering:
 // the failed ranks are placed again, away from the workers they failed
-// on, and every rank is launched as the next attempt (same job, attempt
-// number + 1), which restores the committed in-memory snapshot (below)
+// on (unless such a worker is back as a new process: restarted by its
+// node's supervisor, it may take its rank back, as a spare would), and
+// every rank is launched as the next attempt (same job, attempt number
+// + 1), which restores the committed in-memory snapshot (below)
 // or, when that is lost, resumes from the latest complete checkpoint in
 // spec.checkpoint.dir, or from step 0 when the job has no checkpoint
 // directory or none was written; the worker logs which. A rank that
