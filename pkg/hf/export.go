@@ -1,11 +1,9 @@
 package hf
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -90,35 +88,11 @@ func join(w TensorShape, shards []snapshot.Tensor) (safetensors.Tensor, error) {
 			return safetensors.Tensor{Name: w.Name, DType: safetensors.DTypeF32, Shape: slices.Clone(w.Shape), Data: s.Data}, nil
 		}
 	}
-	data := make([]byte, 4*rows*rowElems)
-	seen := make([]bool, rows)
-	for _, s := range shards {
-		lo, hi := s.RowLo, min(s.RowHi, rows)
-		if lo >= hi {
-			continue // only padded rows
-		}
-		v, err := s.Float32s()
-		if err != nil {
-			return safetensors.Tensor{}, fmt.Errorf("checkpoint tensor %s rows [%d, %d): %w", w.Name, s.RowLo, s.RowHi, err)
-		}
-		if len(v) != (s.RowHi-s.RowLo)*rowElems {
-			return safetensors.Tensor{}, fmt.Errorf("checkpoint tensor %s rows [%d, %d) holds %d values, want %d", w.Name, s.RowLo, s.RowHi, len(v), (s.RowHi-s.RowLo)*rowElems)
-		}
-		for r := lo; r < hi; r++ {
-			if seen[r] {
-				return safetensors.Tensor{}, fmt.Errorf("checkpoint tensor %s: row %d is held by two shards", w.Name, r)
-			}
-			seen[r] = true
-		}
-		dst := data[4*lo*rowElems : 4*hi*rowElems]
-		for i, x := range v[:(hi-lo)*rowElems] {
-			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(x))
-		}
+	v := make([]float32, rows*rowElems)
+	if err := snapshot.AssembleRows(w.Name, shards, w.Shape[1:], 0, rows, rows, v); err != nil {
+		return safetensors.Tensor{}, fmt.Errorf("checkpoint %w", err)
 	}
-	if i := slices.Index(seen, false); i >= 0 {
-		return safetensors.Tensor{}, fmt.Errorf("checkpoint tensor %s: row %d of %d is in no shard (is a pipeline stage's file missing?)", w.Name, i, rows)
-	}
-	return safetensors.Tensor{Name: w.Name, DType: safetensors.DTypeF32, Shape: slices.Clone(w.Shape), Data: data}, nil
+	return safetensors.F32(w.Name, slices.Clone(w.Shape), v), nil
 }
 
 // WriteOptions are the choices of Write.
