@@ -33,8 +33,11 @@ type RequestPlacement struct {
 // the workers in Avoid, then feed Placed or Unplaceable for Attempt.
 type RequestReplacement struct {
 	Attempt int
-	Ranks   []int
-	Avoid   []string
+	// Layout is the current attempt's shape: smaller than the spec's
+	// after a shrink.
+	Layout sched.Layout
+	Ranks  []int
+	Avoid  []string
 }
 
 // Launch: start every rank of Attempt on its assigned slot, restoring
@@ -57,6 +60,20 @@ type StartRecovery struct {
 	FromStep   int64
 	Assignment sched.Assignment
 	Replaced   []int
+	// Sources, when set, changes the data-parallel size: rank r of
+	// Attempt restores the state rank Sources[r] of the previous attempt
+	// held at FromStep (Recovery.Sources). Ranks whose source ran on
+	// another worker fetch it from there or from its peers' fragments.
+	Sources []int
+}
+
+// RequestGrowth: ask the scheduler to place the replicas a shrunk job is
+// missing (sched.Grow with the job's current assignment and Layout, the
+// spec's shape), keeping the running ranks where they are, then feed
+// Placed or Unplaceable for Attempt.
+type RequestGrowth struct {
+	Attempt int
+	Layout  sched.Layout
 }
 
 // StopRanks: stop every rank process of Attempt that still runs.
@@ -80,6 +97,7 @@ type Emit struct {
 func (Persist) action()            {}
 func (RequestPlacement) action()   {}
 func (RequestReplacement) action() {}
+func (RequestGrowth) action()      {}
 func (Launch) action()             {}
 func (AbortAttempt) action()       {}
 func (StartRecovery) action()      {}
@@ -98,12 +116,19 @@ func (a RequestReplacement) String() string {
 	}
 	return s
 }
+func (a RequestGrowth) String() string {
+	return fmt.Sprintf("request-growth attempt=%d dp=%d pp=%d", a.Attempt, a.Layout.DP, a.Layout.PP)
+}
 func (a Launch) String() string {
 	return fmt.Sprintf("launch attempt=%d from-step=%d [%s]", a.Attempt, a.FromStep, a.Assignment)
 }
 func (a AbortAttempt) String() string { return fmt.Sprintf("abort attempt=%d", a.Attempt) }
 func (a StartRecovery) String() string {
-	return fmt.Sprintf("start-recovery attempt=%d from-step=%d replaced=%s [%s]", a.Attempt, a.FromStep, ints(a.Replaced), a.Assignment)
+	s := fmt.Sprintf("start-recovery attempt=%d from-step=%d replaced=%s [%s]", a.Attempt, a.FromStep, ints(a.Replaced), a.Assignment)
+	if a.Sources != nil {
+		s += " sources=" + ints(a.Sources)
+	}
+	return s
 }
 func (a StopRanks) String() string { return fmt.Sprintf("stop attempt=%d", a.Attempt) }
 func (a StartTimer) String() string {

@@ -14,7 +14,9 @@
 //	Recovering (placing)      placed                          Recovering (restoring)
 //	Recovering (placing)      rank failed, worker lost        Recovering (placing), same restart
 //	Recovering (placing)      recovery timer                  Pending (whole job)
+//	Recovering (placing)      shrink timer (shrink on)        Recovering (restoring), at a smaller DP
 //	Recovering (restoring)    recovery done                   Running
+//	Running, shrunk           capacity changed, then placed   Recovering (restoring), at the spec's DP
 //	Recovering (restoring)    rank failed, worker lost        Recovering (placing), or Failed
 //	Recovering (restoring)    recovery timer                  Pending (whole job), or Failed
 //	Running                   finished                        Succeeded
@@ -35,6 +37,12 @@
 // frees the slots; resume places the job again and continues from the
 // committed step. Every transition sets Reason, a sentence `ternctl
 // describe` shows, and emits an Emit action for the job's event log.
+//
+// With restartPolicy.shrink (Spec.Shrink), a recovery whose replacements
+// are not placed before the shrink timer drops every replica that lost a
+// rank and continues with the others from the committed step; the job
+// grows back to its spec's DP once the scheduler places the missing
+// replicas (shrink.go).
 //
 // Attempts are numbered from 1 and every launch (first start, recovery,
 // relaunch after a pause or a timeout) takes the next number; reports name

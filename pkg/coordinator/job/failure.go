@@ -9,8 +9,8 @@ func (j *Job) onRankFailed(ev RankFailed) ([]Action, error) {
 	if err := j.checkAttempt(ev.Attempt); err != nil {
 		return nil, err
 	}
-	if ev.Rank < 0 || ev.Rank >= j.Spec.World() {
-		return nil, fmt.Errorf("%w: rank %d is outside 0..%d", ErrInvalidEvent, ev.Rank, j.Spec.World()-1)
+	if ev.Rank < 0 || ev.Rank >= j.world() {
+		return nil, fmt.Errorf("%w: rank %d is outside 0..%d", ErrInvalidEvent, ev.Rank, j.world()-1)
 	}
 	worker := j.Assignment[ev.Rank].Worker
 	if ev.Worker != "" && ev.Worker != worker {
@@ -76,22 +76,27 @@ func (j *Job) failRanks(ranks []int, worker, code, msg string) []Action {
 	j.Restarts++
 	j.to(Recovering, fmt.Sprintf("%s; replacing %s, all ranks resuming %s %s", msg, rankList(ranks), from(j.CommittedStep), j.restartNote()))
 	j.Recovery = &Recovery{Ranks: slices.Sorted(slices.Values(ranks)), Avoid: []string{worker}}
-	return []Action{
+	acts := []Action{
 		AbortAttempt{j.Attempt},
 		j.requestReplacement(),
 		StartTimer{TimerRecovery, j.Attempt},
-		Emit{Warning, code, j.Reason},
 	}
+	if j.canShrink() {
+		acts = append(acts, StartTimer{TimerShrink, j.Attempt})
+	}
+	return append(acts, Emit{Warning, code, j.Reason})
 }
 
 func (j *Job) onTimerFired(ev TimerFired) ([]Action, error) {
-	if ev.Timer != TimerStart && ev.Timer != TimerRecovery {
-		return nil, fmt.Errorf("%w: unknown timer %q (known: %s, %s)", ErrInvalidEvent, ev.Timer, TimerStart, TimerRecovery)
+	if ev.Timer != TimerStart && ev.Timer != TimerRecovery && ev.Timer != TimerShrink {
+		return nil, fmt.Errorf("%w: unknown timer %q (known: %s, %s, %s)", ErrInvalidEvent, ev.Timer, TimerStart, TimerRecovery, TimerShrink)
 	}
 	if err := j.checkAttempt(ev.Attempt); err != nil {
 		return nil, err
 	}
 	switch {
+	case ev.Timer == TimerShrink && j.Phase == Recovering && !j.Recovery.Launched:
+		return j.shrink(), nil
 	case ev.Timer == TimerStart && j.Phase == Scheduling:
 		msg := fmt.Sprintf("the ranks of attempt %d did not all start before the start deadline", j.Attempt)
 		return j.restartWhole(msg, "StartTimeout", true), nil

@@ -31,6 +31,13 @@ type Job struct {
 	// CommittedStep is the last step committed (0: none; training starts
 	// from the initial state). Every launch and recovery restores it.
 	CommittedStep int64 `json:"committedStep"`
+	// DP is the data-parallel size the job runs at after a shrink
+	// (Spec.Shrink), below Spec.DP; 0 while it runs at Spec.DP. The
+	// latest attempt has DP×PP ranks.
+	DP int `json:"dp,omitempty"`
+	// Growing is set while the job runs shrunk and a placement of its
+	// missing replicas is outstanding (RequestGrowth).
+	Growing bool `json:"growing,omitempty"`
 	// Assignment places the ranks of the latest attempt. The job holds
 	// those slots while HoldsSlots reports true.
 	Assignment sched.Assignment `json:"assignment,omitempty"`
@@ -49,6 +56,11 @@ type Recovery struct {
 	// Launched is false while replacements are being placed, true once
 	// the recovery attempt (Job.Attempt) was started.
 	Launched bool `json:"launched"`
+	// Sources is set when the recovery attempt changes the data-parallel
+	// size (a shrink or a growth): rank r of the recovery attempt restores
+	// the state rank Sources[r] of the previous attempt held at the
+	// committed step. Without it every rank restores its own.
+	Sources []int `json:"sources,omitempty"`
 }
 
 // Failure describes a failure for `describe`.
@@ -156,9 +168,17 @@ func (j *Job) Reconcile() []Action {
 		return []Action{j.launch(), StartTimer{TimerStart, j.Attempt}}
 	case Recovering:
 		if !j.Recovery.Launched {
-			return []Action{AbortAttempt{j.Attempt}, j.requestReplacement(), StartTimer{TimerRecovery, j.Attempt}}
+			acts := []Action{AbortAttempt{j.Attempt}, j.requestReplacement(), StartTimer{TimerRecovery, j.Attempt}}
+			if j.canShrink() {
+				acts = append(acts, StartTimer{TimerShrink, j.Attempt})
+			}
+			return acts
 		}
 		return []Action{j.startRecovery(), StartTimer{TimerRecovery, j.Attempt}}
+	case Running:
+		if j.Growing {
+			return []Action{j.requestGrowth()}
+		}
 	case Paused, Failed, Cancelled:
 		if j.Attempt > 0 {
 			return []Action{StopRanks{j.Attempt}}
@@ -207,16 +227,31 @@ func (j *Job) check() error {
 		return fmt.Errorf("phase %s without an attempt", j.Phase)
 	case (j.Phase == Recovering) != (j.Recovery != nil):
 		return fmt.Errorf("phase %s with recovery %v", j.Phase, j.Recovery != nil)
+	case j.DP != 0 && (!j.Spec.Shrink || j.DP < j.Spec.minDP() || j.DP >= j.Spec.DP):
+		return fmt.Errorf("DP %d: a job runs shrunk only with restartPolicy.shrink, between minData %d and DP %d",
+			j.DP, j.Spec.minDP(), j.Spec.DP-1)
+	case j.Growing && (j.Phase != Running || j.DP == 0):
+		return fmt.Errorf("growing while %s at DP %d: only a shrunk, running job grows", j.Phase, j.dp())
 	}
 	if j.Phase.live() || j.Assignment != nil {
-		if err := j.Assignment.Validate(j.Spec.World()); err != nil {
+		if err := j.Assignment.Validate(j.world()); err != nil {
 			return err
 		}
 	}
 	if r := j.Recovery; r != nil {
-		if len(r.Ranks) == 0 || !slices.IsSorted(r.Ranks) || len(slices.Compact(slices.Clone(r.Ranks))) != len(r.Ranks) ||
-			r.Ranks[0] < 0 || r.Ranks[len(r.Ranks)-1] >= j.Spec.World() {
-			return fmt.Errorf("recovery ranks %v: must be ascending, distinct, within 0..%d", r.Ranks, j.Spec.World()-1)
+		if (len(r.Ranks) == 0 && r.Sources == nil) || !slices.IsSorted(r.Ranks) || len(slices.Compact(slices.Clone(r.Ranks))) != len(r.Ranks) ||
+			(len(r.Ranks) > 0 && (r.Ranks[0] < 0 || r.Ranks[len(r.Ranks)-1] >= j.world())) {
+			return fmt.Errorf("recovery ranks %v: must be ascending, distinct, within 0..%d", r.Ranks, j.world()-1)
+		}
+		if r.Sources != nil {
+			if !r.Launched || len(r.Sources) != j.world() {
+				return fmt.Errorf("recovery sources %v: a launched recovery names one for each of the %d ranks", r.Sources, j.world())
+			}
+			for _, src := range r.Sources {
+				if src < 0 || src >= j.Spec.World() {
+					return fmt.Errorf("recovery source rank %d is outside 0..%d", src, j.Spec.World()-1)
+				}
+			}
 		}
 	}
 	return nil
@@ -230,6 +265,7 @@ func (j *Job) clone() *Job {
 		r := *j.Recovery
 		r.Ranks = slices.Clone(r.Ranks)
 		r.Avoid = slices.Clone(r.Avoid)
+		r.Sources = slices.Clone(r.Sources)
 		c.Recovery = &r
 	}
 	if j.LastFailure != nil {
@@ -246,6 +282,9 @@ func (j *Job) to(p Phase, reason string) {
 	if p != Recovering {
 		j.Recovery = nil
 	}
+	if p != Running {
+		j.Growing = false
+	}
 }
 
 func (j *Job) requestPlacement() Action {
@@ -253,7 +292,7 @@ func (j *Job) requestPlacement() Action {
 }
 
 func (j *Job) requestReplacement() Action {
-	return RequestReplacement{Attempt: j.Attempt + 1, Ranks: slices.Clone(j.Recovery.Ranks), Avoid: slices.Clone(j.Recovery.Avoid)}
+	return RequestReplacement{Attempt: j.Attempt + 1, Layout: j.layout(), Ranks: slices.Clone(j.Recovery.Ranks), Avoid: slices.Clone(j.Recovery.Avoid)}
 }
 
 func (j *Job) launch() Action {
@@ -261,5 +300,18 @@ func (j *Job) launch() Action {
 }
 
 func (j *Job) startRecovery() Action {
-	return StartRecovery{Attempt: j.Attempt, FromStep: j.CommittedStep, Assignment: slices.Clone(j.Assignment), Replaced: slices.Clone(j.Recovery.Ranks)}
+	return StartRecovery{Attempt: j.Attempt, FromStep: j.CommittedStep, Assignment: slices.Clone(j.Assignment),
+		Replaced: slices.Clone(j.Recovery.Ranks), Sources: slices.Clone(j.Recovery.Sources)}
 }
+
+// dp is the data-parallel size of the latest attempt.
+func (j *Job) dp() int {
+	if j.DP > 0 {
+		return j.DP
+	}
+	return j.Spec.DP
+}
+
+// layout is the latest attempt's shape; world its number of ranks.
+func (j *Job) layout() sched.Layout { return sched.Layout{DP: j.dp(), PP: j.Spec.PP} }
+func (j *Job) world() int           { return j.layout().World() }

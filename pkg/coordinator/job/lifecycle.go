@@ -22,7 +22,7 @@ func (j *Job) checkAttempt(a int) error {
 
 // awaitingPlacement reports whether a placement answer is expected.
 func (j *Job) awaitingPlacement() bool {
-	return j.Phase == Pending || (j.Phase == Recovering && !j.Recovery.Launched)
+	return j.Phase == Pending || (j.Phase == Recovering && !j.Recovery.Launched) || j.Growing
 }
 
 // checkPlacementAnswer accepts an answer only for the outstanding request.
@@ -39,6 +39,12 @@ func (j *Job) checkPlacementAnswer(a int) error {
 }
 
 func (j *Job) onCapacityChanged() ([]Action, error) {
+	if j.Phase == Running && j.DP > 0 {
+		// Shrunk: ask for the missing replicas (again; a repeated request
+		// is harmless, the answer for the attempt counts once).
+		j.Growing = true
+		return []Action{j.requestGrowth()}, nil
+	}
 	if j.awaitingPlacement() {
 		if j.Phase == Pending {
 			return []Action{j.requestPlacement()}, nil
@@ -52,10 +58,22 @@ func (j *Job) onPlaced(ev Placed) ([]Action, error) {
 	if err := j.checkPlacementAnswer(ev.Attempt); err != nil {
 		return nil, err
 	}
-	if err := ev.Assignment.Validate(j.Spec.World()); err != nil {
+	// A whole placement and a growth place the spec's shape; a
+	// replacement keeps the current one.
+	world := j.Spec.World()
+	if j.Phase == Recovering {
+		world = j.world()
+	}
+	if err := ev.Assignment.Validate(world); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 	}
+	if j.Growing {
+		return j.grow(ev.Assignment)
+	}
 	if j.Phase == Pending {
+		// A whole placement is always of the spec's shape: a shrunk job
+		// placed afresh runs at its own size again.
+		j.DP = 0
 		j.Attempt++
 		j.Assignment = slices.Clone(ev.Assignment)
 		j.to(Scheduling, fmt.Sprintf("starting attempt %d on %s, training %s", j.Attempt, onWorkers(j.Assignment), from(j.CommittedStep)))
@@ -88,6 +106,11 @@ func (j *Job) onUnplaceable(ev Unplaceable) ([]Action, error) {
 	}
 	if ev.Reason == "" {
 		return nil, fmt.Errorf("%w: an unplaceable answer needs a reason", ErrInvalidEvent)
+	}
+	if j.Growing {
+		// The shrunk job keeps running; the next capacity change asks again.
+		j.Growing = false
+		return []Action{}, nil
 	}
 	reason := "waiting for capacity: " + ev.Reason
 	if j.Phase == Recovering {

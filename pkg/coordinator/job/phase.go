@@ -53,4 +53,8 @@ const (
 	// TimerRecovery bounds how long a recovery may take, from the failure
 	// until every rank has restored the committed step.
 	TimerRecovery Timer = "recovery"
+	// TimerShrink bounds how long a job with restartPolicy.shrink waits
+	// for replacements before it drops the replicas that lost ranks
+	// (restartPolicy.shrinkTimeoutSeconds).
+	TimerShrink Timer = "shrink"
 )

@@ -24,7 +24,7 @@ import (
 //
 // Commands:
 //
-//	submit name=N dp=D pp=P | world=W  maxRestarts=R
+//	submit name=N dp=D pp=P | world=W  maxRestarts=R shrink=1 minDP=M
 //	event KIND [positional] key=value...   feed one event (see parseEvent)
 //	cluster NAME=SLOTS[,node=X][,rack=Y][,spare]... [spareSlots=N]
 //	place      answer the outstanding placement request with pkg/coordinator/sched
@@ -200,7 +200,8 @@ func (e *env) run(line string) []string {
 	switch cmd {
 	case "submit":
 		a := args{e: e, kv: kv}
-		spec := Spec{Name: a.str("name", "job"), DP: a.int("dp", 1), PP: a.int("pp", 1), MaxRestarts: a.int("maxRestarts", 0)}
+		spec := Spec{Name: a.str("name", "job"), DP: a.int("dp", 1), PP: a.int("pp", 1), MaxRestarts: a.int("maxRestarts", 0),
+			Shrink: a.int("shrink", 0) == 1, MinDP: a.int("minDP", 0)}
 		if w := a.int("world", 0); w > 0 {
 			spec.DP, spec.PP = w, 1
 		}
@@ -272,13 +273,20 @@ func (e *env) report(acts []Action) []string {
 		fmt.Sprintf("%s v%d attempt=%d restarts=%d/%d step=%d", j.Phase, j.Version, j.Attempt, j.Restarts, j.Spec.MaxRestarts, j.CommittedStep),
 		"  reason: " + j.Reason,
 	}
+	if j.DP > 0 {
+		out = append(out, fmt.Sprintf("  shrunk: dp=%d of %d growing=%v", j.DP, j.Spec.DP, j.Growing))
+	}
 	if r := j.Recovery; r != nil {
-		out = append(out, fmt.Sprintf("  recovery: ranks=%s avoid=%s launched=%v", ints(r.Ranks), strings.Join(r.Avoid, ","), r.Launched))
+		line := fmt.Sprintf("  recovery: ranks=%s avoid=%s launched=%v", ints(r.Ranks), strings.Join(r.Avoid, ","), r.Launched)
+		if r.Sources != nil {
+			line += " sources=" + ints(r.Sources)
+		}
+		out = append(out, line)
 	}
 	for _, a := range acts {
 		out = append(out, "> "+a.String())
 		switch a.(type) {
-		case RequestPlacement, RequestReplacement:
+		case RequestPlacement, RequestReplacement, RequestGrowth:
 			e.request = a
 		}
 	}
@@ -315,7 +323,10 @@ func (e *env) place() []string {
 		a, err = sched.Place(c, r.Layout)
 		attempt = r.Attempt
 	case RequestReplacement:
-		a, err = sched.Replace(c, j.Spec.Layout(), j.Assignment, r.Ranks, r.Avoid)
+		a, err = sched.Replace(c, r.Layout, j.Assignment, r.Ranks, r.Avoid)
+		attempt = r.Attempt
+	case RequestGrowth:
+		a, err = sched.Grow(c, r.Layout, j.Assignment, nil)
 		attempt = r.Attempt
 	}
 	var ev Event = Placed{Attempt: attempt, Assignment: a}
@@ -405,7 +416,7 @@ func parseEvent(e *env, pos []string, kv map[string]string) Event {
 		ev = RecoveryDone{Attempt: cur, Step: int64(a.int("step", 0))}
 	case "timer":
 		if len(pos) != 2 {
-			e.fatalf("event timer: name the timer (start or recovery)")
+			e.fatalf("event timer: name the timer (start, recovery or shrink)")
 		}
 		ev = TimerFired{Timer: Timer(pos[1]), Attempt: cur}
 		pos = pos[1:]

@@ -20,6 +20,14 @@ type Spec struct {
 	// MaxRestarts is restartPolicy.maxRestarts: how many times the job may
 	// recover from a failure before it fails. 0 means never.
 	MaxRestarts int `json:"maxRestarts"`
+	// Shrink is restartPolicy.shrink: when failed ranks cannot be replaced
+	// before the shrink timer (TimerShrink) fires, the job drops every
+	// replica that lost a rank and continues at a smaller DP, no smaller
+	// than MinDP; it grows back to DP when slots return.
+	Shrink bool `json:"shrink,omitempty"`
+	// MinDP is restartPolicy.minData: the smallest DP a shrink may leave
+	// (0 means 1). Only meaningful with Shrink.
+	MinDP int `json:"minDP,omitempty"`
 }
 
 // Layout is the job's shape for the scheduler.
@@ -40,5 +48,16 @@ func (s Spec) validate() error {
 		return fmt.Errorf("%w: job %q: restartPolicy.maxRestarts is %d: allowed 0 to %d",
 			ErrInvalidSpec, s.Name, s.MaxRestarts, MaxRestartsLimit)
 	}
+	if s.MinDP < 0 || s.MinDP > s.DP {
+		return fmt.Errorf("%w: job %q: restartPolicy.minData is %d: allowed 1 to DP %d",
+			ErrInvalidSpec, s.Name, s.MinDP, s.DP)
+	}
+	if s.MinDP > 0 && !s.Shrink {
+		return fmt.Errorf("%w: job %q: restartPolicy.minData is set but restartPolicy.shrink is off: set both or neither",
+			ErrInvalidSpec, s.Name)
+	}
 	return nil
 }
+
+// minDP is the smallest DP a shrink may leave.
+func (s Spec) minDP() int { return max(s.MinDP, 1) }

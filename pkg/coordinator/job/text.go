@@ -57,7 +57,7 @@ func onWorkers(a sched.Assignment) string {
 
 // allRanks writes "all 4 ranks", "both ranks" or "the only rank".
 func (j *Job) allRanks() string {
-	switch n := j.Spec.World(); n {
+	switch n := j.world(); n {
 	case 1:
 		return "the only rank"
 	case 2:
