@@ -16,7 +16,28 @@ const DefaultMaxRestarts = 3
 // (RestartSettings returns them).
 type RestartPolicySpec struct {
 	MaxRestarts int `json:"maxRestarts" default:"3" desc:"How many times the job is relaunched after a rank fails, over the job's whole life (pauses do not reset it). Each relaunch is a new attempt of every rank, resuming from the latest complete checkpoint in spec.checkpoint.dir, or from step 0 when there is none. When none are left the job fails with the last failure as its reason. 0 fails the job at the first failure."`
+	// Shrink, ShrinkTimeoutSeconds and MinData describe elastic data
+	// parallelism: a job that loses ranks and gets no replacement in time
+	// drops the replicas that lost them and continues at a smaller
+	// data-parallel size, growing back when slots return. Each replica
+	// keeps its batch (batch.microBatches × batch.microBatchSize), so the
+	// global batch shrinks with the replicas and the learning rate stays
+	// as it is; a run is reproducible given the same sequence of layouts.
+	// The coordinator's state machine and scheduler implement it
+	// (pkg/coordinator/job, sched.Shrink and sched.Grow); workers cannot
+	// yet restore a rank's in-memory state under another data-parallel
+	// size, so validation refuses shrink: true for now.
+	Shrink               bool `json:"shrink,omitempty" default:"false" desc:"Continue at a smaller data-parallel size when failed ranks cannot be replaced within shrinkTimeoutSeconds, dropping every replica that lost a rank, and grow back to parallel.data when slots return; each replica keeps its batch, so the global batch shrinks with it. Not available in this release: true is refused."`
+	ShrinkTimeoutSeconds int  `json:"shrinkTimeoutSeconds,omitempty" default:"derived" desc:"With shrink, how long a recovery waits for replacement ranks before the job shrinks. Default: 60."`
+	MinData              int  `json:"minData,omitempty" default:"derived" desc:"With shrink, the smallest number of data-parallel replicas the job may shrink to; below it the job waits for replacements. Default: 1."`
 }
+
+// DefaultShrinkTimeoutSeconds is restartPolicy.shrinkTimeoutSeconds when
+// it is left out; MaxShrinkTimeoutSeconds bounds it.
+const (
+	DefaultShrinkTimeoutSeconds = 60
+	MaxShrinkTimeoutSeconds     = 3600
+)
 
 // RestartSettings returns the job's restart policy, the defaults when the
 // section is absent.
@@ -32,7 +53,27 @@ func (v validator) restartPolicy(s *JobSpec) {
 	if s.RestartPolicy == nil {
 		return
 	}
-	if n := s.RestartPolicy.MaxRestarts; n < 0 || n > MaxRestartsLimit {
+	rp := s.RestartPolicy
+	if n := rp.MaxRestarts; n < 0 || n > MaxRestartsLimit {
 		v.es.add("spec.restartPolicy.maxRestarts", "%d is out of range: allowed 0 to %d", n, MaxRestartsLimit)
 	}
+	if n := rp.ShrinkTimeoutSeconds; n < 0 || n > MaxShrinkTimeoutSeconds {
+		v.es.add("spec.restartPolicy.shrinkTimeoutSeconds", "%d is out of range: allowed 1 to %d (0 or left out: %d)",
+			n, MaxShrinkTimeoutSeconds, DefaultShrinkTimeoutSeconds)
+	}
+	if n := rp.MinData; n < 0 || (s.Parallel.Data >= 1 && n > s.Parallel.Data) {
+		v.es.add("spec.restartPolicy.minData", "%d is out of range: allowed 1 to spec.parallel.data (%d)", n, max(s.Parallel.Data, 1))
+	}
+	if !rp.Shrink {
+		if rp.ShrinkTimeoutSeconds != 0 {
+			v.es.add("spec.restartPolicy.shrinkTimeoutSeconds", "applies only with spec.restartPolicy.shrink: true")
+		}
+		if rp.MinData != 0 {
+			v.es.add("spec.restartPolicy.minData", "applies only with spec.restartPolicy.shrink: true")
+		}
+		return
+	}
+	v.es.add("spec.restartPolicy.shrink", "not available in this release: the coordinator can plan a smaller data-parallel "+
+		"layout, but workers cannot yet restore a rank's state under another data-parallel size; leave it false "+
+		"(failed ranks are replaced, or the job waits for slots)")
 }

@@ -38,6 +38,19 @@ func TestRestartPolicy(t *testing.T) {
 			t.Errorf("maxRestarts %s: got %v", bad, err)
 		}
 	}
+	for _, c := range []struct{ doc, want string }{
+		{"{shrink: true}", "spec.restartPolicy.shrink: not available in this release"},
+		{"{shrinkTimeoutSeconds: 30}", "spec.restartPolicy.shrinkTimeoutSeconds: applies only with spec.restartPolicy.shrink: true"},
+		{"{minData: 1}", "spec.restartPolicy.minData: applies only with spec.restartPolicy.shrink: true"},
+		{"{shrink: true, shrinkTimeoutSeconds: 3601}", "spec.restartPolicy.shrinkTimeoutSeconds: 3601 is out of range: allowed 1 to 3600"},
+		{"{shrink: true, minData: 2}", "spec.restartPolicy.minData: 2 is out of range: allowed 1 to spec.parallel.data (1)"},
+		{"{shrink: true, minData: -1}", "spec.restartPolicy.minData: -1 is out of range"},
+	} {
+		_, err := Parse([]byte(minimal+"  restartPolicy: "+c.doc+"\n"), nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("restartPolicy %s: got %v, want an error containing %q", c.doc, err, c.want)
+		}
+	}
 	if _, err := Parse([]byte(minimal+"  restartPolicy: {maxRestart: 2}\n"), nil); err == nil || !strings.Contains(err.Error(), "spec.restartPolicy.maxRestart: unknown field") {
 		t.Errorf("misspelt field: got %v", err)
 	}
