@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ternml/tern/pkg/spec"
 	ternv1 "github.com/ternml/tern/proto/tern/v1"
 )
 
@@ -281,31 +283,36 @@ func getWorkers(ctx context.Context, e *env, cf *clusterFlags, output string) er
 // jobView is a job as -o json/yaml show it. Numbers that do not exist yet
 // (no step reported, no eval) are null rather than a misleading zero.
 type jobView struct {
-	Name             string          `json:"name"`
-	Phase            string          `json:"phase"`
-	Reason           string          `json:"reason"`
-	DataParallel     int32           `json:"data_parallel"`
-	PipelineParallel int32           `json:"pipeline_parallel"`
-	Steps            int64           `json:"steps"`
-	CommittedStep    int64           `json:"committed_step"`
-	ProgressPercent  float64         `json:"progress_percent"`
-	LastLoss         *float64        `json:"last_loss"`
-	TokensPerSecond  *float64        `json:"tokens_per_second"`
-	Attempt          int32           `json:"attempt"`
-	Restarts         int32           `json:"restarts"`
-	MaxRestarts      int32           `json:"max_restarts"`
-	StepMS           *float64        `json:"step_ms"`
-	ETASeconds       *float64        `json:"eta_seconds"`
-	Created          *time.Time      `json:"created"`
-	Started          *time.Time      `json:"started"`
-	Finished         *time.Time      `json:"finished"`
-	Attempts         []attemptView   `json:"attempts"`
-	LastFailure      *failureView    `json:"last_failure"`
-	Ranks            []rankView      `json:"ranks"`
-	Events           []eventView     `json:"events"`
-	Summary          *summaryView    `json:"summary"`
-	Spec             json.RawMessage `json:"spec,omitempty"`
-	Version          uint64          `json:"version"`
+	Name             string        `json:"name"`
+	Phase            string        `json:"phase"`
+	Reason           string        `json:"reason"`
+	DataParallel     int32         `json:"data_parallel"`
+	PipelineParallel int32         `json:"pipeline_parallel"`
+	Steps            int64         `json:"steps"`
+	CommittedStep    int64         `json:"committed_step"`
+	ProgressPercent  float64       `json:"progress_percent"`
+	LastLoss         *float64      `json:"last_loss"`
+	TokensPerSecond  *float64      `json:"tokens_per_second"`
+	Attempt          int32         `json:"attempt"`
+	Restarts         int32         `json:"restarts"`
+	MaxRestarts      int32         `json:"max_restarts"`
+	StepMS           *float64      `json:"step_ms"`
+	ETASeconds       *float64      `json:"eta_seconds"`
+	Created          *time.Time    `json:"created"`
+	Started          *time.Time    `json:"started"`
+	Finished         *time.Time    `json:"finished"`
+	Attempts         []attemptView `json:"attempts"`
+	LastFailure      *failureView  `json:"last_failure"`
+	// SnapshotStep is the last in-memory snapshot step the coordinator
+	// committed (null: none yet, or snapshots off); Restores says where
+	// each rank of each recovered attempt got its state, oldest first.
+	SnapshotStep *int64          `json:"snapshot_step"`
+	Restores     []restoreView   `json:"restores"`
+	Ranks        []rankView      `json:"ranks"`
+	Events       []eventView     `json:"events"`
+	Summary      *summaryView    `json:"summary"`
+	Spec         json.RawMessage `json:"spec,omitempty"`
+	Version      uint64          `json:"version"`
 }
 
 type attemptView struct {
@@ -333,6 +340,18 @@ type rankView struct {
 	Phase   string `json:"phase"`
 	Step    int64  `json:"step"`
 	Error   string `json:"error,omitempty"`
+}
+
+// restoreView is one rank's restore in a recovered attempt. Worker is the
+// worker the rank ran on, known for the current attempt only ("" else).
+type restoreView struct {
+	Attempt   int32   `json:"attempt"`
+	Rank      int32   `json:"rank"`
+	Source    string  `json:"source"`
+	Step      int64   `json:"step"`
+	RestoreMS float64 `json:"restore_ms"`
+	Worker    string  `json:"worker,omitempty"`
+	From      string  `json:"from"`
 }
 
 type eventView struct {
@@ -392,6 +411,15 @@ func newJobView(j *ternv1.Job) *jobView {
 	}
 	if f := j.LastFailure; f != nil {
 		v.LastFailure = &failureView{Attempt: f.Attempt, Ranks: f.Ranks, Worker: f.Worker, Message: f.Message, Time: timeOf(f.Time)}
+	}
+	if j.SnapshotStep >= 0 {
+		v.SnapshotStep = &j.SnapshotStep
+	}
+	v.Restores = []restoreView{}
+	for _, r := range j.Restores {
+		w := restoreWorker(j, r)
+		v.Restores = append(v.Restores, restoreView{Attempt: r.Attempt, Rank: r.Rank, Source: r.Source, Step: r.Step,
+			RestoreMS: r.RestoreMs, Worker: w, From: restoreFrom(j, r.Source, w)})
 	}
 	for _, r := range j.Ranks {
 		v.Ranks = append(v.Ranks, rankView{Rank: r.Rank, Worker: r.Worker, Slot: r.Slot, Address: r.Address,
@@ -531,4 +559,67 @@ func jobNameCompletion(cf *clusterFlags) func(*cobra.Command, []string, string) 
 		}
 		return jobNames(cf), cobra.ShellCompDirectiveNoFileComp
 	}
+}
+
+// snapshotsOn reports whether the job's spec takes in-memory snapshots
+// (spec.snapshot absent means the defaults, which do).
+func snapshotsOn(j *ternv1.Job) bool {
+	var js spec.TrainingJob
+	if err := json.Unmarshal(j.SpecJson, &js); err != nil {
+		return true
+	}
+	return js.Spec.SnapshotSettings().EverySteps > 0
+}
+
+// restoreWorker is the worker rank r of a restore ran on, where the
+// status still shows it: the current attempt's ranks.
+func restoreWorker(j *ternv1.Job, r *ternv1.RankRestore) string {
+	if r.Attempt != j.Attempt {
+		return ""
+	}
+	for _, rk := range j.Ranks {
+		if rk.Rank == r.Rank {
+			return rk.Worker
+		}
+	}
+	return ""
+}
+
+// restoreFrom says in words where a restore's state came from.
+func restoreFrom(j *ternv1.Job, source, worker string) string {
+	on := "its worker"
+	if worker != "" {
+		on = worker
+	}
+	switch source {
+	case "local":
+		return "the in-memory copy on " + on
+	case "peers":
+		return "fragments held by other workers, decoded on " + on
+	case "checkpoint":
+		var js spec.TrainingJob
+		if err := json.Unmarshal(j.SpecJson, &js); err == nil && js.Spec.Checkpoint.Dir != "" {
+			return "the durable checkpoint in " + js.Spec.Checkpoint.Dir
+		}
+		return "the durable checkpoint (no spec.checkpoint.dir: the initial state)"
+	case "initial":
+		return "nothing: step 0, the initial state"
+	}
+	return source
+}
+
+// lastRestores is the latest restore of each rank, by rank.
+func lastRestores(rs []*ternv1.RankRestore) []*ternv1.RankRestore {
+	last := map[int32]*ternv1.RankRestore{}
+	for _, r := range rs {
+		if p, ok := last[r.Rank]; !ok || r.Attempt >= p.Attempt {
+			last[r.Rank] = r
+		}
+	}
+	out := make([]*ternv1.RankRestore, 0, len(last))
+	for _, r := range last {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b *ternv1.RankRestore) int { return int(a.Rank) - int(b.Rank) })
+	return out
 }

@@ -288,6 +288,9 @@ func describeJob(w io.Writer, j *ternv1.Job, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := describeSnapshots(w, j); err != nil {
+		return err
+	}
 	if len(j.Attempts) > 0 {
 		fmt.Fprintln(w, "Attempts:")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -342,6 +345,50 @@ func describeJob(w io.Writer, j *ternv1.Job, now time.Time) error {
 	fmt.Fprintln(tw, "  TIME\tAGE\tTYPE\tREASON\tMESSAGE")
 	for _, ev := range j.Events {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", fmtTime(ev.Time.AsTime()), fmtDuration(now.Sub(ev.Time.AsTime())), ev.Severity, ev.Reason, oneLine(ev.Message))
+	}
+	return tw.Flush()
+}
+
+// describeSnapshots shows what the coordinator knows of the job's
+// in-memory snapshots: the settings, the committed step (the only step a
+// recovery restores), and where each rank got its state in its latest
+// restore.
+func describeSnapshots(w io.Writer, j *ternv1.Job) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var js spec.TrainingJob
+	settings := ""
+	if err := json.Unmarshal(j.SpecJson, &js); err == nil {
+		c := js.Spec.SnapshotSettings()
+		switch {
+		case c.EverySteps == 0:
+			settings = "off (spec.snapshot.everySteps 0)"
+		case c.PeerEverySteps == 0:
+			settings = fmt.Sprintf("local copy every %d steps, no peer fragments", c.EverySteps)
+		default:
+			settings = fmt.Sprintf("local copy every %d steps, peer fragments every %d (tolerate %d)", c.EverySteps, c.PeerEverySteps, c.Tolerate)
+		}
+	}
+	committed := "none yet"
+	if j.SnapshotStep >= 0 {
+		committed = fmt.Sprintf("step %d (every rank staged it; a recovery restores this step)", j.SnapshotStep)
+	}
+	if settings != "" {
+		fmt.Fprintf(tw, "Snapshots:\t%s\n", settings)
+	}
+	fmt.Fprintf(tw, "Snapshot committed:\t%s\n", committed)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	last := lastRestores(j.Restores)
+	if len(last) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "Last restore per rank:")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  RANK\tATTEMPT\tSTEP\tSOURCE\tTOOK\tFROM")
+	for _, r := range last {
+		fmt.Fprintf(tw, "  %d\t%d\t%d\t%s\t%.0f ms\t%s\n", r.Rank, r.Attempt, r.Step, r.Source, r.RestoreMs,
+			restoreFrom(j, r.Source, restoreWorker(j, r)))
 	}
 	return tw.Flush()
 }
