@@ -19,7 +19,7 @@ type computeDevice struct {
 
 // openDevice opens the device spec.device names: nothing for the CPU, a
 // cuda.Device (one GPU thread, its kernels compiled) for cuda.
-func openDevice(s *spec.JobSpec) (*computeDevice, error) {
+func openDevice(s *spec.JobSpec, localRank int) (*computeDevice, error) {
 	d := s.DeviceSettings()
 	switch d.Kind {
 	case "cpu":
@@ -29,9 +29,13 @@ func openDevice(s *spec.JobSpec) (*computeDevice, error) {
 		if err != nil {
 			return nil, fmt.Errorf("spec.device.precision: %w", err)
 		}
-		dev, err := cuda.New(cuda.Options{Ordinal: d.GPU, Precision: p})
+		dev, err := cuda.New(cuda.Options{Ordinal: d.GPU, LocalRank: localRank, Precision: p})
 		if err != nil {
-			return nil, fmt.Errorf("spec.device (cuda, GPU %d): %w", d.GPU, err)
+			which := fmt.Sprintf("GPU %d", d.GPU)
+			if d.GPU == spec.GPUAuto {
+				which = fmt.Sprintf("GPU auto, local rank %d", localRank)
+			}
+			return nil, fmt.Errorf("spec.device (cuda, %s): %w", which, err)
 		}
 		return &computeDevice{opts: []model.Option{model.WithDevice(dev)}, dev: dev, close: dev.Close}, nil
 	}
@@ -52,4 +56,15 @@ func (c *computeDevice) release() error {
 		return nil
 	}
 	return c.close()
+}
+
+// localRank is Options.LocalRank, else the rank's index in its group.
+func localRank(o Options) int {
+	switch {
+	case o.LocalRank != nil:
+		return *o.LocalRank
+	case o.Group != nil:
+		return o.Group.Rank()
+	}
+	return 0
 }

@@ -25,6 +25,12 @@ import (
 
 // Options are the run-time choices that are not part of the job spec.
 type Options struct {
+	// LocalRank, when set, is this rank's index among the ranks sharing
+	// its machine (a worker agent passes its own count); spec.device.gpu
+	// auto takes GPU LocalRank modulo the GPUs CUDA sees. Unset, the
+	// rank's index in Group is used, as for ternctl train's processes,
+	// which all run on one machine.
+	LocalRank *int
 	// CheckpointDir overrides spec.checkpoint.dir when non-empty.
 	CheckpointDir string
 	// Resume is a checkpoint root (latest complete step) or one step directory.
@@ -247,7 +253,7 @@ func newRunner(ctx context.Context, job *spec.TrainingJob, opts Options) (_ *run
 	if err := r.connect(job, opts); err != nil {
 		return nil, err
 	}
-	if r.device, err = openDevice(s); err != nil {
+	if r.device, err = openDevice(s, localRank(opts)); err != nil {
 		return nil, err
 	}
 	defer func() {

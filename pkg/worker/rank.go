@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/ternml/tern/pkg/launch"
@@ -52,6 +53,11 @@ type rankRun struct {
 	// that will never answer (a paused worker), and waiting for the
 	// transport's timeout would hold up the newer attempt here.
 	closeTr func()
+	// local is the rank's index among this worker's ranks (the lowest one
+	// no other live rank holds): with spec.device.gpu auto it picks the
+	// GPU, so a worker with --slots N on a host with N GPUs gives each
+	// rank its own.
+	local int
 	// prev are the ranks of earlier attempts of the job that this one
 	// superseded: it waits for them to end before it starts, so that
 	// one that writes a checkpoint as it stops has finished writing.
@@ -115,12 +121,28 @@ func (a *Agent) startRank(s *ternv1.StartRank) error {
 		}
 	}
 	ctx, stop := context.WithCancelCause(context.Background())
-	rr := &rankRun{key: k, start: s, stop: stop, peers: make(chan []string, 1), ended: make(chan struct{}), prev: prev}
+	rr := &rankRun{key: k, start: s, stop: stop, peers: make(chan []string, 1), ended: make(chan struct{}), prev: prev, local: a.freeLocalLocked(prev)}
 	a.ranks[k] = rr
 	a.wg.Add(1)
 	go a.runRank(ctx, rr)
 	a.log.Info("rank assigned", "job", k.job, "attempt", k.attempt, "rank", k.rank, "world", s.World)
 	return nil
+}
+
+// freeLocalLocked returns the lowest local index that no live rank holds,
+// other than those in leaving (superseded ranks this one waits for).
+func (a *Agent) freeLocalLocked(leaving []*rankRun) int {
+	held := map[int]bool{}
+	for _, rr := range a.ranks {
+		if !rr.done && !slices.Contains(leaving, rr) {
+			held[rr.local] = true
+		}
+	}
+	i := 0
+	for held[i] {
+		i++
+	}
+	return i
 }
 
 // givePeers hands the peer list to this worker's ranks of the attempt.
@@ -243,7 +265,7 @@ func (a *Agent) train(ctx context.Context, rr *rankRun) (*train.Summary, error) 
 	if err != nil {
 		return nil, err
 	}
-	opts := train.Options{Observer: observer{a, rr}, Progress: &progressWriter{a: a, rr: rr}}
+	opts := train.Options{Observer: observer{a, rr}, Progress: &progressWriter{a: a, rr: rr}, LocalRank: &rr.local}
 	t0 := time.Now()
 	sr := a.newSnapRun(rr, job)
 	if sr != nil {

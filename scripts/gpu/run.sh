@@ -78,6 +78,19 @@ parallel() {
     "$here"/worker -f "$here"/job.yaml --rank 1 --world 2 --peers $peers --gpu 1 $fp32 || status=1
     wait $w0 || status=1
     "$here"/ternctl train -f "$here"/job.yaml --set parallel.data=2 --set device.kind=cpu || status=1
+    echo "== $(date -u +%FT%TZ) data parallel 2 through ternctl train with spec.device.gpu auto: each process takes its rank's GPU"
+    "$here"/ternctl train -f "$here"/job.yaml --set parallel.data=2 --set steps=400 $fp32 &
+    tp=$!
+    gpus=0
+    for _ in $(seq 1 120); do
+      sleep 0.5
+      apps=$(nvidia-smi --query-compute-apps=pid,gpu_bus_id --format=csv,noheader 2>/dev/null)
+      gpus=$(printf '%s\n' "$apps" | awk -F', ' 'NF == 2 {print $2}' | sort -u | grep -c . || true)
+      if [ "$gpus" -ge 2 ]; then printf '%s\n' "$apps"; break; fi
+    done
+    echo "ranks seen on $gpus distinct GPUs (want 2)"
+    [ "$gpus" -ge 2 ] || status=1
+    wait $tp || status=1
   fi
 }
 

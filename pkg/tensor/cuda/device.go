@@ -73,10 +73,17 @@ func computeType(p Precision, reproducible bool) int32 {
 	return cublasCompute32F
 }
 
+// AutoOrdinal asks New for the GPU of Options.LocalRank.
+const AutoOrdinal = -1
+
 // Options configure New.
 type Options struct {
-	// Ordinal is the GPU to use (0 = the first CUDA sees).
+	// Ordinal is the GPU to use (0 = the first CUDA sees), or AutoOrdinal:
+	// GPU LocalRank modulo the number CUDA sees.
 	Ordinal int
+	// LocalRank picks the GPU when Ordinal is AutoOrdinal: a rank's index
+	// among the ranks sharing the machine.
+	LocalRank int
 	// Precision of Gemm: FP32 (default), TF32 or BF16.
 	Precision Precision
 	// Reproducible asks cuBLAS for pedantic math (no reduced-precision
@@ -161,8 +168,11 @@ func New(opts Options) (*Device, error) {
 	if opts.Precision > BF16 {
 		return nil, fmt.Errorf("cuda precision %d unknown (allowed: fp32, tf32, bf16)", opts.Precision)
 	}
-	if opts.Ordinal < 0 {
-		return nil, fmt.Errorf("cuda GPU ordinal %d is negative", opts.Ordinal)
+	if opts.Ordinal < AutoOrdinal {
+		return nil, fmt.Errorf("cuda GPU ordinal %d: want %d (auto, from the local rank) or 0 and up", opts.Ordinal, AutoOrdinal)
+	}
+	if opts.Ordinal == AutoOrdinal && opts.LocalRank < 0 {
+		return nil, fmt.Errorf("cuda local rank %d is negative", opts.LocalRank)
 	}
 	l, err := loadLibs()
 	if err != nil {
@@ -377,6 +387,12 @@ func newWorker(d *Device) (*worker, error) {
 	var count int32
 	if err := checkCU("New", "cuDeviceGetCount", cuDeviceGetCount(&count)); err != nil {
 		return w, err
+	}
+	if count < 1 {
+		return w, errors.New("cuda: the driver sees no GPU (check nvidia-smi and CUDA_VISIBLE_DEVICES)")
+	}
+	if d.opts.Ordinal == AutoOrdinal {
+		d.opts.Ordinal = d.opts.LocalRank % int(count)
 	}
 	if d.opts.Ordinal >= int(count) {
 		return w, fmt.Errorf("cuda GPU %d requested but CUDA sees %d GPU(s) (allowed: 0..%d)", d.opts.Ordinal, count, count-1)

@@ -328,3 +328,19 @@ func TestAttnTiledSmemFitsDefaultLimit(t *testing.T) {
 		t.Errorf("forward smem at hd 64 = %d, want %d", got, want)
 	}
 }
+
+// Ordinals below auto, and auto with a negative local rank, are refused
+// before any library is looked for.
+func TestNewRefusesBadOrdinal(t *testing.T) {
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{Ordinal: -2}, "want -1 (auto, from the local rank) or 0 and up"},
+		{Options{Ordinal: AutoOrdinal, LocalRank: -1}, "local rank -1 is negative"},
+	} {
+		if _, err := New(c.o); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New(%+v) = %v, want an error containing %q", c.o, err, c.want)
+		}
+	}
+}
