@@ -67,6 +67,8 @@ type driver struct {
 	rng            *rand.Rand
 	out            io.Writer
 	env            []string
+	// goodput mode (goodput.go)
+	goodput, killEvery, refFor time.Duration
 }
 
 func main() {
@@ -78,7 +80,15 @@ func main() {
 	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the random choices (which worker, at which step)")
 	keep := flag.Bool("keep", false, "leave the cluster running at the end")
 	flag.Var(&d.sets, "set", "a further spec override, key=value (repeatable)")
+	goodput := flag.Duration("goodput", 0, "instead of the three faults: measure goodput over this long a window (e.g. 15m) with a worker SIGKILLed every --kill-every, snapshot settings left at the job's (defaults unless --set)")
+	flag.DurationVar(&d.killEvery, "kill-every", time.Minute, "with --goodput: the time between kills")
+	flag.DurationVar(&d.refFor, "ref", time.Minute, "with --goodput: how long to measure the fault-free step rate, before and after the window")
 	flag.Parse()
+	if *goodput < 0 || d.killEvery <= 0 || d.refFor <= 0 {
+		fmt.Fprintln(os.Stderr, "chaos: --goodput must be >= 0, --kill-every and --ref > 0")
+		os.Exit(2)
+	}
+	d.goodput = *goodput
 	d.rng = rand.New(rand.NewPCG(*seed, 0))
 	fmt.Fprintf(d.out, "chaos: seed %d\n", *seed)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -119,6 +129,9 @@ func (d *driver) run(ctx context.Context, keep bool) (err error) {
 				err = derr
 			}
 		}()
+	}
+	if d.goodput > 0 {
+		return d.runGoodput(ctx, cluster)
 	}
 	args := []string{"apply", "-f", d.file, "--set", "metadata.name=" + jobName, "--set", fmt.Sprintf("steps=%d", d.steps),
 		"--set", "eval.everySteps=0", "--set", "snapshot.everySteps=1", "--set", "snapshot.peerEverySteps=2",
