@@ -26,7 +26,7 @@ import (
 // Options are the run-time choices that are not part of the job spec.
 type Options struct {
 	// LocalRank, when set, is this rank's index among the ranks sharing
-	// its machine (a worker agent passes its own count); spec.device.gpu
+	// its machine (a worker agent numbers its own ranks); spec.device.gpu
 	// auto takes GPU LocalRank modulo the GPUs CUDA sees. Unset, the
 	// rank's index in Group is used, as for ternctl train's processes,
 	// which all run on one machine.
