@@ -24,7 +24,7 @@ import (
 //
 // Commands:
 //
-//	submit name=N dp=D pp=P | world=W  maxRestarts=R shrink=1 minDP=M
+//	submit name=N dp=D pp=P | world=W  maxRestarts=R shrink=1 minDP=M microBatches=B
 //	event KIND [positional] key=value...   feed one event (see parseEvent)
 //	cluster NAME=SLOTS[,node=X][,rack=Y][,spare]... [spareSlots=N]
 //	place      answer the outstanding placement request with pkg/coordinator/sched
@@ -201,7 +201,7 @@ func (e *env) run(line string) []string {
 	case "submit":
 		a := args{e: e, kv: kv}
 		spec := Spec{Name: a.str("name", "job"), DP: a.int("dp", 1), PP: a.int("pp", 1), MaxRestarts: a.int("maxRestarts", 0),
-			Shrink: a.int("shrink", 0) == 1, MinDP: a.int("minDP", 0)}
+			Shrink: a.int("shrink", 0) == 1, MinDP: a.int("minDP", 0), MicroBatches: a.int("microBatches", 0)}
 		if w := a.int("world", 0); w > 0 {
 			spec.DP, spec.PP = w, 1
 		}

@@ -15,9 +15,14 @@ import (
 // pipeline stages) and continues with the surviving replicas, renumbered
 // in order, from the committed step: a recovery attempt whose Sources
 // map each new rank to the rank whose state it restores (its own, since
-// survivors stay where they are). Each replica keeps its per-replica
-// batch, so the global batch shrinks with DP and the learning rate is
-// unchanged; a run is reproducible given the same sequence of layouts.
+// survivors stay where they are). The global batch stays as the spec
+// says, DP × MicroBatches microbatches per step: each remaining replica
+// trains more microbatches, so the learning rate and its schedule keep
+// their meaning and every step sees the same samples whatever the layout
+// (the sampler numbers samples by step). A job shrinks only to a DP that
+// divides the global microbatch count, dropping healthy replicas beyond
+// the largest such DP. A run is reproducible given the same sequence of
+// layouts; across layouts steps agree up to float32 summation order.
 //
 // While it runs shrunk, every capacity change asks the scheduler for the
 // missing replicas (RequestGrowth). Once they are placed, the running
@@ -29,14 +34,22 @@ import (
 // a shrink already did.
 
 // canShrink reports whether a failure now may end in a shrink.
-func (j *Job) canShrink() bool { return j.Spec.Shrink && j.dp() > j.Spec.minDP() }
+func (j *Job) canShrink() bool { return j.Spec.Shrink && j.Spec.shrinkTo(j.dp()-1) > 0 }
 
 // shrink drops the replicas that lost ranks in the recovery being placed,
 // if enough replicas are left; otherwise the recovery keeps waiting for
 // replacements until its deadline.
 func (j *Job) shrink() []Action {
-	next, sources, err := sched.Shrink(j.layout(), j.Assignment, j.Recovery.Ranks)
-	if err != nil || len(next)/j.Spec.PP < j.Spec.minDP() {
+	lost := map[int]bool{}
+	for _, r := range j.Recovery.Ranks {
+		lost[r/j.Spec.PP] = true
+	}
+	keep := j.Spec.shrinkTo(j.dp() - len(lost))
+	if keep == 0 {
+		return nil // too few replicas left: wait for replacements
+	}
+	next, sources, err := sched.Shrink(j.layout(), j.Assignment, j.Recovery.Ranks, keep)
+	if err != nil {
 		return nil
 	}
 	was, now := j.dp(), len(next)/j.Spec.PP

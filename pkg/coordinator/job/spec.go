@@ -28,6 +28,11 @@ type Spec struct {
 	// MinDP is restartPolicy.minData: the smallest DP a shrink may leave
 	// (0 means 1). Only meaningful with Shrink.
 	MinDP int `json:"minDP,omitempty"`
+	// MicroBatches is batch.microBatches, each replica's microbatches per
+	// step at DP replicas (0 means 1). A shrunk job keeps the global batch,
+	// DP × MicroBatches microbatches per step, so it shrinks only to a DP
+	// that divides that number.
+	MicroBatches int `json:"microBatches,omitempty"`
 }
 
 // Layout is the job's shape for the scheduler.
@@ -52,6 +57,9 @@ func (s Spec) validate() error {
 		return fmt.Errorf("%w: job %q: restartPolicy.minData is %d: allowed 1 to DP %d",
 			ErrInvalidSpec, s.Name, s.MinDP, s.DP)
 	}
+	if s.MicroBatches < 0 {
+		return fmt.Errorf("%w: job %q: batch.microBatches is %d: must be at least 1", ErrInvalidSpec, s.Name, s.MicroBatches)
+	}
 	if s.MinDP > 0 && !s.Shrink {
 		return fmt.Errorf("%w: job %q: restartPolicy.minData is set but restartPolicy.shrink is off: set both or neither",
 			ErrInvalidSpec, s.Name)
@@ -61,3 +69,16 @@ func (s Spec) validate() error {
 
 // minDP is the smallest DP a shrink may leave.
 func (s Spec) minDP() int { return max(s.MinDP, 1) }
+
+// shrinkTo is the DP a job shrinks to when survivors replicas are left:
+// the largest one from minDP up that keeps the global batch whole (it
+// divides DP × MicroBatches), or 0 when there is none.
+func (s Spec) shrinkTo(survivors int) int {
+	global := s.DP * max(s.MicroBatches, 1)
+	for d := min(survivors, s.DP-1); d >= s.minDP(); d-- {
+		if global%d == 0 {
+			return d
+		}
+	}
+	return 0
+}

@@ -5,7 +5,8 @@ import (
 	"slices"
 )
 
-// Shrink drops every replica that lost a rank and renumbers the survivors:
+// Shrink drops every replica that lost a rank, keeps at most keep of the
+// others (the first ones) and renumbers them:
 // the layout a job continues in when lost ranks cannot be replaced
 // (restartPolicy.shrink). Whole replicas go, every pipeline stage of
 // each, because a replica with a stage missing cannot train.
@@ -15,13 +16,17 @@ import (
 // order and their slots; replica i of the result is the i-th surviving
 // replica. sources[r] is the rank of l that rank r of the result was, so
 // that it restores that rank's state. Shrink returns an error wrapping
-// ErrInvalid if no replica survives or a rank is out of range.
-func Shrink(l Layout, current Assignment, lost []int) (next Assignment, sources []int, err error) {
+// ErrInvalid if no replica survives, keep is below 1 or a rank is out of
+// range.
+func Shrink(l Layout, current Assignment, lost []int, keep int) (next Assignment, sources []int, err error) {
 	if err := l.validate(); err != nil {
 		return nil, nil, err
 	}
 	if err := current.Validate(l.World()); err != nil {
 		return nil, nil, err
+	}
+	if keep < 1 {
+		return nil, nil, fmt.Errorf("%w: keep %d replicas: at least 1", ErrInvalid, keep)
 	}
 	dropped := make([]bool, l.DP)
 	for _, r := range lost {
@@ -31,7 +36,7 @@ func Shrink(l Layout, current Assignment, lost []int) (next Assignment, sources 
 		dropped[r/l.PP] = true
 	}
 	for dp := range l.DP {
-		if dropped[dp] {
+		if dropped[dp] || len(next) == keep*l.PP {
 			continue
 		}
 		for pp := range l.PP {

@@ -9,7 +9,7 @@ import (
 func TestShrinkDropsWholeReplicas(t *testing.T) {
 	l := Layout{DP: 3, PP: 2}
 	cur := Assignment{{0, "a", 0}, {1, "a", 1}, {2, "b", 0}, {3, "b", 1}, {4, "c", 0}, {5, "c", 1}}
-	next, src, err := Shrink(l, cur, []int{3, 2, 3})
+	next, src, err := Shrink(l, cur, []int{3, 2, 3}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,10 +21,18 @@ func TestShrinkDropsWholeReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Losing a rank of every replica leaves nothing to continue with.
-	if _, _, err := Shrink(l, cur, []int{0, 3, 5}); !errors.Is(err, ErrInvalid) {
+	// keep bounds the survivors: the first ones stay.
+	next, src, err = Shrink(l, cur, []int{3}, 1)
+	if err != nil || !slices.Equal(next, want[:2]) || !slices.Equal(src, []int{0, 1}) {
+		t.Fatalf("keep 1: got %v sources %v err %v, want %v sources [0 1]", next, src, err, want[:2])
+	}
+	if _, _, err := Shrink(l, cur, []int{3}, 0); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("keep 0: got %v, want ErrInvalid", err)
+	}
+	if _, _, err := Shrink(l, cur, []int{0, 3, 5}, 3); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("every replica lost: got %v, want ErrInvalid", err)
 	}
-	if _, _, err := Shrink(l, cur, []int{6}); !errors.Is(err, ErrInvalid) {
+	if _, _, err := Shrink(l, cur, []int{6}, 3); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("rank out of range: got %v, want ErrInvalid", err)
 	}
 }
