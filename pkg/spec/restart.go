@@ -19,15 +19,20 @@ type RestartPolicySpec struct {
 	// Shrink, ShrinkTimeoutSeconds and MinData describe elastic data
 	// parallelism: a job that loses ranks and gets no replacement in time
 	// drops the replicas that lost them and continues at a smaller
-	// data-parallel size, growing back when slots return. Each replica
-	// keeps its batch (batch.microBatches × batch.microBatchSize), so the
-	// global batch shrinks with the replicas and the learning rate stays
-	// as it is; a run is reproducible given the same sequence of layouts.
+	// data-parallel size, growing back when slots return. The global
+	// batch stays as the spec says (parallel.data × batch.microBatches
+	// microbatches per step): the remaining replicas share it, each
+	// training more microbatches, so the learning rate and its schedule
+	// keep their meaning and every step trains on the same samples (the
+	// sampler numbers them by step). A job therefore shrinks only to a
+	// size that divides parallel.data × batch.microBatches. A run is
+	// reproducible given the same sequence of layouts; across layouts a
+	// step agrees up to float32 summation order.
 	// The coordinator's state machine and scheduler implement it
 	// (pkg/coordinator/job, sched.Shrink and sched.Grow); workers cannot
 	// yet restore a rank's in-memory state under another data-parallel
 	// size, so validation refuses shrink: true for now.
-	Shrink               bool `json:"shrink,omitempty" default:"false" desc:"Continue at a smaller data-parallel size when failed ranks cannot be replaced within shrinkTimeoutSeconds, dropping every replica that lost a rank, and grow back to parallel.data when slots return; each replica keeps its batch, so the global batch shrinks with it. Not available in this release: true is refused."`
+	Shrink               bool `json:"shrink,omitempty" default:"false" desc:"Continue at a smaller data-parallel size when failed ranks cannot be replaced within shrinkTimeoutSeconds, dropping every replica that lost a rank, and grow back to parallel.data when slots return. The global batch is kept: the remaining replicas train more microbatches each, so the job shrinks only to a size that divides parallel.data × batch.microBatches. Not available in this release: true is refused."`
 	ShrinkTimeoutSeconds int  `json:"shrinkTimeoutSeconds,omitempty" default:"derived" desc:"With shrink, how long a recovery waits for replacement ranks before the job shrinks. Default: 60."`
 	MinData              int  `json:"minData,omitempty" default:"derived" desc:"With shrink, the smallest number of data-parallel replicas the job may shrink to; below it the job waits for replacements. Default: 1."`
 }
