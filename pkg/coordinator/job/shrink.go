@@ -31,7 +31,13 @@ import (
 // own state, each new rank that of the same stage of replica 0 (replicas
 // hold identical weights; per-replica optimizer state is copied from
 // replica 0). A shrink or a growth counts no restart: the failure before
-// a shrink already did.
+// a shrink already did. A whole relaunch (after a recovery deadline, or a
+// resume) places the spec's full shape, as it always does.
+//
+// The coordinator does not carry these out yet: spec validation refuses
+// restartPolicy.shrink until workers can restore a rank's in-memory state
+// under another data-parallel size, so RequestGrowth, TimerShrink and
+// StartRecovery.Sources never reach it.
 
 // canShrink reports whether a failure now may end in a shrink.
 func (j *Job) canShrink() bool { return j.Spec.Shrink && j.Spec.shrinkTo(j.dp()-1) > 0 }
