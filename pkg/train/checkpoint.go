@@ -272,7 +272,12 @@ type paramKey struct {
 // seed, batch, optimizer and parallel layout; steps, eval and checkpoint
 // settings may differ. A pipeline stage reads only the tensors it holds:
 // its parameters (same names and row ranges) and its optimizer state.
+// A checkpoint of another data-parallel × pipeline layout is resharded
+// (reshard.go says what moves and what is refused).
 func (r *runner) resume(path string) error {
+	if done, err := r.resumeOtherLayout(path); done || err != nil {
+		return err
+	}
 	mine := make(map[paramKey]bool, len(r.params))
 	for _, p := range r.params {
 		mine[paramKey{p.Name, p.RowOffset}] = true
