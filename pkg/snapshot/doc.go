@@ -70,7 +70,10 @@
 // several files, each entry holding other rows of the same global tensor
 // (manifest version 2); ranges of one name never overlap. Load returns every
 // entry with its row range; LoadSelected reads only the files holding the
-// tensors a rank asks for.
+// tensors a rank asks for. A reader on another layout takes any row range
+// of a tensor, whatever shards hold it, with AssembleRows; pkg/train resumes
+// a job on another data-parallel × pipeline layout this way, and pkg/hf
+// gathers whole tensors for export with it.
 //
 // Atomicity follows the "metadata written last" rule of PyTorch DCP: tensor
 // files are fsynced and renamed into place, then the manifest is written to a
