@@ -226,6 +226,7 @@ func (s *PeerService) handle(peer int, op byte, body []byte, parts [][]byte) (by
 		if err := s.h.Put(&f); err != nil {
 			return fail(err)
 		}
+		testCorruptHeld(&f) // off unless TERN_TEST_CORRUPT_FRAGMENT is set
 		return statusOK, nil, nil
 	case opGet:
 		if len(body) != 14 {
