@@ -41,6 +41,11 @@ const (
 	// load average of 15 on 2 cores, 5 s sessions lapsed between renewals
 	// and the coordinator stopped with "leadership lost".
 	DefaultEmbeddedLeaderTTL = 15 * time.Second
+	// DefaultMissHeartbeats heartbeat intervals without a word from an
+	// attached worker make it lost (Options.MissWindow): 3 s by default,
+	// so a hung worker is dropped with 2 s to spare against the 5 s
+	// target, while two delayed heartbeats in a row are still tolerated.
+	DefaultMissHeartbeats = 3
 	// DefaultStartTimeout bounds how long an attempt's ranks may take to
 	// start: tokenizing a corpus the first time is the slow part.
 	DefaultStartTimeout = 10 * time.Minute
@@ -84,6 +89,13 @@ type Options struct {
 	// HeartbeatInterval is how often workers heartbeat; LeaseTTL how long a
 	// worker's registration outlives its last heartbeat (defaults above).
 	HeartbeatInterval, LeaseTTL time.Duration
+	// MissWindow is how long the leader waits, from the last message on
+	// a worker's attached session, before it declares the worker lost and
+	// revokes its lease (default DefaultMissHeartbeats heartbeat
+	// intervals, and below LeaseTTL: the lease is the backstop for
+	// workers not attached to this leader). It must be more than one
+	// heartbeat interval and less than LeaseTTL.
+	MissWindow time.Duration
 	// StartTimeout and RecoveryTimeout are the job state machine's
 	// deadlines (job.TimerStart, job.TimerRecovery).
 	StartTimeout, RecoveryTimeout time.Duration
@@ -116,6 +128,12 @@ func (o *Options) setDefaults() error {
 			o.Store.LeaderTTL = DefaultLeaderTTL
 		}
 	}
+	if o.MissWindow == 0 {
+		o.MissWindow = DefaultMissHeartbeats * o.HeartbeatInterval
+		if o.MissWindow >= o.LeaseTTL {
+			o.MissWindow = o.LeaseTTL - o.HeartbeatInterval/2
+		}
+	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = DefaultStartTimeout
 	}
@@ -135,6 +153,8 @@ func (o *Options) setDefaults() error {
 		return errors.New("coordinator: heartbeat interval, lease TTL and timeouts must be positive")
 	case o.LeaseTTL < 2*o.HeartbeatInterval:
 		return fmt.Errorf("coordinator: lease TTL %v must be at least two heartbeat intervals (%v), so that one late heartbeat does not lose a worker", o.LeaseTTL, o.HeartbeatInterval)
+	case o.MissWindow <= o.HeartbeatInterval || o.MissWindow >= o.LeaseTTL:
+		return fmt.Errorf("coordinator: miss window %v must be more than one heartbeat interval (%v) and less than the lease TTL (%v)", o.MissWindow, o.HeartbeatInterval, o.LeaseTTL)
 	}
 	return o.checkListen()
 }

@@ -361,7 +361,7 @@ func TestSilentWorkerIsLost(t *testing.T) {
 		}
 	}
 	done := c.watch("haunted", "its end", func(j *ternv1.Job) bool { return coordinator.Terminal(j.Phase) })
-	if done.Phase != ternv1.JobPhase_JOB_PHASE_FAILED || !strings.Contains(done.Reason, "worker ghost was lost (no heartbeat for 2s, so its registration expired)") {
+	if done.Phase != ternv1.JobPhase_JOB_PHASE_FAILED || !strings.Contains(done.Reason, "worker ghost was lost (no heartbeat for 1.5s, so its registration was revoked)") {
 		t.Fatalf("job ended %s: %s", done.Phase, done.Reason)
 	}
 	_, err = stream.Recv()

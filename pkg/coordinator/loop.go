@@ -122,6 +122,12 @@ func (l *loop) run(ctx context.Context) error {
 	defer pubTimer.Stop()
 	var lastPub time.Time
 	pubPending := false
+	// The miss check runs a few times per window, so a silent worker is
+	// lost at most missCheckFraction of a window late.
+	checkEvery := l.opts.MissWindow / missCheckFraction
+	missTick := time.NewTicker(checkEvery)
+	defer missTick.Stop()
+	lastCheck, stalled := time.Now(), time.Time{}
 	publishWorkers := func() {
 		l.publishWorkers()
 		lastPub, pubPending = time.Now(), false
@@ -136,6 +142,26 @@ func (l *loop) run(ctx context.Context) error {
 			if pubPending {
 				publishWorkers()
 			}
+		case now := <-missTick.C:
+			now = time.Now() // the tick may have waited in its channel
+			if now.Sub(lastCheck) > 2*checkEvery {
+				stalled = now
+			}
+			lastCheck = now
+			if err := l.checkMisses(ctx, now, stalled); err != nil {
+				return err
+			}
+			if err := l.drain(ctx); err != nil {
+				return err
+			}
+			if err := l.persistNotes(ctx); err != nil {
+				return err
+			}
+			for _, f := range l.afters {
+				f()
+			}
+			l.afters = nil
+			publishWorkers()
 		case in := <-l.in:
 			if err := l.handle(ctx, in); err != nil {
 				return err
@@ -179,6 +205,10 @@ func (l *loop) persistNotes(ctx context.Context) error {
 	return nil
 }
 
+// missCheckFraction: the loop looks for silent workers this many times
+// per miss window.
+const missCheckFraction = 6
+
 // workersPublishEvery bounds how often rank reports republish the worker
 // list (ListWorkers' view).
 const workersPublishEvery = 100 * time.Millisecond
@@ -203,7 +233,7 @@ func (l *loop) handle(ctx context.Context, in input) error {
 	case *attachReq:
 		return l.attach(ctx, in)
 	case detached:
-		l.detach(in)
+		return l.detach(ctx, in)
 	case report:
 		return l.onReport(ctx, in)
 	case store.WorkerEvent:
@@ -215,6 +245,8 @@ func (l *loop) handle(ctx context.Context, in input) error {
 		return l.onDeferredFailure(ctx, in)
 	case holdExpired:
 		l.onHoldExpired(in)
+	case *planReq:
+		l.planPlacement(in)
 	default:
 		return fmt.Errorf("coordinator: loop got %T, which it does not handle", in)
 	}

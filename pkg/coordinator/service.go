@@ -319,6 +319,7 @@ func (s *service) Session(stream ternv1.CoordinatorService_SessionServer) error 
 	sctx, end := context.WithCancelCause(ctx)
 	defer end(nil)
 	sess := &session{worker: hello.Worker, out: make(chan *ternv1.SessionResponse, outboxLen), end: end}
+	sess.heard(time.Now())
 	reply := make(chan attachResult, 1)
 	res, err := call(ctx, l, &attachReq{worker: hello.Worker, session: hello.SessionId, s: sess, reply: reply}, reply)
 	if err == nil {
@@ -327,7 +328,16 @@ func (s *service) Session(stream ternv1.CoordinatorService_SessionServer) error 
 	if err != nil {
 		return statusOf(err)
 	}
-	defer l.post(context.WithoutCancel(ctx), detached{worker: hello.Worker, s: sess})
+	defer func() {
+		// A stream cancelled under the handler (the worker's connection
+		// dropped or it reset the stream) is broken, whichever of the
+		// handler and the receiver noticed first.
+		cause := context.Cause(sctx)
+		if ctx.Err() != nil && !errors.As(cause, new(brokenStream)) {
+			cause = brokenStream{ctx.Err()}
+		}
+		l.post(context.WithoutCancel(ctx), detached{worker: hello.Worker, s: sess, cause: cause})
+	}()
 	accepted := &ternv1.SessionResponse{Msg: &ternv1.SessionResponse_Accepted{Accepted: &ternv1.SessionAccepted{
 		HeartbeatInterval: durationpb.New(s.c.opts.HeartbeatInterval),
 	}}}
@@ -342,6 +352,7 @@ func (s *service) Session(stream ternv1.CoordinatorService_SessionServer) error 
 		select {
 		case msg := <-sess.out:
 			if err := stream.Send(msg); err != nil {
+				end(brokenStream{err})
 				return err
 			}
 		case <-sctx.Done():
@@ -367,9 +378,13 @@ func (s *service) receive(ctx context.Context, l *loop, stream ternv1.Coordinato
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				err = brokenStream{err}
+			}
 			end(err)
 			return
 		}
+		sess.heard(time.Now())
 		switch m := msg.Msg.(type) {
 		case *ternv1.SessionRequest_Heartbeat:
 			renewed, err := renew(ctx, att)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ternml/tern/pkg/coordinator/job"
@@ -61,10 +62,12 @@ type attachResult struct {
 	err   error
 }
 
-// detached: a worker's Session stream ended.
+// detached: a worker's Session stream ended, for cause (nil when the
+// handler returned before ending it).
 type detached struct {
 	worker string
 	s      *session
+	cause  error
 }
 
 // listWorkers loads the registry and returns the revision to watch from.
@@ -209,10 +212,72 @@ func (l *loop) attach(ctx context.Context, r *attachReq) error {
 	return nil
 }
 
-func (l *loop) detach(d detached) {
-	if l.sessions[d.worker] == d.s {
-		delete(l.sessions, d.worker)
+// detach forgets a session that ended. One whose stream broke under it
+// while it was still the worker's current session makes the worker lost
+// at once: a process that dies closes its connection, and waiting for its
+// lease would only delay the recovery. A worker that closed its side
+// (io.EOF) may attach again within its lease; sessions the coordinator
+// ended itself are no longer current. A coordinator that stops or loses
+// leadership has no loop left to act on its sessions' ends, so its own
+// restart never loses a worker here.
+func (l *loop) detach(ctx context.Context, d detached) error {
+	if l.sessions[d.worker] != d.s {
+		return nil
 	}
+	delete(l.sessions, d.worker)
+	var broken brokenStream
+	if !errors.As(d.cause, &broken) {
+		return nil
+	}
+	return l.drop(ctx, d.worker, fmt.Sprintf("its session stream broke (%v): the worker process died or lost its connection", status.Convert(broken.err).Message()))
+}
+
+// checkMisses declares lost every attached worker that has sent nothing
+// for the miss window. stalled is when the loop last found itself late
+// to this check: a coordinator that could not run (starved of CPU, paused)
+// has not heard heartbeats that may well have been sent, so silence is
+// counted from then at the earliest.
+func (l *loop) checkMisses(ctx context.Context, now, stalled time.Time) error {
+	for _, name := range slices.Sorted(maps.Keys(l.sessions)) {
+		s := l.sessions[name]
+		last := s.lastHeard()
+		if last.Before(stalled) {
+			last = stalled
+		}
+		if silent := now.Sub(last); silent >= l.opts.MissWindow {
+			l.log.Info("worker silent for its miss window", "worker", name, "silent", silent.Round(time.Millisecond), "window", l.opts.MissWindow)
+			if err := l.drop(ctx, name, fmt.Sprintf("no heartbeat for %v, so its registration was revoked", l.opts.MissWindow)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// drop declares a registered worker lost for reason: it deletes the
+// registration and revokes its lease in one fenced step, so etcd agrees
+// and the worker, should it come back, must register again (its ranks
+// stop once it learns), then tells the jobs. A delete that etcd refuses
+// for a reason other than leadership is logged: the worker is lost here
+// all the same, and its lease lapses on its own.
+func (l *loop) drop(ctx context.Context, worker, reason string) error {
+	if l.registry[worker] == nil {
+		return nil
+	}
+	cctx, cancel := etcdCtx(ctx)
+	err := l.leader.DeleteWorker(cctx, worker)
+	cancel()
+	switch {
+	case errors.Is(err, store.ErrNotLeader):
+		return err
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		l.log.Warn("could not revoke a lost worker's registration; its lease will lapse", "worker", worker, "err", err)
+	}
+	l.log.Info("worker lost", "worker", worker, "reason", reason)
+	delete(l.registry, worker)
+	l.lost(worker, reason)
+	l.capacityChanged()
+	return nil
 }
 
 // resync re-sends a worker the orders for every live rank placed on it.
