@@ -3886,6 +3886,187 @@ func (x *StopRanks) GetForget() bool {
 	return false
 }
 
+type PlanJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The TrainingJob document, YAML or JSON, as for ApplyJob.
+	Spec []byte `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Field overrides "a.b=c", applied before checking.
+	Set           []string `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanJobRequest) Reset() {
+	*x = PlanJobRequest{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanJobRequest) ProtoMessage() {}
+
+func (x *PlanJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanJobRequest.ProtoReflect.Descriptor instead.
+func (*PlanJobRequest) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *PlanJobRequest) GetSpec() []byte {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *PlanJobRequest) GetSet() []string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+type PlanJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The memory plan as pkg/train encodes its MemoryPlan in JSON, the
+	// fields of `ternctl plan -o json` (one worker process: weights,
+	// gradients, optimizer state, activations, workspace, data, runtime,
+	// per-stage lines, gradient exchange bytes).
+	PlanJson []byte `protobuf:"bytes,1,opt,name=plan_json,json=planJson,proto3" json:"plan_json,omitempty"`
+	// Predicted peak memory of each worker process, in bytes.
+	TotalBytes int64 `protobuf:"varint,2,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	// Payload bytes one worker sends and receives per step.
+	ExchangeSentBytes int64 `protobuf:"varint,3,opt,name=exchange_sent_bytes,json=exchangeSentBytes,proto3" json:"exchange_sent_bytes,omitempty"`
+	ExchangeRecvBytes int64 `protobuf:"varint,4,opt,name=exchange_recv_bytes,json=exchangeRecvBytes,proto3" json:"exchange_recv_bytes,omitempty"`
+	// Ranks the job needs (data-parallel replicas times pipeline stages).
+	Ranks int32 `protobuf:"varint,5,opt,name=ranks,proto3" json:"ranks,omitempty"`
+	// Slots free now on regular workers and on spare workers, across
+	// the registered workers (slots held by live jobs not counted).
+	FreeSlots      int32 `protobuf:"varint,6,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	FreeSpareSlots int32 `protobuf:"varint,7,opt,name=free_spare_slots,json=freeSpareSlots,proto3" json:"free_spare_slots,omitempty"`
+	Workers        int32 `protobuf:"varint,8,opt,name=workers,proto3" json:"workers,omitempty"`
+	// Whether the scheduler would place the job now; placement is the
+	// assignment it would make, or why it cannot.
+	Placeable     bool   `protobuf:"varint,9,opt,name=placeable,proto3" json:"placeable,omitempty"`
+	Placement     string `protobuf:"bytes,10,opt,name=placement,proto3" json:"placement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanJobResponse) Reset() {
+	*x = PlanJobResponse{}
+	mi := &file_tern_v1_coordinator_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanJobResponse) ProtoMessage() {}
+
+func (x *PlanJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_v1_coordinator_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanJobResponse.ProtoReflect.Descriptor instead.
+func (*PlanJobResponse) Descriptor() ([]byte, []int) {
+	return file_tern_v1_coordinator_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *PlanJobResponse) GetPlanJson() []byte {
+	if x != nil {
+		return x.PlanJson
+	}
+	return nil
+}
+
+func (x *PlanJobResponse) GetTotalBytes() int64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *PlanJobResponse) GetExchangeSentBytes() int64 {
+	if x != nil {
+		return x.ExchangeSentBytes
+	}
+	return 0
+}
+
+func (x *PlanJobResponse) GetExchangeRecvBytes() int64 {
+	if x != nil {
+		return x.ExchangeRecvBytes
+	}
+	return 0
+}
+
+func (x *PlanJobResponse) GetRanks() int32 {
+	if x != nil {
+		return x.Ranks
+	}
+	return 0
+}
+
+func (x *PlanJobResponse) GetFreeSlots() int32 {
+	if x != nil {
+		return x.FreeSlots
+	}
+	return 0
+}
+
+func (x *PlanJobResponse) GetFreeSpareSlots() int32 {
+	if x != nil {
+		return x.FreeSpareSlots
+	}
+	return 0
+}
+
+func (x *PlanJobResponse) GetWorkers() int32 {
+	if x != nil {
+		return x.Workers
+	}
+	return 0
+}
+
+func (x *PlanJobResponse) GetPlaceable() bool {
+	if x != nil {
+		return x.Placeable
+	}
+	return false
+}
+
+func (x *PlanJobResponse) GetPlacement() string {
+	if x != nil {
+		return x.Placement
+	}
+	return ""
+}
+
 var File_tern_v1_coordinator_proto protoreflect.FileDescriptor
 
 const file_tern_v1_coordinator_proto_rawDesc = "" +
@@ -4174,7 +4355,24 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06forget\x18\x04 \x01(\bR\x06forget*\xe5\x01\n" +
+	"\x06forget\x18\x04 \x01(\bR\x06forget\"6\n" +
+	"\x0ePlanJobRequest\x12\x12\n" +
+	"\x04spec\x18\x01 \x01(\fR\x04spec\x12\x10\n" +
+	"\x03set\x18\x02 \x03(\tR\x03set\"\xe4\x02\n" +
+	"\x0fPlanJobResponse\x12\x1b\n" +
+	"\tplan_json\x18\x01 \x01(\fR\bplanJson\x12\x1f\n" +
+	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
+	"totalBytes\x12.\n" +
+	"\x13exchange_sent_bytes\x18\x03 \x01(\x03R\x11exchangeSentBytes\x12.\n" +
+	"\x13exchange_recv_bytes\x18\x04 \x01(\x03R\x11exchangeRecvBytes\x12\x14\n" +
+	"\x05ranks\x18\x05 \x01(\x05R\x05ranks\x12\x1d\n" +
+	"\n" +
+	"free_slots\x18\x06 \x01(\x05R\tfreeSlots\x12(\n" +
+	"\x10free_spare_slots\x18\a \x01(\x05R\x0efreeSpareSlots\x12\x18\n" +
+	"\aworkers\x18\b \x01(\x05R\aworkers\x12\x1c\n" +
+	"\tplaceable\x18\t \x01(\bR\tplaceable\x12\x1c\n" +
+	"\tplacement\x18\n" +
+	" \x01(\tR\tplacement*\xe5\x01\n" +
 	"\bJobPhase\x12\x19\n" +
 	"\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_PHASE_PENDING\x10\x01\x12\x18\n" +
@@ -4191,7 +4389,7 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\x14RANK_PHASE_LISTENING\x10\x02\x12\x16\n" +
 	"\x12RANK_PHASE_RUNNING\x10\x03\x12\x17\n" +
 	"\x13RANK_PHASE_FINISHED\x10\x04\x12\x15\n" +
-	"\x11RANK_PHASE_FAILED\x10\x052\x90\a\n" +
+	"\x11RANK_PHASE_FAILED\x10\x052\xce\a\n" +
 	"\x12CoordinatorService\x12?\n" +
 	"\bApplyJob\x12\x18.tern.v1.ApplyJobRequest\x1a\x19.tern.v1.ApplyJobResponse\x129\n" +
 	"\x06GetJob\x12\x16.tern.v1.GetJobRequest\x1a\x17.tern.v1.GetJobResponse\x12?\n" +
@@ -4205,7 +4403,8 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\aGetLogs\x12\x17.tern.v1.GetLogsRequest\x1a\x18.tern.v1.GetLogsResponse0\x01\x12N\n" +
 	"\rGetJobMetrics\x12\x1d.tern.v1.GetJobMetricsRequest\x1a\x1e.tern.v1.GetJobMetricsResponse\x12Q\n" +
 	"\x0eRegisterWorker\x12\x1e.tern.v1.RegisterWorkerRequest\x1a\x1f.tern.v1.RegisterWorkerResponse\x12@\n" +
-	"\aSession\x12\x17.tern.v1.SessionRequest\x1a\x18.tern.v1.SessionResponse(\x010\x01B-Z+github.com/ternml/tern/proto/tern/v1;ternv1b\x06proto3"
+	"\aSession\x12\x17.tern.v1.SessionRequest\x1a\x18.tern.v1.SessionResponse(\x010\x01\x12<\n" +
+	"\aPlanJob\x12\x17.tern.v1.PlanJobRequest\x1a\x18.tern.v1.PlanJobResponseB-Z+github.com/ternml/tern/proto/tern/v1;ternv1b\x06proto3"
 
 var (
 	file_tern_v1_coordinator_proto_rawDescOnce sync.Once
@@ -4220,7 +4419,7 @@ func file_tern_v1_coordinator_proto_rawDescGZIP() []byte {
 }
 
 var file_tern_v1_coordinator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tern_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_tern_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_tern_v1_coordinator_proto_goTypes = []any{
 	(JobPhase)(0),                  // 0: tern.v1.JobPhase
 	(RankPhase)(0),                 // 1: tern.v1.RankPhase
@@ -4276,10 +4475,12 @@ var file_tern_v1_coordinator_proto_goTypes = []any{
 	(*SnapshotPlan)(nil),           // 51: tern.v1.SnapshotPlan
 	(*RankPeers)(nil),              // 52: tern.v1.RankPeers
 	(*StopRanks)(nil),              // 53: tern.v1.StopRanks
-	nil,                            // 54: tern.v1.Worker.LabelsEntry
-	nil,                            // 55: tern.v1.RegisterWorkerRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 56: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 57: google.protobuf.Duration
+	(*PlanJobRequest)(nil),         // 54: tern.v1.PlanJobRequest
+	(*PlanJobResponse)(nil),        // 55: tern.v1.PlanJobResponse
+	nil,                            // 56: tern.v1.Worker.LabelsEntry
+	nil,                            // 57: tern.v1.RegisterWorkerRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 58: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 59: google.protobuf.Duration
 }
 var file_tern_v1_coordinator_proto_depIdxs = []int32{
 	27, // 0: tern.v1.ApplyJobResponse.job:type_name -> tern.v1.Job
@@ -4289,32 +4490,32 @@ var file_tern_v1_coordinator_proto_depIdxs = []int32{
 	27, // 4: tern.v1.WatchJobResponse.job:type_name -> tern.v1.Job
 	27, // 5: tern.v1.PauseJobResponse.job:type_name -> tern.v1.Job
 	27, // 6: tern.v1.ResumeJobResponse.job:type_name -> tern.v1.Job
-	56, // 7: tern.v1.GetLogsRequest.since:type_name -> google.protobuf.Timestamp
+	58, // 7: tern.v1.GetLogsRequest.since:type_name -> google.protobuf.Timestamp
 	20, // 8: tern.v1.GetLogsResponse.lines:type_name -> tern.v1.LogLine
-	56, // 9: tern.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	58, // 9: tern.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	23, // 10: tern.v1.GetJobMetricsResponse.points:type_name -> tern.v1.StepMetrics
-	56, // 11: tern.v1.StepMetrics.time:type_name -> google.protobuf.Timestamp
+	58, // 11: tern.v1.StepMetrics.time:type_name -> google.protobuf.Timestamp
 	26, // 12: tern.v1.ListWorkersResponse.workers:type_name -> tern.v1.Worker
-	54, // 13: tern.v1.Worker.labels:type_name -> tern.v1.Worker.LabelsEntry
-	56, // 14: tern.v1.Worker.registered:type_name -> google.protobuf.Timestamp
+	56, // 13: tern.v1.Worker.labels:type_name -> tern.v1.Worker.LabelsEntry
+	58, // 14: tern.v1.Worker.registered:type_name -> google.protobuf.Timestamp
 	0,  // 15: tern.v1.Job.phase:type_name -> tern.v1.JobPhase
 	31, // 16: tern.v1.Job.ranks:type_name -> tern.v1.RankStatus
 	32, // 17: tern.v1.Job.events:type_name -> tern.v1.JobEvent
 	33, // 18: tern.v1.Job.summary:type_name -> tern.v1.TrainSummary
-	56, // 19: tern.v1.Job.created:type_name -> google.protobuf.Timestamp
-	56, // 20: tern.v1.Job.started:type_name -> google.protobuf.Timestamp
-	56, // 21: tern.v1.Job.finished:type_name -> google.protobuf.Timestamp
+	58, // 19: tern.v1.Job.created:type_name -> google.protobuf.Timestamp
+	58, // 20: tern.v1.Job.started:type_name -> google.protobuf.Timestamp
+	58, // 21: tern.v1.Job.finished:type_name -> google.protobuf.Timestamp
 	29, // 22: tern.v1.Job.attempts:type_name -> tern.v1.AttemptStatus
 	30, // 23: tern.v1.Job.last_failure:type_name -> tern.v1.JobFailure
 	28, // 24: tern.v1.Job.restores:type_name -> tern.v1.RankRestore
-	56, // 25: tern.v1.AttemptStatus.started:type_name -> google.protobuf.Timestamp
-	56, // 26: tern.v1.AttemptStatus.ended:type_name -> google.protobuf.Timestamp
-	56, // 27: tern.v1.JobFailure.time:type_name -> google.protobuf.Timestamp
+	58, // 25: tern.v1.AttemptStatus.started:type_name -> google.protobuf.Timestamp
+	58, // 26: tern.v1.AttemptStatus.ended:type_name -> google.protobuf.Timestamp
+	58, // 27: tern.v1.JobFailure.time:type_name -> google.protobuf.Timestamp
 	1,  // 28: tern.v1.RankStatus.phase:type_name -> tern.v1.RankPhase
-	56, // 29: tern.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
-	55, // 30: tern.v1.RegisterWorkerRequest.labels:type_name -> tern.v1.RegisterWorkerRequest.LabelsEntry
-	57, // 31: tern.v1.RegisterWorkerResponse.heartbeat_interval:type_name -> google.protobuf.Duration
-	57, // 32: tern.v1.RegisterWorkerResponse.lease_ttl:type_name -> google.protobuf.Duration
+	58, // 29: tern.v1.JobEvent.time:type_name -> google.protobuf.Timestamp
+	57, // 30: tern.v1.RegisterWorkerRequest.labels:type_name -> tern.v1.RegisterWorkerRequest.LabelsEntry
+	59, // 31: tern.v1.RegisterWorkerResponse.heartbeat_interval:type_name -> google.protobuf.Duration
+	59, // 32: tern.v1.RegisterWorkerResponse.lease_ttl:type_name -> google.protobuf.Duration
 	38, // 33: tern.v1.SessionRequest.hello:type_name -> tern.v1.SessionHello
 	39, // 34: tern.v1.SessionRequest.heartbeat:type_name -> tern.v1.SessionHeartbeat
 	40, // 35: tern.v1.SessionRequest.report:type_name -> tern.v1.RankReport
@@ -4332,7 +4533,7 @@ var file_tern_v1_coordinator_proto_depIdxs = []int32{
 	52, // 47: tern.v1.SessionResponse.peers:type_name -> tern.v1.RankPeers
 	53, // 48: tern.v1.SessionResponse.stop_ranks:type_name -> tern.v1.StopRanks
 	48, // 49: tern.v1.SessionResponse.snapshot_committed:type_name -> tern.v1.SnapshotCommitted
-	57, // 50: tern.v1.SessionAccepted.heartbeat_interval:type_name -> google.protobuf.Duration
+	59, // 50: tern.v1.SessionAccepted.heartbeat_interval:type_name -> google.protobuf.Duration
 	51, // 51: tern.v1.StartRank.snapshot:type_name -> tern.v1.SnapshotPlan
 	2,  // 52: tern.v1.CoordinatorService.ApplyJob:input_type -> tern.v1.ApplyJobRequest
 	4,  // 53: tern.v1.CoordinatorService.GetJob:input_type -> tern.v1.GetJobRequest
@@ -4347,21 +4548,23 @@ var file_tern_v1_coordinator_proto_depIdxs = []int32{
 	21, // 62: tern.v1.CoordinatorService.GetJobMetrics:input_type -> tern.v1.GetJobMetricsRequest
 	34, // 63: tern.v1.CoordinatorService.RegisterWorker:input_type -> tern.v1.RegisterWorkerRequest
 	36, // 64: tern.v1.CoordinatorService.Session:input_type -> tern.v1.SessionRequest
-	3,  // 65: tern.v1.CoordinatorService.ApplyJob:output_type -> tern.v1.ApplyJobResponse
-	5,  // 66: tern.v1.CoordinatorService.GetJob:output_type -> tern.v1.GetJobResponse
-	7,  // 67: tern.v1.CoordinatorService.ListJobs:output_type -> tern.v1.ListJobsResponse
-	9,  // 68: tern.v1.CoordinatorService.CancelJob:output_type -> tern.v1.CancelJobResponse
-	11, // 69: tern.v1.CoordinatorService.WatchJob:output_type -> tern.v1.WatchJobResponse
-	13, // 70: tern.v1.CoordinatorService.DeleteJob:output_type -> tern.v1.DeleteJobResponse
-	25, // 71: tern.v1.CoordinatorService.ListWorkers:output_type -> tern.v1.ListWorkersResponse
-	15, // 72: tern.v1.CoordinatorService.PauseJob:output_type -> tern.v1.PauseJobResponse
-	17, // 73: tern.v1.CoordinatorService.ResumeJob:output_type -> tern.v1.ResumeJobResponse
-	19, // 74: tern.v1.CoordinatorService.GetLogs:output_type -> tern.v1.GetLogsResponse
-	22, // 75: tern.v1.CoordinatorService.GetJobMetrics:output_type -> tern.v1.GetJobMetricsResponse
-	35, // 76: tern.v1.CoordinatorService.RegisterWorker:output_type -> tern.v1.RegisterWorkerResponse
-	47, // 77: tern.v1.CoordinatorService.Session:output_type -> tern.v1.SessionResponse
-	65, // [65:78] is the sub-list for method output_type
-	52, // [52:65] is the sub-list for method input_type
+	54, // 65: tern.v1.CoordinatorService.PlanJob:input_type -> tern.v1.PlanJobRequest
+	3,  // 66: tern.v1.CoordinatorService.ApplyJob:output_type -> tern.v1.ApplyJobResponse
+	5,  // 67: tern.v1.CoordinatorService.GetJob:output_type -> tern.v1.GetJobResponse
+	7,  // 68: tern.v1.CoordinatorService.ListJobs:output_type -> tern.v1.ListJobsResponse
+	9,  // 69: tern.v1.CoordinatorService.CancelJob:output_type -> tern.v1.CancelJobResponse
+	11, // 70: tern.v1.CoordinatorService.WatchJob:output_type -> tern.v1.WatchJobResponse
+	13, // 71: tern.v1.CoordinatorService.DeleteJob:output_type -> tern.v1.DeleteJobResponse
+	25, // 72: tern.v1.CoordinatorService.ListWorkers:output_type -> tern.v1.ListWorkersResponse
+	15, // 73: tern.v1.CoordinatorService.PauseJob:output_type -> tern.v1.PauseJobResponse
+	17, // 74: tern.v1.CoordinatorService.ResumeJob:output_type -> tern.v1.ResumeJobResponse
+	19, // 75: tern.v1.CoordinatorService.GetLogs:output_type -> tern.v1.GetLogsResponse
+	22, // 76: tern.v1.CoordinatorService.GetJobMetrics:output_type -> tern.v1.GetJobMetricsResponse
+	35, // 77: tern.v1.CoordinatorService.RegisterWorker:output_type -> tern.v1.RegisterWorkerResponse
+	47, // 78: tern.v1.CoordinatorService.Session:output_type -> tern.v1.SessionResponse
+	55, // 79: tern.v1.CoordinatorService.PlanJob:output_type -> tern.v1.PlanJobResponse
+	66, // [66:80] is the sub-list for method output_type
+	52, // [52:66] is the sub-list for method input_type
 	52, // [52:52] is the sub-list for extension type_name
 	52, // [52:52] is the sub-list for extension extendee
 	0,  // [0:52] is the sub-list for field type_name
@@ -4402,7 +4605,7 @@ func file_tern_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tern_v1_coordinator_proto_rawDesc), len(file_tern_v1_coordinator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   54,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	CoordinatorService_GetJobMetrics_FullMethodName  = "/tern.v1.CoordinatorService/GetJobMetrics"
 	CoordinatorService_RegisterWorker_FullMethodName = "/tern.v1.CoordinatorService/RegisterWorker"
 	CoordinatorService_Session_FullMethodName        = "/tern.v1.CoordinatorService/Session"
+	CoordinatorService_PlanJob_FullMethodName        = "/tern.v1.CoordinatorService/PlanJob"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -93,6 +94,11 @@ type CoordinatorServiceClient interface {
 	// latest state of each of its ranks and the coordinator re-sends the
 	// orders for the ranks it placed there.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
+	// PlanJob predicts, for a job spec, what `ternctl plan -f` prints (the
+	// memory each worker's process needs, the bytes each sends and receives
+	// per step) and says whether the cluster could place the job now.
+	// Nothing is stored.
+	PlanJob(ctx context.Context, in *PlanJobRequest, opts ...grpc.CallOption) (*PlanJobResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -254,6 +260,16 @@ func (c *coordinatorServiceClient) Session(ctx context.Context, opts ...grpc.Cal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_SessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
 
+func (c *coordinatorServiceClient) PlanJob(ctx context.Context, in *PlanJobRequest, opts ...grpc.CallOption) (*PlanJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanJobResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_PlanJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -313,6 +329,11 @@ type CoordinatorServiceServer interface {
 	// latest state of each of its ranks and the coordinator re-sends the
 	// orders for the ranks it placed there.
 	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
+	// PlanJob predicts, for a job spec, what `ternctl plan -f` prints (the
+	// memory each worker's process needs, the bytes each sends and receives
+	// per step) and says whether the cluster could place the job now.
+	// Nothing is stored.
+	PlanJob(context.Context, *PlanJobRequest) (*PlanJobResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -361,6 +382,9 @@ func (UnimplementedCoordinatorServiceServer) RegisterWorker(context.Context, *Re
 }
 func (UnimplementedCoordinatorServiceServer) Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
 	return status.Error(codes.Unimplemented, "method Session not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) PlanJob(context.Context, *PlanJobRequest) (*PlanJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlanJob not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -592,6 +616,24 @@ func _CoordinatorService_Session_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type CoordinatorService_SessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
 
+func _CoordinatorService_PlanJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlanJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).PlanJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_PlanJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).PlanJob(ctx, req.(*PlanJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -638,6 +680,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RegisterWorker",
 			Handler:    _CoordinatorService_RegisterWorker_Handler,
+		},
+		{
+			MethodName: "PlanJob",
+			Handler:    _CoordinatorService_PlanJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
