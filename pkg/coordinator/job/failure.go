@@ -95,6 +95,8 @@ func (j *Job) onTimerFired(ev TimerFired) ([]Action, error) {
 		return nil, err
 	}
 	switch {
+	case ev.Timer == TimerShrink && !j.Spec.Shrink:
+		return nil, fmt.Errorf("%w: the job does not shrink (restartPolicy.shrink is off), so it arms no shrink timer", ErrInvalidEvent)
 	case ev.Timer == TimerShrink && j.Phase == Recovering && !j.Recovery.Launched:
 		return j.shrink(), nil
 	case ev.Timer == TimerStart && j.Phase == Scheduling:

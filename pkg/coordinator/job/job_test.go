@@ -144,9 +144,12 @@ func TestRandomWalk(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	workers := []string{"w1", "w2", "w3", "w4"}
 	seen := map[Phase]int{}
-	launched := 0
+	launched, shrunk, grown := 0, 0, 0
 	for walk := range 300 {
 		spec := Spec{Name: "walk", DP: 1 + rng.IntN(3), PP: 1 + rng.IntN(2), MaxRestarts: rng.IntN(3)}
+		if rng.IntN(2) == 0 {
+			spec.Shrink, spec.MicroBatches = true, 1+rng.IntN(2)
+		}
 		j, _, err := New(spec)
 		if err != nil {
 			t.Fatal(err)
@@ -180,6 +183,12 @@ func TestRandomWalk(t *testing.T) {
 			if j.Recovery != nil && j.Recovery.Launched {
 				launched++
 			}
+			if j.DP > 0 && prev.DP == 0 {
+				shrunk++
+			}
+			if j.DP == 0 && prev.DP > 0 && j.Phase == Recovering {
+				grown++
+			}
 		}
 	}
 	// The walks must reach every phase, or they test less than they claim.
@@ -188,8 +197,8 @@ func TestRandomWalk(t *testing.T) {
 			t.Errorf("no walk reached %s (reached: %v)", p, seen)
 		}
 	}
-	if launched == 0 {
-		t.Errorf("no walk launched a recovery")
+	if launched == 0 || shrunk == 0 || grown == 0 {
+		t.Errorf("walks launched %d recoveries, shrank %d times and grew back %d times: each must happen", launched, shrunk, grown)
 	}
 }
 
@@ -200,8 +209,27 @@ func randomEvent(rng *rand.Rand, j *Job, workers []string) Event {
 	if rng.IntN(8) == 0 {
 		attempt += rng.IntN(3) - 1
 	}
-	world := j.Spec.World()
-	switch rng.IntN(14) {
+	// Shrinking jobs get their timer and capacity changes often enough
+	// to shrink and grow back.
+	switch {
+	case j.Spec.Shrink && j.Phase == Recovering && !j.Recovery.Launched && rng.IntN(3) == 0:
+		return TimerFired{Timer: TimerShrink, Attempt: attempt}
+	case j.DP > 0 && j.Phase == Recovering && j.Recovery.Launched && rng.IntN(3) == 0:
+		return RecoveryDone{Attempt: attempt, Step: j.CommittedStep}
+	case j.DP > 0 && j.Phase == Running && !j.Growing && rng.IntN(2) == 0:
+		return CapacityChanged{}
+	}
+	// A replacement places the current shape; a whole placement and a
+	// growth the spec's.
+	world := j.world()
+	if j.Phase != Recovering {
+		world = j.Spec.World()
+	}
+	n := rng.IntN(14)
+	if j.Growing && rng.IntN(2) == 0 {
+		n = 1 // an answer to the growth
+	}
+	switch n {
 	case 0:
 		return CapacityChanged{}
 	case 1, 2:
@@ -213,6 +241,16 @@ func randomEvent(rng *rand.Rand, j *Job, workers []string) Event {
 			// A well-formed replacement keeps the survivors.
 			for r := range a {
 				if !slices.Contains(j.Recovery.Ranks, r) {
+					a[r] = j.Assignment[r]
+				} else {
+					a[r].Slot = world + r
+				}
+			}
+		}
+		if j.Growing && rng.IntN(4) > 0 {
+			// A well-formed growth keeps the running ranks.
+			for r := range a {
+				if r < len(j.Assignment) {
 					a[r] = j.Assignment[r]
 				} else {
 					a[r].Slot = world + r
@@ -242,6 +280,6 @@ func randomEvent(rng *rand.Rand, j *Job, workers []string) Event {
 	case 11:
 		return RecoveryDone{Attempt: attempt, Step: j.CommittedStep - int64(rng.IntN(4)/3)}
 	default:
-		return TimerFired{Timer: []Timer{TimerStart, TimerRecovery, "other"}[rng.IntN(3)], Attempt: attempt}
+		return TimerFired{Timer: []Timer{TimerStart, TimerRecovery, TimerShrink, "other"}[rng.IntN(4)], Attempt: attempt}
 	}
 }
