@@ -143,7 +143,7 @@ func newRootCmd(e *env, entered *bool) *cobra.Command {
 	root.PersistentFlags().StringVar(&cf.addr, "coordinator", coordinatorDefault(), "coordinator address, host:port (env TERN_COORDINATOR)")
 	cf.auth.Register(root.PersistentFlags())
 	contextCredentialDefaults(root.PersistentFlags())
-	for _, c := range []*cobra.Command{newTrainCmd(e), newPlanCmd(e), newExplainCmd(e), newVersionCmd(e), newCompletionCmd(e, root), newRankCmd(e),
+	for _, c := range []*cobra.Command{newTrainCmd(e), newPlanCmd(e, cf), newExplainCmd(e), newVersionCmd(e), newCompletionCmd(e, root), newRankCmd(e),
 		newApplyCmd(e, cf), newGetCmd(e, cf), newWaitCmd(e, cf), newCancelCmd(e, cf), newDeleteCmd(e, cf), newDescribeCmd(e, cf), newCertsCmd(e),
 		newUpCmd(e), newDownCmd(e), newSupervisorCmd(e), newConfigCmd(e)} {
 		markEntered(c, entered)
