@@ -37,8 +37,7 @@
 // and derives the events the reports add up to (rank.go): every rank
 // started → RanksStarted; a step every rank completed → committed in etcd,
 // then StepCommitted; every rank finished → Finished; a rank failed or
-// stopped early → RankFailed. A worker's registration lapsing (its etcd
-// lease) → WorkerLost. Reads (GetJob, ListJobs, WatchJob, ListWorkers)
+// stopped early → RankFailed. A worker lost (below) → WorkerLost. Reads (GetJob, ListJobs, WatchJob, ListWorkers)
 // never wait for the loop: it publishes immutable status messages after
 // every change (views.go). Errors become gRPC codes in one place,
 // statusOf.
@@ -47,9 +46,18 @@
 //
 // A worker registers (name, host, slots, labels) and gets a session id;
 // its registration is an etcd key on a lease the coordinator renews on
-// each heartbeat of the worker's Session stream, so a worker that goes
-// silent is dropped by etcd within Options.LeaseTTL (5 s by default), and
-// the loop sees the deletion. Each renewal is acknowledged on the stream
+// each heartbeat of the worker's Session stream. The leader does not wait
+// for etcd to notice a worker gone: it notes when each attached worker
+// last sent anything, and one silent for Options.MissWindow (3 heartbeat
+// intervals, 3 s by default) is lost, its registration deleted and lease
+// revoked in one fenced step so that etcd agrees (loop.go checks six
+// times per window; a loop that fell behind counts silence only from when
+// it caught up). A Session stream that breaks under it (the worker's
+// connection reset, as when its process dies) loses the worker at once;
+// one the worker closes (io.EOF) does not. Workers not attached to this
+// leader, as after a restart or a failover until they reattach, are left
+// to their lease (Options.LeaseTTL, 5 s), which is also the backstop when
+// the leader itself is gone. Each renewal is acknowledged on the stream
 // (SessionAccepted): that is how the worker knows it is still in contact,
 // and it stops its ranks after a lease without. A standby takes over
 // within the leader's session TTL (2 s with external etcd), well inside
