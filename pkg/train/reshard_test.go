@@ -432,15 +432,18 @@ func TestReshardRefuses(t *testing.T) {
 // layouts; never a panic or a silent fresh state.
 func TestReshardEveryOptimizer(t *testing.T) {
 	for _, name := range spec.OptimizerNames {
+		if name == "adamw" || name == "demo" {
+			continue // the tests above resume these in more depth
+		}
 		t.Run(name, func(t *testing.T) {
 			sets := []string{"optimizer.name=" + name}
 			if name == "adafactor" || name == "came" {
 				sets = append(sets, "parallel.vocabParallel=false") // they need whole vocabulary tensors
 			}
 			dir := t.TempDir()
-			runReplicas(t, tinyJob(t, 2, append(sets, "parallel.data=2", "parallel.pipeline=2", "checkpoint.everySteps=2")...), Options{CheckpointDir: dir})
-			ckpt := snapshotDir(dir, 2)
-			rs, errs, stop := startRanks(t, tinyJob(t, 3, append(sets, "batch.microBatches=2")...), ckpt)
+			runReplicas(t, tinyJob(t, 1, append(sets, "parallel.data=2", "parallel.pipeline=2", "checkpoint.everySteps=1")...), Options{CheckpointDir: dir})
+			ckpt := snapshotDir(dir, 1)
+			rs, errs, stop := startRanks(t, tinyJob(t, 2, append(sets, "batch.microBatches=2")...), ckpt)
 			defer stop()
 			if err := errs[0]; err != nil {
 				for _, s := range []string{"optimizer " + name, "checkpoint layout (parallel.data=2, parallel.pipeline=2", "this job's (parallel.data=1, parallel.pipeline=1"} {
