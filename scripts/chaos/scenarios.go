@@ -178,7 +178,7 @@ func (d *driver) runCoordinatorKill(ctx context.Context, cluster string, inv *in
 	if back.SnapshotStep != nil {
 		after = *back.SnapshotStep
 	}
-	verdict := "not committed: the new coordinator does not know it"
+	verdict := "not committed when the new coordinator answered (it commits only once the ranks report the step to it again)"
 	if after >= inFlight {
 		verdict = "committed after all (the transaction went through before the kill)"
 	}
