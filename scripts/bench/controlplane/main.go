@@ -20,9 +20,11 @@
 //     receiving the coordinator's acknowledgement, which it sends once it
 //     has renewed the worker's etcd lease (p50, p99, max);
 //   - time to schedule: from ApplyJob to every rank of the jobs running;
-//   - time to detect a dead worker: one agent's connection is closed
-//     abruptly, as when its machine dies; measured until the coordinator
-//     drops it from the registry and until its job leaves Running.
+//   - time to detect a dead worker: some agents' connections are closed
+//     abruptly, as when their process dies, and others fall silent with
+//     their connection open, as when their process hangs (SIGSTOP) or
+//     their machine is cut off; measured until the coordinator drops each
+//     from the registry and until its job leaves Running.
 //
 // A job holds at most spec.MaxDataParallel (256) ranks, so the agents are
 // split over -jobs jobs of agents/jobs data-parallel ranks each.
@@ -409,10 +411,11 @@ func run(ctx context.Context, nAgents, nJobs, steps int, stepEvery, idle time.Du
 	}
 	fmt.Printf("every job succeeded at step %d\n", steps)
 
-	// Detection: jobs of one rank each, placed on some agents, whose
-	// connections then drop at once (each at its own point of its
-	// heartbeat cycle).
-	const victims = 3
+	// Detection: jobs of one rank each, placed on some agents, which then
+	// die at once (each at its own point of its heartbeat cycle): even
+	// victims' connections close (a process that died), odd victims fall
+	// silent with their connection open (a hung process, a partition).
+	const victims = 6
 	var vjobs []string
 	for v := range victims {
 		vjobs = append(vjobs, fmt.Sprintf("victim-%d", v))
@@ -441,7 +444,11 @@ func run(ctx context.Context, nAgents, nJobs, steps int, stepEvery, idle time.Du
 	sinceBeat := make([]time.Duration, victims)
 	for v, a := range lost {
 		sinceBeat[v] = killed.Sub(time.Unix(0, a.lastBeat.Load()))
-		a.kill()
+		if v%2 == 0 {
+			a.kill()
+		} else {
+			a.hang()
+		}
 	}
 	gone := make([]time.Duration, victims)
 	reacted := make([]time.Duration, victims)
@@ -467,8 +474,12 @@ func run(ctx context.Context, nAgents, nJobs, steps int, stepEvery, idle time.Du
 		return err
 	}
 	for v, a := range lost {
-		fmt.Printf("dead worker %s (connection closed %v after its last heartbeat): dropped from the registry after %v, its job left Running after %v (%s)\n",
-			a.name, sinceBeat[v].Round(time.Millisecond), gone[v].Round(time.Millisecond), reacted[v].Round(time.Millisecond), reaction[v])
+		how := "connection closed"
+		if v%2 == 1 {
+			how = "fell silent, connection open,"
+		}
+		fmt.Printf("dead worker %s (%s %v after its last heartbeat): dropped from the registry after %v, its job left Running after %v (%s)\n",
+			a.name, how, sinceBeat[v].Round(time.Millisecond), gone[v].Round(time.Millisecond), reacted[v].Round(time.Millisecond), reaction[v])
 	}
 	fmt.Printf("agents' process (all %d agents, gRPC clients): %.1f CPU-seconds over the run\n", nAgents,
 		time.Duration(usage.Utime.Nano()+usage.Stime.Nano()).Seconds())
@@ -500,6 +511,7 @@ type agent struct {
 	lat      *latencies
 	every    time.Duration
 	killed   atomic.Bool
+	hung     atomic.Bool
 
 	conn    *grpc.ClientConn
 	stream  ternv1.CoordinatorService_SessionClient
@@ -576,6 +588,13 @@ func (a *agent) kill() {
 	a.killed.Store(true)
 	a.conn.Close()
 	a.killCtx()
+}
+
+// hang makes the agent send nothing more while its connection stays
+// open, as a stopped (SIGSTOP) or cut-off worker.
+func (a *agent) hang() {
+	a.killed.Store(true)
+	a.hung.Store(true)
 }
 
 // run sends heartbeats and reports until ctx ends, and carries out the
@@ -677,10 +696,16 @@ func (a *agent) send(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case m := <-a.out:
+			if a.hung.Load() {
+				continue
+			}
 			if a.stream.Send(m) != nil {
 				return
 			}
 		case <-next.C:
+			if a.hung.Load() {
+				continue
+			}
 			now := time.Now()
 			a.mu.Lock()
 			a.sent = append(a.sent, now)
