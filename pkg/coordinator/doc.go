@@ -93,6 +93,20 @@
 // etcd; with none left the job fails, its reason naming the last
 // failure.
 //
+// With restartPolicy.shrink (it needs spec.checkpoint.dir), a recovery
+// whose replacements are not placed within shrinkTimeoutSeconds drops
+// every replica that lost a rank and continues at the largest smaller
+// data-parallel size (at least minData) that divides the global batch
+// (Shrunk event: "shrunk from DP a to b (reason)"); each capacity change
+// then asks the scheduler for the missing replicas (sched.Grow), and once
+// they are placed every rank moves to the spec's size (Grown event:
+// "grew back to DP a"). An attempt on another size runs the spec with
+// parallel.data set to it and batch.microBatches scaled so the global
+// batch stays, and resumes from the durable checkpoint, which the ranks
+// reshard (shrink.go): in-memory snapshots restore only on the layout
+// that took them. A shrunk run is reproducible given the same sequence
+// of layouts; across layouts a step agrees up to float32 summation order.
+//
 // # In-memory snapshots
 //
 // With spec.snapshot (on by default: a local copy every step, peers every

@@ -103,7 +103,10 @@ func (l *loop) apply(ctx context.Context, r *applyReq) error {
 		PP:   r.spec.Spec.Parallel.Pipeline,
 		// A recovery relaunches every rank from the latest durable
 		// checkpoint (or from step 0 without one).
-		MaxRestarts: r.spec.Spec.RestartSettings().MaxRestarts,
+		MaxRestarts:  r.spec.Spec.RestartSettings().MaxRestarts,
+		Shrink:       r.spec.Spec.RestartSettings().Shrink,
+		MinDP:        r.spec.Spec.RestartSettings().MinData,
+		MicroBatches: r.spec.Spec.Batch.MicroBatches,
 	})
 	if err != nil {
 		r.reply <- applyResult{err: err}
@@ -256,7 +259,10 @@ func (l *loop) carry(ctx context.Context, e *entry, acts []job.Action) error {
 			asg, err := sched.Place(l.cluster(), a.Layout)
 			l.answer(e, a.Attempt, asg, err)
 		case job.RequestReplacement:
-			asg, err := sched.Replace(l.clusterFreeing(e, a.Ranks), e.j.Spec.Layout(), e.j.Assignment, a.Ranks, l.avoided(e, a.Avoid))
+			asg, err := sched.Replace(l.clusterFreeing(e, a.Ranks), a.Layout, e.j.Assignment, a.Ranks, l.avoided(e, a.Avoid))
+			l.answer(e, a.Attempt, asg, err)
+		case job.RequestGrowth:
+			asg, err := sched.Grow(l.cluster(), a.Layout, e.j.Assignment, nil)
 			l.answer(e, a.Attempt, asg, err)
 		case job.Launch:
 			// A whole relaunch after a failure (a recovery that could
@@ -275,6 +281,10 @@ func (l *loop) carry(ctx context.Context, e *entry, acts []job.Action) error {
 		case job.StopRanks:
 			l.stopRanks(e, a.Attempt, e.j.Reason)
 		case job.StartTimer:
+			if a.Timer == job.TimerShrink {
+				l.startShrinkTimer(e, a)
+				continue
+			}
 			l.startTimer(e.name, a)
 		case job.Emit:
 			l.emit(e, a)
@@ -372,10 +382,12 @@ func (l *loop) released(e *entry) {
 	l.capacityChanged()
 }
 
-// capacityChanged tells every job waiting for slots to ask again.
+// capacityChanged tells every job waiting for slots to ask again, and
+// every job running shrunk (restartPolicy.shrink) to ask for the replicas
+// it is missing.
 func (l *loop) capacityChanged() {
 	for _, name := range l.jobNames() {
-		if e := l.jobs[name]; e.j.Phase == job.Pending || e.j.Phase == job.Recovering {
+		if e := l.jobs[name]; e.j.Phase == job.Pending || e.j.Phase == job.Recovering || (e.j.Phase == job.Running && e.j.DP > 0) {
 			l.enqueue(name, job.CapacityChanged{})
 		}
 	}

@@ -168,7 +168,7 @@ func (l *loop) startRank(e *entry, run *attempt, rank int) *ternv1.SessionRespon
 	}
 	return &ternv1.SessionResponse{Msg: &ternv1.SessionResponse_StartRank{StartRank: &ternv1.StartRank{
 		Job: e.name, Attempt: int32(run.n), Rank: int32(rank), World: int32(len(run.assignment)),
-		SpecJson: e.specJSON, Token: run.token, FromStep: run.fromStep, Listen: listen, Snapshot: l.snapshotPlan(e, run, rank),
+		SpecJson: l.attemptSpec(e, run), Token: run.token, FromStep: run.fromStep, Listen: listen, Snapshot: l.snapshotPlan(e, run, rank),
 	}}}
 }
 
@@ -296,7 +296,7 @@ func (l *loop) recordStep(e *entry, st *ternv1.RankStep) {
 	if len(run.stepMS) > stepTimesKept {
 		run.stepMS = run.stepMS[1:]
 	}
-	m := &ternv1.StepMetrics{Attempt: int32(run.n), Step: st.Step, Loss: st.Loss, TokensPerSecond: st.TokensPerSecond * float64(e.j.Spec.DP),
+	m := &ternv1.StepMetrics{Attempt: int32(run.n), Step: st.Step, Loss: st.Loss, TokensPerSecond: st.TokensPerSecond * float64(e.j.Layout().DP),
 		StepMs: st.StepMs, Lr: st.Lr, EvalLoss: st.EvalLoss, Time: timestamppb.Now()}
 	if err := l.logs.appendMetric(e.name, m); err != nil {
 		l.log.Warn("step metrics not stored", "job", e.name, "err", err)

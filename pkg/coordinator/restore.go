@@ -59,8 +59,8 @@ func (l *loop) restoreJob(ctx context.Context, rec store.Job) (*entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("decode attempt %d: %w", j.Attempt, err)
 		}
-		if run.n != j.Attempt || run.assignment.Validate(j.Spec.World()) != nil {
-			return nil, fmt.Errorf("attempt record %d does not match the job (attempt %d, %d ranks)", run.n, j.Attempt, j.Spec.World())
+		if run.n != j.Attempt || run.assignment.Validate(j.Layout().World()) != nil {
+			return nil, fmt.Errorf("attempt record %d does not match the job (attempt %d, %d ranks)", run.n, j.Attempt, j.Layout().World())
 		}
 		// Ranks of a job that let its slots go were told to stop by
 		// the coordinator before; none is waited for.

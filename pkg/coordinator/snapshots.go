@@ -223,6 +223,10 @@ func (l *loop) restorePlan(e *entry, run *attempt, recovery bool) (bool, []strin
 	case ss.committed < 0 || ss.manifest == nil:
 		l.note(e, job.Warning, "RestoreFromCheckpoint", fmt.Sprintf("attempt %d resumes from the durable checkpoint: no in-memory snapshot was committed yet", run.n))
 		return false, nil
+	case len(ss.manifest.Ranks) != len(run.assignment):
+		l.note(e, job.Warning, "RestoreFromCheckpoint", fmt.Sprintf("attempt %d runs on another layout (DP %d × PP %d) than the committed snapshot's ranks; every rank resumes from the durable checkpoint, resharded to it",
+			run.n, len(run.assignment)/e.j.Spec.PP, e.j.Spec.PP))
+		return false, nil
 	case ss.committed == ss.unusable:
 		l.note(e, job.Warning, "RestoreFromCheckpoint", fmt.Sprintf("attempt %d resumes from the durable checkpoint: a rank failed to restore committed snapshot step %d", run.n, ss.committed))
 		return false, nil

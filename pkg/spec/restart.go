@@ -28,11 +28,11 @@ type RestartPolicySpec struct {
 	// size that divides parallel.data × batch.microBatches. A run is
 	// reproducible given the same sequence of layouts; across layouts a
 	// step agrees up to float32 summation order.
-	// The coordinator's state machine and scheduler implement it
-	// (pkg/coordinator/job, sched.Shrink and sched.Grow); workers cannot
-	// yet restore a rank's in-memory state under another data-parallel
-	// size, so validation refuses shrink: true for now.
-	Shrink               bool `json:"shrink,omitempty" default:"false" desc:"Continue at a smaller data-parallel size when failed ranks cannot be replaced within shrinkTimeoutSeconds, dropping every replica that lost a rank, and grow back to parallel.data when slots return. The global batch is kept: the remaining replicas train more microbatches each, so the job shrinks only to a size that divides parallel.data × batch.microBatches. Not available in this release: true is refused."`
+	// The coordinator's state machine and scheduler decide it
+	// (pkg/coordinator/job, sched.Shrink and sched.Grow); every rank of
+	// an attempt on a new layout resumes from the durable checkpoint,
+	// resharded (pkg/train), so shrink needs spec.checkpoint.dir.
+	Shrink               bool `json:"shrink,omitempty" default:"false" desc:"Continue at a smaller data-parallel size when failed ranks cannot be replaced within shrinkTimeoutSeconds, dropping every replica that lost a rank, and grow back to parallel.data when slots return. The global batch is kept: the remaining replicas train more microbatches each, so the job shrinks only to a size that divides parallel.data × batch.microBatches. Every rank of a shrunk or grown job resumes from the durable checkpoint, so it needs spec.checkpoint.dir."`
 	ShrinkTimeoutSeconds int  `json:"shrinkTimeoutSeconds,omitempty" default:"derived" desc:"With shrink, how long a recovery waits for replacement ranks before the job shrinks. Default: 60."`
 	MinData              int  `json:"minData,omitempty" default:"derived" desc:"With shrink, the smallest number of data-parallel replicas the job may shrink to; below it the job waits for replacements. Default: 1."`
 }
@@ -78,7 +78,8 @@ func (v validator) restartPolicy(s *JobSpec) {
 		}
 		return
 	}
-	v.es.add("spec.restartPolicy.shrink", "not available in this release: the coordinator can plan a smaller data-parallel "+
-		"layout, but workers cannot yet restore a rank's state under another data-parallel size; leave it false "+
-		"(failed ranks are replaced, or the job waits for slots)")
+	if s.Checkpoint.Dir == "" {
+		v.es.add("spec.restartPolicy.shrink", "needs spec.checkpoint.dir: a job that shrinks or grows resumes on its new "+
+			"data-parallel size from the durable checkpoint (in-memory snapshots restore only on the layout that took them)")
+	}
 }

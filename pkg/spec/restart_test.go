@@ -39,7 +39,7 @@ func TestRestartPolicy(t *testing.T) {
 		}
 	}
 	for _, c := range []struct{ doc, want string }{
-		{"{shrink: true}", "spec.restartPolicy.shrink: not available in this release"},
+		{"{shrink: true}", "spec.restartPolicy.shrink: needs spec.checkpoint.dir"},
 		{"{shrinkTimeoutSeconds: 30}", "spec.restartPolicy.shrinkTimeoutSeconds: applies only with spec.restartPolicy.shrink: true"},
 		{"{minData: 1}", "spec.restartPolicy.minData: applies only with spec.restartPolicy.shrink: true"},
 		{"{shrink: true, shrinkTimeoutSeconds: 3601}", "spec.restartPolicy.shrinkTimeoutSeconds: 3601 is out of range: allowed 1 to 3600"},

@@ -34,10 +34,12 @@ import (
 // a shrink already did. A whole relaunch (after a recovery deadline, or a
 // resume) places the spec's full shape, as it always does.
 //
-// The coordinator does not carry these out yet: spec validation refuses
-// restartPolicy.shrink until workers can restore a rank's in-memory state
-// under another data-parallel size, so RequestGrowth, TimerShrink and
-// StartRecovery.Sources never reach it.
+// The coordinator launches an attempt on another layout with the spec
+// rewritten to it (parallel.data, and batch.microBatches so the global
+// batch stays) and, since in-memory snapshots restore only on the layout
+// that took them, every rank resumes from the durable checkpoint, which
+// train reshards to the new layout; Sources says which rank's state each
+// new rank continues for a restore from memory.
 
 // canShrink reports whether a failure now may end in a shrink.
 func (j *Job) canShrink() bool { return j.Spec.Shrink && j.Spec.shrinkTo(j.dp()-1) > 0 }
@@ -110,3 +112,7 @@ func (j *Job) grow(a sched.Assignment) ([]Action, error) {
 func (j *Job) requestGrowth() Action {
 	return RequestGrowth{Attempt: j.Attempt + 1, Layout: j.Spec.Layout()}
 }
+
+// Layout is the latest attempt's shape: the spec's, or smaller while the
+// job runs shrunk.
+func (j *Job) Layout() sched.Layout { return j.layout() }
