@@ -74,6 +74,7 @@
 //			                             // the leader's revision; stop if it fails
 //			case job.RequestPlacement:   // sched.Place → feed Placed or Unplaceable
 //			case job.RequestReplacement: // sched.Replace → likewise
+//			case job.RequestGrowth:      // sched.Grow → likewise
 //			case job.Launch, job.StartRecovery, job.AbortAttempt, job.StopRanks:
 //			                             // push to the workers' heartbeat streams
 //			case job.StartTimer:         // time.AfterFunc → feed TimerFired
