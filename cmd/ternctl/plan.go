@@ -216,7 +216,12 @@ func planRemote(ctx context.Context, e *env, cf *clusterFlags, f *planFlags) err
 			FreeSpare int32  `json:"free_spare_slots"`
 			Placeable bool   `json:"placeable"`
 			Placement string `json:"placement"`
-		}{planJSON(&p), resp.Ranks, resp.Workers, resp.FreeSlots, resp.FreeSpareSlots, resp.Placeable, resp.Placement})
+			SnapCode  string `json:"snapshot_code,omitempty"`
+			SnapLocal int64  `json:"snapshot_local_bytes"`
+			SnapHeld  int64  `json:"snapshot_held_bytes"`
+			SnapSend  int64  `json:"snapshot_send_bytes"`
+		}{planJSON(&p), resp.Ranks, resp.Workers, resp.FreeSlots, resp.FreeSpareSlots, resp.Placeable, resp.Placement,
+			resp.SnapshotCode, resp.SnapshotLocalBytes, resp.SnapshotHeldBytes, resp.SnapshotSendBytes})
 		if err != nil {
 			return fmt.Errorf("encode plan: %w", err)
 		}
@@ -228,6 +233,10 @@ func planRemote(ctx context.Context, e *env, cf *clusterFlags, f *planFlags) err
 		cf.addr, resp.Workers, resp.FreeSlots, resp.FreeSpareSlots, resp.Ranks)
 	if resp.Placeable {
 		fmt.Fprintf(e.stdout, "It can be placed now: %s\n", resp.Placement)
+		if resp.SnapshotCode != "" {
+			fmt.Fprintf(e.stdout, "In-memory snapshots there (%s): each worker keeps up to %s of its ranks' staged copies and %s of its peers' fragments; a rank sends %s per peer snapshot.\n",
+				resp.SnapshotCode, fmtBytes(resp.SnapshotLocalBytes), fmtBytes(resp.SnapshotHeldBytes), fmtBytes(resp.SnapshotSendBytes))
+		}
 	} else {
 		fmt.Fprintf(e.stdout, "It cannot be placed now: %s\n", resp.Placement)
 	}

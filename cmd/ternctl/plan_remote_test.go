@@ -40,6 +40,13 @@ func TestPlanRemote(t *testing.T) {
 		t.Fatalf("placement answer %+v, want 1 rank placeable on w1's 2 free slots", rp)
 	}
 
+	// Two ranks fit on the one worker: no other worker, so no peer
+	// snapshots to plan for.
+	two := runCLI(t, false, "plan", "-f", job, "--coordinator", addr, "--set", "parallel.data=2")
+	if two.code != 0 || !strings.Contains(two.stdout, "It can be placed now") || strings.Contains(two.stdout, "In-memory snapshots") {
+		t.Fatalf("exit %d\n%s%s", two.code, two.stdout, two.stderr)
+	}
+
 	t.Setenv("TERN_COORDINATOR", addr)
 	big := runCLI(t, false, "plan", "-f", job, "--remote", "--set", "parallel.data=3")
 	if big.code != 0 {

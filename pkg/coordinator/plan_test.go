@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/ternml/tern/pkg/snapshot"
 	"github.com/ternml/tern/pkg/spec"
 	"github.com/ternml/tern/pkg/train"
 	ternv1 "github.com/ternml/tern/proto/tern/v1"
@@ -62,6 +63,19 @@ func TestPlanJob(t *testing.T) {
 			}
 			if resp.Placeable != tc.placeable || resp.Placement == "" {
 				t.Fatalf("placeable %v (%q), want %v", resp.Placeable, resp.Placement, tc.placeable)
+			}
+			// Three ranks on workers of 2 and 1 slots: 2 ranks on one
+			// worker, one other worker, so k = 1 with the default m = 1.
+			if tc.ranks == 3 {
+				code, st := snapshot.Code{K: 1, M: 1}, want.Weights+want.OptimizerState
+				if resp.SnapshotCode != code.String() || resp.SnapshotLocalBytes != 2*code.LocalBytes(st) ||
+					resp.SnapshotHeldBytes != code.HeldBytes(st, 2) || resp.SnapshotSendBytes != code.PeerSendBytes(st) || st <= 0 {
+					t.Fatalf("snapshot lines %q local %d held %d send %d; want %v for a %d-byte state, 2 ranks per worker", resp.SnapshotCode,
+						resp.SnapshotLocalBytes, resp.SnapshotHeldBytes, resp.SnapshotSendBytes, code, st)
+				}
+			}
+			if !tc.placeable && resp.SnapshotCode != "" {
+				t.Fatalf("snapshot lines for a job that cannot be placed: %q", resp.SnapshotCode)
 			}
 		})
 	}

@@ -3961,10 +3961,21 @@ type PlanJobResponse struct {
 	Workers        int32 `protobuf:"varint,8,opt,name=workers,proto3" json:"workers,omitempty"`
 	// Whether the scheduler would place the job now; placement is the
 	// assignment it would make, or why it cannot.
-	Placeable     bool   `protobuf:"varint,9,opt,name=placeable,proto3" json:"placeable,omitempty"`
-	Placement     string `protobuf:"bytes,10,opt,name=placement,proto3" json:"placement,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Placeable bool   `protobuf:"varint,9,opt,name=placeable,proto3" json:"placeable,omitempty"`
+	Placement string `protobuf:"bytes,10,opt,name=placement,proto3" json:"placement,omitempty"`
+	// In-memory snapshots of the largest rank's state (weights and
+	// optimizer state), when the job takes peer snapshots and could be
+	// placed: the Reed-Solomon code (k data fragments, tolerance m, k
+	// derived from the placement's workers as the coordinator derives it
+	// without failure-domain labels), what one worker keeps of its own
+	// ranks' staged copies, what it holds of its peers' fragments, and
+	// what one rank sends per peer snapshot.
+	SnapshotCode       string `protobuf:"bytes,11,opt,name=snapshot_code,json=snapshotCode,proto3" json:"snapshot_code,omitempty"`
+	SnapshotLocalBytes int64  `protobuf:"varint,12,opt,name=snapshot_local_bytes,json=snapshotLocalBytes,proto3" json:"snapshot_local_bytes,omitempty"`
+	SnapshotHeldBytes  int64  `protobuf:"varint,13,opt,name=snapshot_held_bytes,json=snapshotHeldBytes,proto3" json:"snapshot_held_bytes,omitempty"`
+	SnapshotSendBytes  int64  `protobuf:"varint,14,opt,name=snapshot_send_bytes,json=snapshotSendBytes,proto3" json:"snapshot_send_bytes,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *PlanJobResponse) Reset() {
@@ -4065,6 +4076,34 @@ func (x *PlanJobResponse) GetPlacement() string {
 		return x.Placement
 	}
 	return ""
+}
+
+func (x *PlanJobResponse) GetSnapshotCode() string {
+	if x != nil {
+		return x.SnapshotCode
+	}
+	return ""
+}
+
+func (x *PlanJobResponse) GetSnapshotLocalBytes() int64 {
+	if x != nil {
+		return x.SnapshotLocalBytes
+	}
+	return 0
+}
+
+func (x *PlanJobResponse) GetSnapshotHeldBytes() int64 {
+	if x != nil {
+		return x.SnapshotHeldBytes
+	}
+	return 0
+}
+
+func (x *PlanJobResponse) GetSnapshotSendBytes() int64 {
+	if x != nil {
+		return x.SnapshotSendBytes
+	}
+	return 0
 }
 
 var File_tern_v1_coordinator_proto protoreflect.FileDescriptor
@@ -4358,7 +4397,7 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\x06forget\x18\x04 \x01(\bR\x06forget\"6\n" +
 	"\x0ePlanJobRequest\x12\x12\n" +
 	"\x04spec\x18\x01 \x01(\fR\x04spec\x12\x10\n" +
-	"\x03set\x18\x02 \x03(\tR\x03set\"\xe4\x02\n" +
+	"\x03set\x18\x02 \x03(\tR\x03set\"\x9b\x04\n" +
 	"\x0fPlanJobResponse\x12\x1b\n" +
 	"\tplan_json\x18\x01 \x01(\fR\bplanJson\x12\x1f\n" +
 	"\vtotal_bytes\x18\x02 \x01(\x03R\n" +
@@ -4372,7 +4411,11 @@ const file_tern_v1_coordinator_proto_rawDesc = "" +
 	"\aworkers\x18\b \x01(\x05R\aworkers\x12\x1c\n" +
 	"\tplaceable\x18\t \x01(\bR\tplaceable\x12\x1c\n" +
 	"\tplacement\x18\n" +
-	" \x01(\tR\tplacement*\xe5\x01\n" +
+	" \x01(\tR\tplacement\x12#\n" +
+	"\rsnapshot_code\x18\v \x01(\tR\fsnapshotCode\x120\n" +
+	"\x14snapshot_local_bytes\x18\f \x01(\x03R\x12snapshotLocalBytes\x12.\n" +
+	"\x13snapshot_held_bytes\x18\r \x01(\x03R\x11snapshotHeldBytes\x12.\n" +
+	"\x13snapshot_send_bytes\x18\x0e \x01(\x03R\x11snapshotSendBytes*\xe5\x01\n" +
 	"\bJobPhase\x12\x19\n" +
 	"\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11JOB_PHASE_PENDING\x10\x01\x12\x18\n" +
