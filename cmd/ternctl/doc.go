@@ -1,6 +1,10 @@
 // Command ternctl is the tern command-line client.
 //
 //	ternctl train -f job.yaml [--set k=v]... [--checkpoint-dir DIR] [--resume PATH] [-o text|json] [--metrics-out FILE] [--quiet]
+//	ternctl plan -f job.yaml [--set k=v]... [--remote] [-o text|json]
+//	ternctl export CHECKPOINT|JOB --out DIR [--max-shard-size N]
+//	ternctl generate SOURCE --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--seed S]
+//	ternctl eval SOURCE [-f job.yaml] [-o text|json]
 //	ternctl explain [FIELD] [--recursive]
 //	ternctl version [-o text|json]
 //	ternctl completion bash|zsh|fish
@@ -20,6 +24,10 @@
 //	ternctl wait NAME [--timeout D]
 //	ternctl cancel NAME
 //	ternctl delete job NAME...
+//	ternctl logs NAME [-f] [--rank R] [--attempt N] [--tail N] [--since D]
+//	ternctl pause NAME | resume NAME
+//	ternctl top NAME [-w]
+//	ternctl plan -f job.yaml --remote
 //
 // Like kubectl, it writes the data a command produces (a run's summary,
 // explain text, completion scripts) to stdout and everything else (the
