@@ -105,10 +105,11 @@ func (d *driver) runGoodput(ctx context.Context, cluster string) error {
 		med, slices.Max(append(recs, 0)), redone/float64(max(len(results), 1)), fromMem, len(results))
 	fmt.Fprintf(d.out, "SUMMARY goodput window=%.0fs kills=%d G=%.3f ref_steps_per_s=%.4f recover_median_s=%.2f redone_mean=%.1f from_memory=%d/%d\n",
 		w, len(results), g, ref, med, redone/float64(max(len(results), 1)), fromMem, len(results))
+	fmt.Fprintln(d.out, d.inv.summary("goodput", fromMem == len(results), fmt.Sprintf("G=%.3f over %d kills", g, len(results))))
 	if fromMem != len(results) {
 		return fmt.Errorf("%d of %d kills were not recovered from memory", len(results)-fromMem, len(results))
 	}
-	return nil
+	return d.inv.err()
 }
 
 // progress is the job's committed step and when it was read.

@@ -21,8 +21,29 @@
 //
 //	go run ./scripts/chaos [--bin bin] [-f examples/demo.yaml] [--steps 90] [--seed N] [--set k=v]... [--keep]
 //
-// It exits non-zero when a fault is not recovered from memory or the job
-// does not succeed. The cluster and its contexts live in a directory of
+// Other scenarios (--scenario, scenarios.go):
+//
+//   - coordinator: SIGKILL the coordinator while a snapshot commit is in
+//     flight (every rank has completed a peer step newer than the
+//     committed one); the supervisor restarts it, and the job must go on
+//     without the committed step going back, and a worker lost next must
+//     restore a step the job showed committed;
+//   - corrupt: the test-only hook snapshot.EnvTestCorruptFragment makes
+//     every holder damage the fragments of index 0 it holds; a lost
+//     worker's rank must still restore from peers, routing around them;
+//   - partition: network namespaces; not supported by the local cluster
+//     yet, and says so.
+//
+// --goodput 15m (goodput.go) instead kills a worker every --kill-every
+// for that long with the job's snapshot settings and reports the goodput
+// against the fault-free step rate measured around the window.
+//
+// Every run checks, on each job status it reads, the research
+// fault-tolerance.md §9.1 invariants a client can observe (committed step
+// monotonic; one committed step restored by every rank of a recovered
+// attempt; training resumes) and prints a SUMMARY line. It exits non-zero
+// when a fault is not recovered from memory, an invariant is violated or
+// the job does not succeed. The cluster and its contexts live in a directory of
 // their own (--dir, default a fresh temporary one), so it leaves any other
 // cluster and the user's ternctl contexts alone.
 package main
