@@ -80,6 +80,12 @@ type Agent struct {
 
 	// wg counts rank goroutines.
 	wg sync.WaitGroup
+	// bg counts the goroutines that orders start besides ranks (closing
+	// a finished job's snapshot stagers). Orders arrive on the session
+	// goroutine until Run's end, so Run waits for bg only once serve has
+	// returned: an Add racing a Wait on wg, while it drains, would be a
+	// WaitGroup misuse.
+	bg sync.WaitGroup
 
 	mu sync.Mutex
 	// ranks are the ranks this worker runs or ran and still reports;
@@ -188,6 +194,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if served != nil {
 		<-served
 	}
+	a.bg.Wait()
 	return runErr
 }
 

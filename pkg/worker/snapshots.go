@@ -112,9 +112,12 @@ func (a *Agent) forgetSnapshots(job string) {
 		}
 	}
 	a.mu.Unlock()
-	a.wg.Go(func() {
+	a.bg.Go(func() {
 		for _, ch := range ended {
-			<-ch
+			select {
+			case <-ch:
+			case <-a.quit: // a rank stuck past the drain timeout
+			}
 		}
 		js.each(func(s *snapshot.Stager) { s.Close() })
 	})
