@@ -132,56 +132,53 @@ func (l *loop) apply(ctx context.Context, r *applyReq) error {
 }
 
 func (l *loop) cancelJob(ctx context.Context, r *cancelReq) error {
-	e := l.jobs[r.name]
-	switch {
-	case e == nil:
-		r.reply <- jobResult{err: fmt.Errorf("%w: no job named %q", ErrNotFound, r.name)}
+	return l.control(ctx, r.name, r.reply, job.Cancel{}, func(e *entry) error {
+		if e.j.Phase.Terminal() {
+			return fmt.Errorf("%w: job %q is already %s; there is nothing to cancel", ErrPhase, r.name, e.j.Phase)
+		}
 		return nil
-	case e.j.Phase.Terminal():
-		r.reply <- jobResult{err: fmt.Errorf("%w: job %q is already %s; there is nothing to cancel", ErrPhase, r.name, e.j.Phase)}
-		return nil
-	}
-	if err := l.feed(ctx, e, job.Cancel{}); err != nil {
-		return err
-	}
-	l.after(func() { r.reply <- jobResult{job: l.status(e)} })
-	return nil
+	})
 }
 
 func (l *loop) pauseJob(ctx context.Context, r *pauseReq) error {
-	e := l.jobs[r.name]
-	switch {
-	case e == nil:
-		r.reply <- jobResult{err: fmt.Errorf("%w: no job named %q", ErrNotFound, r.name)}
+	return l.control(ctx, r.name, r.reply, job.Pause{}, func(e *entry) error {
+		switch {
+		case e.j.Phase.Terminal():
+			return fmt.Errorf("%w: job %q is already %s; there is nothing to pause", ErrPhase, r.name, e.j.Phase)
+		case e.j.Phase == job.Paused:
+			return fmt.Errorf("%w: job %q is already paused; resume it with `ternctl resume %s`", ErrPhase, r.name, r.name)
+		}
 		return nil
-	case e.j.Phase.Terminal():
-		r.reply <- jobResult{err: fmt.Errorf("%w: job %q is already %s; there is nothing to pause", ErrPhase, r.name, e.j.Phase)}
-		return nil
-	case e.j.Phase == job.Paused:
-		r.reply <- jobResult{err: fmt.Errorf("%w: job %q is already paused; resume it with `ternctl resume %s`", ErrPhase, r.name, r.name)}
-		return nil
-	}
-	if err := l.feed(ctx, e, job.Pause{}); err != nil {
-		return err
-	}
-	l.after(func() { r.reply <- jobResult{job: l.status(e)} })
-	return nil
+	})
 }
 
 func (l *loop) resumeJob(ctx context.Context, r *resumeReq) error {
-	e := l.jobs[r.name]
-	switch {
-	case e == nil:
-		r.reply <- jobResult{err: fmt.Errorf("%w: no job named %q", ErrNotFound, r.name)}
+	return l.control(ctx, r.name, r.reply, job.Resume{}, func(e *entry) error {
+		if e.j.Phase != job.Paused {
+			return fmt.Errorf("%w: job %q is %s; only a paused job can resume", ErrPhase, r.name, e.j.Phase)
+		}
 		return nil
-	case e.j.Phase != job.Paused:
-		r.reply <- jobResult{err: fmt.Errorf("%w: job %q is %s; only a paused job can resume", ErrPhase, r.name, e.j.Phase)}
+	})
+}
+
+// control carries out a user's verb on a job: the reply is NOT_FOUND for
+// an unknown name, refuse's error when the job's phase does not allow the
+// verb, and otherwise the job's status once the state machine has taken ev
+// and its actions have been carried out.
+func (l *loop) control(ctx context.Context, name string, reply chan jobResult, ev job.Event, refuse func(*entry) error) error {
+	e := l.jobs[name]
+	if e == nil {
+		reply <- jobResult{err: fmt.Errorf("%w: no job named %q", ErrNotFound, name)}
 		return nil
 	}
-	if err := l.feed(ctx, e, job.Resume{}); err != nil {
+	if err := refuse(e); err != nil {
+		reply <- jobResult{err: err}
+		return nil
+	}
+	if err := l.feed(ctx, e, ev); err != nil {
 		return err
 	}
-	l.after(func() { r.reply <- jobResult{job: l.status(e)} })
+	l.after(func() { reply <- jobResult{job: l.status(e)} })
 	return nil
 }
 
