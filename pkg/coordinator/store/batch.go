@@ -402,27 +402,7 @@ const commitRetries = 4
 // succeeds without writing, so a commit whose reply was lost can be
 // retried; an older step fails with ErrStaleStep.
 func (l *Leader) CommitStep(ctx context.Context, job string, step uint64, manifest []byte) (Committed, error) {
-	var err error
-	for range commitRetries {
-		prev, gerr := l.s.GetCommitted(ctx, job)
-		if gerr != nil && !errors.Is(gerr, ErrNotFound) {
-			return Committed{}, gerr
-		}
-		if gerr == nil && prev.Step == step && bytes.Equal(prev.Manifest, manifest) {
-			return prev, nil
-		}
-		b := l.Batch()
-		b.CommitStep(job, prev, step, manifest)
-		var rev int64
-		rev, err = b.Commit(ctx)
-		if err == nil {
-			return Committed{Step: step, Manifest: manifest, Revision: rev}, nil
-		}
-		if !errors.Is(err, ErrConflict) {
-			return Committed{}, err
-		}
-	}
-	return Committed{}, err
+	return l.commitLoop(ctx, job, step, manifest, l.s.GetCommitted, (*Batch).CommitStep)
 }
 
 // CommitSnapshot commits job's in-memory snapshot of step with its
@@ -430,9 +410,17 @@ func (l *Leader) CommitStep(ctx context.Context, job string, step uint64, manife
 // current one: the same step and manifest again succeed without writing
 // (a retried commit), an older or equal step fails with ErrStaleStep.
 func (l *Leader) CommitSnapshot(ctx context.Context, job string, step uint64, manifest []byte) (Committed, error) {
+	return l.commitLoop(ctx, job, step, manifest, l.s.GetSnapshot, (*Batch).CommitSnapshot)
+}
+
+// commitLoop is the read-compare-write loop of CommitStep and
+// CommitSnapshot: get reads the current record, add queues the fenced
+// write that compares against it.
+func (l *Leader) commitLoop(ctx context.Context, job string, step uint64, manifest []byte,
+	get func(context.Context, string) (Committed, error), add func(*Batch, string, Committed, uint64, []byte)) (Committed, error) {
 	var err error
 	for range commitRetries {
-		prev, gerr := l.s.GetSnapshot(ctx, job)
+		prev, gerr := get(ctx, job)
 		if gerr != nil && !errors.Is(gerr, ErrNotFound) {
 			return Committed{}, gerr
 		}
@@ -440,7 +428,7 @@ func (l *Leader) CommitSnapshot(ctx context.Context, job string, step uint64, ma
 			return prev, nil
 		}
 		b := l.Batch()
-		b.CommitSnapshot(job, prev, step, manifest)
+		add(b, job, prev, step, manifest)
 		var rev int64
 		rev, err = b.Commit(ctx)
 		if err == nil {
